@@ -1,0 +1,174 @@
+"""Small custom Keras layers shared by the architectures in this package.
+
+All of them are stateless, serializable (``get_config``) and written with ``keras.ops`` so that
+gradients flow through them (the attacks differentiate the logits with respect to the input).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+_PACKAGE = "tfadv_models"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PerImageStandardization(keras.layers.Layer):
+    """Per-example standardization, as ``tf.image.per_image_standardization``.
+
+    ``(x - mean) / max(stddev, 1 / sqrt(H * W * C))`` with the mean and the (population) standard
+    deviation taken over all pixels and channels of each image. Madry et al.'s cifar10_challenge
+    WRN applies this as the first op of the network, so the model is invariant to the input's
+    pixel range (any ``x -> a * x + b`` with ``a > 0`` gives the same output, unless the image is
+    nearly constant).
+
+    ``max(sqrt(v), m) == sqrt(max(v, m**2))``; the second form is used so that a constant image
+    gives a finite (zero) gradient instead of ``0 * inf``.
+    """
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        num_elements = ops.cast(ops.prod(ops.shape(x)[1:]), self.compute_dtype)
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        variance = ops.mean(ops.square(x - mean), axis=(1, 2, 3), keepdims=True)
+        stddev = ops.sqrt(ops.maximum(variance, 1.0 / num_elements))
+        return (x - mean) / stddev
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ChannelZeroPad(keras.layers.Layer):
+    """Zero-pads the channel (last) axis with ``before`` and ``after`` zero channels.
+
+    Used by the parameter-free shortcuts of Madry's WRN and of He et al.'s option-A ResNets.
+    """
+
+    def __init__(self, before, after, **kwargs):
+        super().__init__(**kwargs)
+        self.before = int(before)
+        self.after = int(after)
+        if self.before < 0 or self.after < 0:
+            raise ValueError(
+                "ChannelZeroPad needs non-negative padding. "
+                f"Received: before={before!r}, after={after!r}."
+            )
+
+    def call(self, inputs):
+        return ops.pad(inputs, [[0, 0], [0, 0], [0, 0], [self.before, self.after]])
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None:
+            channels = channels + self.before + self.after
+        return tuple(input_shape[:-1]) + (channels,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"before": self.before, "after": self.after})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SpatialSubsample(keras.layers.Layer):
+    """``x[:, ::stride, ::stride, :]`` (the option-A shortcut of He et al. 2016's CIFAR ResNets)."""
+
+    def __init__(self, stride, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+        if self.stride < 1:
+            raise ValueError(f"SpatialSubsample needs stride >= 1. Received: stride={stride!r}.")
+
+    def call(self, inputs):
+        s = self.stride
+        return inputs[:, ::s, ::s, :]
+
+    def compute_output_shape(self, input_shape):
+        def sub(n):
+            return None if n is None else -(-n // self.stride)
+
+        return (input_shape[0], sub(input_shape[1]), sub(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"stride": self.stride})
+        return config
+
+
+def channel_pad_amounts(in_channels, out_channels):
+    """(before, after) zero channels taking `in_channels` to `out_channels`; symmetric when even."""
+    diff = out_channels - in_channels
+    if diff < 0:
+        raise ValueError(
+            "A zero-padding shortcut cannot reduce the number of channels. "
+            f"Received: in_channels={in_channels}, out_channels={out_channels}."
+        )
+    return diff // 2, diff - diff // 2
+
+
+# --- initializers --------------------------------------------------------------------------
+
+def tf1_conv_init():
+    """``normal(0, sqrt(2 / n))`` with ``n = k * k * out_channels`` (Madry's TF1 WRN, TRADES' WRN).
+
+    Keras' ``fan_out`` of a conv kernel is exactly ``k * k * out_channels``.
+    """
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def torch_default_kernel_init():
+    """PyTorch's default Conv2d / Linear weight init: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+    return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def torch_default_bias_init(fan_in):
+    """PyTorch's default Conv2d / Linear bias init: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+    bound = 1.0 / float(fan_in) ** 0.5
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def kaiming_normal_init():
+    """PyTorch's ``kaiming_normal_`` (fan_in, gain sqrt(2), untruncated normal)."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_in", distribution="untruncated_normal")
+
+
+def torch_conv3x3(x, filters, stride, name, use_bias=False, kernel_initializer=None):
+    """3x3 conv with PyTorch's ``padding=1``.
+
+    For stride 1 this is Keras' ``'same'``; for stride 2 Keras/TF ``'same'`` pads only bottom/right
+    on even inputs while PyTorch pads one pixel on every side, so the padding is made explicit.
+    """
+    if kernel_initializer is None:
+        kernel_initializer = torch_default_kernel_init()
+    if stride == 1:
+        padding = "same"
+    else:
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        padding = "valid"
+    return keras.layers.Conv2D(
+        filters,
+        3,
+        strides=stride,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_initializer=kernel_initializer,
+        name=name,
+    )(x)
+
+
+def conv_output_size(size, kernel, stride=1, padding="valid"):
+    """Spatial output size of a conv/pool layer with Keras' padding rules."""
+    if padding == "same":
+        return -(-size // stride)
+    return (size - kernel) // stride + 1
+
+
+def check_spatial(model_name, input_shape, final_size, min_size=1):
+    """Raises a ValueError if the network's last feature map would be smaller than `min_size`."""
+    if final_size < min_size:
+        raise ValueError(
+            f"Model '{model_name}' is too deep for an input this small: its last feature map "
+            f"would have a spatial size of {final_size}. Expected a larger input_shape. "
+            f"Received: input_shape={tuple(input_shape)!r}."
+        )

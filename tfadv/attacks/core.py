@@ -1,0 +1,290 @@
+"""THE attack loop of tfadv: one graph-safe iterative attack used by training and evaluation.
+
+    x⁰ = start(x)                                   (BAT eq. 3: uniform in the ball; or Gaussian; or x)
+    repeat k times, for the examples still active:
+        g  = ∇_x Σ_i objective(f(xᵗ)_i)             (summed per-example losses, as every release does)
+        xᵗ⁺¹ = clip_range(project_ball(step(xᵗ, g))) (BAT eq. 4 / Madry's PGD)
+    keep, over restarts, the per-example worst case (successful first, then the larger objective).
+
+Every attack takes a logits callable ``model_fn(x)``. A Keras model passed instead is called with
+``training=self.training`` (``False`` by default: BatchNorm in inference mode, no statistic updates;
+``True`` reproduces Madry's train-mode generation). The loop is written with ``tf.while_loop`` so the
+same object runs eagerly, inside ``tf.function`` and inside a Keras ``train_step``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfadv import losses as losses_lib
+from tfadv import ranges as ranges_lib
+from tfadv.attacks import steps as steps_lib
+from tfadv.attacks import targets as targets_lib
+
+ATTACK_LOSSES = ("ce", "cw", "kl")
+TARGET_KINDS = (None, "given", "mc", "ll", "random")
+
+
+def as_model_fn(model, training: bool = False) -> Callable:
+    """Returns a logits callable. Keras layers/models are called with ``training=training``."""
+    if isinstance(model, keras.layers.Layer):
+        return lambda x: model(x, training=training)
+    if callable(model):
+        if training:
+            raise ValueError(
+                "training=True needs a keras Model/Layer so that BatchNorm can be switched to "
+                f"training mode; a plain callable cannot be. Received: {model!r}.")
+        return model
+    raise TypeError(f"model_fn must map images to logits. Received: {model!r}.")
+
+
+@dataclasses.dataclass
+class StepState:
+    """What a per-example stop criterion sees at iteration ``step`` (before the step is taken)."""
+
+    step: tf.Tensor
+    x_adv: tf.Tensor
+    x_nat: tf.Tensor
+    grad: tf.Tensor
+    logits: tf.Tensor
+    labels: tf.Tensor
+    eps: float
+
+
+class Attack:
+    """Base class: ``attack(model_fn, x, y) -> x_adv``."""
+
+    name = "attack"
+
+    def __call__(self, model_fn, x, y, **kwargs):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+
+class NoOpAttack(Attack):
+    """Returns the clean images, so clean and robust evaluation share one code path."""
+
+    name = "noop"
+
+    def __init__(self, **unused):
+        if unused:
+            raise ValueError(f"The noop attack takes no parameters. Received: {sorted(unused)}.")
+
+    def __call__(self, model_fn, x, y, **kwargs):
+        return tf.identity(tf.convert_to_tensor(x, tf.float32))
+
+
+class IterativeAttack(Attack):
+    """Projected gradient attacks (PGD, FGSM, targeted variants, CW/KL objectives), Linf or L2.
+
+    Args:
+        eps: radius of the ball, in *input units* (8/255 for 8 pixels in [0,1]; convert pixel flags
+            with ``tfadv.ranges.get_range(r).from_pixels``).
+        step_size: step a, input units. Default ``2.5 * eps / num_steps``.
+        num_steps: k iterations (0 returns the random start; FGSM is one step of size eps).
+        norm: ``linf`` or ``l2``.
+        random_start: ``uniform`` (in the ball), ``gaussian`` (σ=``gaussian_std``), ``none``.
+        loss: ``ce`` (cross-entropy), ``cw`` (Madry's CW margin with κ=``kappa``), ``kl``
+            (KL(f(x) ‖ f(x')) to the clean prediction, as TRADES' inner maximisation).
+        target: ``None`` (untargeted), ``given`` (``targets=`` passed to the call), ``mc`` (most
+            confusing), ``ll`` (least likely), ``random`` (uniform over the other classes). Targeted
+            attacks *descend* the target's loss (BAT eq. 24).
+        restarts: independent runs; per example the successful/highest-objective one is kept.
+        pixel_range: images are clipped to it after every step.
+        training: call a Keras model in training mode (Madry's release) instead of inference mode.
+        early_stop: stop moving examples as soon as the attack succeeds (evaluation: fewer wasted
+            steps; a success is never undone).
+        stop_fn: optional per-example criterion ``StepState -> bool``; examples for which it is true
+            stop moving for the rest of the run (Dynamic AT's FOSC control).
+        seed: op seed for the random start and random targets.
+    """
+
+    name = "pgd"
+
+    def __init__(self, *, eps: float, step_size: Optional[float] = None, num_steps: int = 10,
+                 norm: str = "linf", random_start: str = "uniform", loss: str = "ce",
+                 target: Optional[str] = None, restarts: int = 1, pixel_range="[0,1]",
+                 training: bool = False, gaussian_std: float = 1e-3, kappa: float = 50.0,
+                 early_stop: bool = False, stop_fn: Optional[Callable] = None,
+                 seed: Optional[int] = None, name: Optional[str] = None):
+        self.pixel_range = ranges_lib.get_range(pixel_range)
+        self.norm = norm
+        self._step = steps_lib.get(norm)
+        self.eps = self._check_size(eps, "eps", allow_zero=True)
+        self.num_steps = int(num_steps)
+        if self.num_steps != num_steps or self.num_steps < 0:
+            raise ValueError(f"num_steps must be a non-negative integer. Received: {num_steps!r}.")
+        if step_size is None:
+            step_size = 2.5 * self.eps / max(self.num_steps, 1)
+        self.step_size = self._check_size(step_size, "step_size", allow_zero=self.num_steps == 0)
+        if random_start not in steps_lib.RANDOM_STARTS:
+            raise ValueError(f"Unknown random_start. Expected one of {steps_lib.RANDOM_STARTS}. "
+                             f"Received: {random_start!r}.")
+        self.random_start = random_start
+        if loss not in ATTACK_LOSSES:
+            raise ValueError(f"Unknown attack loss. Expected one of {ATTACK_LOSSES}. Received: {loss!r}.")
+        if target not in TARGET_KINDS:
+            raise ValueError(f"Unknown target. Expected one of {TARGET_KINDS}. Received: {target!r}.")
+        if target is not None and loss == "kl":
+            raise ValueError(f"The kl loss has no targeted form. Received: loss='kl', target={target!r}.")
+        self.loss = loss
+        self.target = target
+        self.restarts = int(restarts)
+        if self.restarts < 1 or self.restarts != restarts:
+            raise ValueError(f"restarts must be an integer >= 1. Received: {restarts!r}.")
+        self.training = bool(training)
+        self.gaussian_std = float(gaussian_std)
+        self.kappa = float(kappa)
+        self.early_stop = bool(early_stop)
+        self.stop_fn = stop_fn
+        self.seed = seed
+        if name is not None:
+            self.name = name
+
+    def _check_size(self, value, what, allow_zero):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be a number in input units. Received: {value!r}.")
+        if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+            raise ValueError(f"{what} must be {'non-negative' if allow_zero else 'positive'}. "
+                             f"Received: {value!r}.")
+        # An Linf size above the range width cannot be in input units (a pixel-level flag passed
+        # unconverted). L2 radii legitimately exceed the width (ImageNet L2 eps=3), so no bound there.
+        if self._step.name == "linf" and v > self.pixel_range.width:
+            raise ValueError(
+                f"{what}={value!r} exceeds the width {self.pixel_range.width:g} of the pixel range "
+                f"{self.pixel_range}. Attacks take sizes in input units: 8 pixel levels are "
+                f"{self.pixel_range.from_pixels(8):.6g} here (tfadv.ranges.get_range("
+                f"'{self.pixel_range}').from_pixels(8)). Received: {what}={value!r}.")
+        return v
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "eps": self.eps, "step_size": self.step_size,
+                "num_steps": self.num_steps, "norm": self.norm, "random_start": self.random_start,
+                "loss": self.loss, "target": self.target, "restarts": self.restarts,
+                "pixel_range": str(self.pixel_range), "training": self.training,
+                "early_stop": self.early_stop}
+
+    # ----------------------------------------------------------------------------------------
+    def _clip(self, x):
+        return tf.clip_by_value(x, self.pixel_range.low, self.pixel_range.high)
+
+    def _objective(self, logits, labels, targets, logits_clean):
+        """Per-example quantity the attack increases."""
+        if self.target is not None:
+            if self.loss == "ce":
+                return -losses_lib.ce(logits=logits, labels=targets)  # descend the target's CE
+            return losses_lib.cw_target_margin(logits=logits, targets=targets, kappa=self.kappa)
+        if self.loss == "ce":
+            return losses_lib.ce(logits=logits, labels=labels)
+        if self.loss == "cw":
+            return losses_lib.cw_margin(logits=logits, labels=labels, kappa=self.kappa)
+        return losses_lib.trades_kl(logits_clean=logits_clean, logits_adv=logits)
+
+    def _success(self, logits, labels, targets):
+        pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        if self.target is not None:
+            return tf.equal(pred, targets)
+        return tf.not_equal(pred, labels)
+
+    def _validate_eager(self, x, y, logits_clean):
+        if x.shape.rank is None or x.shape.rank < 2:
+            raise ValueError(f"Images must be a batch (B, ...). Received shape: {x.shape}.")
+        if y.shape.rank != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
+                             f"Received shape: {y.shape}.")
+        self.pixel_range.check_images(x.numpy())
+        num_classes = int(logits_clean.shape[-1])
+        yn = y.numpy()
+        if yn.size and (yn.min() < 0 or yn.max() >= num_classes):
+            raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={yn.min()}, "
+                             f"max={yn.max()}.")
+
+    def __call__(self, model_fn, x, y, *, targets=None, logits_clean=None):
+        """Returns adversarial images (stop-gradient) for images ``x`` with labels ``y``."""
+        raw_model = model_fn
+        model_fn = as_model_fn(raw_model, self.training)
+        x = tf.convert_to_tensor(x, tf.float32)
+        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        needs_clean = self.target in ("mc", "ll", "random") or self.loss == "kl"
+        eager = tf.executing_eagerly()
+        if logits_clean is None and (needs_clean or eager):
+            # Inference-mode clean logits (BAT computes the MC target with BN in inference mode).
+            logits_clean = tf.stop_gradient(as_model_fn(raw_model, False)(x))
+        if eager:
+            self._validate_eager(x, y, logits_clean)
+        if self.target == "given":
+            if targets is None:
+                raise ValueError("target='given' needs targets=... in the call. Received: None.")
+            targets = tf.cast(targets, tf.int32)
+        elif self.target is not None:
+            targets = targets_lib.select(self.target, logits=logits_clean, labels=y, seed=self.seed)
+
+        best = None
+        active0 = tf.ones(tf.shape(y), tf.bool)
+        for r in range(self.restarts):
+            seed = None if self.seed is None else self.seed + 7919 * r
+            if best is not None and self.early_stop:
+                active0 = tf.logical_not(best[2])
+            x_adv = self._run(model_fn, x, y, targets, logits_clean, seed, active0)
+            if self.restarts == 1:
+                return tf.stop_gradient(x_adv)
+            logits = model_fn(x_adv)
+            obj = self._objective(logits, y, targets, logits_clean)
+            succ = self._success(logits, y, targets)
+            if best is None:
+                best = (x_adv, obj, succ)
+                continue
+            better = tf.logical_or(
+                tf.logical_and(succ, tf.logical_not(best[2])),
+                tf.logical_and(tf.equal(succ, best[2]), obj > best[1]))
+            best = (tf.where(self._expand(better, x), x_adv, best[0]),
+                    tf.where(better, obj, best[1]), tf.logical_or(succ, best[2]))
+        return tf.stop_gradient(best[0])
+
+    @staticmethod
+    def _expand(mask, like):
+        return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
+
+    def _run(self, model_fn, x, y, targets, logits_clean, seed, active0):
+        """One run: random start, then ``num_steps`` masked projected steps."""
+        step = self._step
+        x_adv = step.random_init(x, self.eps, self.random_start, gaussian_std=self.gaussian_std,
+                                 seed=seed)
+        if self.random_start == "uniform":
+            x_adv = self._clip(x_adv)
+        x_adv = tf.where(self._expand(active0, x), x_adv, x)
+        if targets is None:
+            targets = y  # unused placeholder of the right dtype/shape for the loop signature
+
+        def body(i, x_adv, active):
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                logits = model_fn(x_adv)
+                objective = self._objective(logits, y, targets, logits_clean)
+                total = tf.reduce_sum(objective)
+            grad = tape.gradient(total, x_adv)
+            if self.early_stop:
+                active = tf.logical_and(active, tf.logical_not(self._success(logits, y, targets)))
+            if self.stop_fn is not None:
+                state = StepState(step=i, x_adv=x_adv, x_nat=x, grad=grad, logits=logits,
+                                  labels=y, eps=self.eps)
+                active = tf.logical_and(active, tf.logical_not(self.stop_fn(state)))
+            x_new = self._clip(step.project(step.step(x_adv, grad, self.step_size), x, self.eps))
+            x_adv = tf.where(self._expand(active, x), x_new, x_adv)
+            return i + 1, x_adv, active
+
+        if self.num_steps == 0:
+            return x_adv
+        _, x_adv, _ = tf.while_loop(
+            lambda i, *_: i < self.num_steps, body, (tf.constant(0), x_adv, active0),
+            maximum_iterations=self.num_steps)
+        return x_adv

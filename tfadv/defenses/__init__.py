@@ -1,0 +1,22 @@
+"""Defenses, reachable by name: ``tfadv.defenses.get(name)(network, **params) -> keras.Model``."""
+
+from __future__ import annotations
+
+from tfadv.defenses.base import AdversarialModel
+from tfadv.defenses.madry import MadryAdversarialTraining, madry
+from tfadv.registry import Registry
+
+DEFENSES = Registry("defense")
+DEFENSES.register("madry", "pgd_at")(madry)
+
+
+def get(name: str):
+    """Returns the factory ``(network, **params) -> AdversarialModel`` registered as ``name``."""
+    return DEFENSES.lookup(name)
+
+
+def names():
+    return DEFENSES.names()
+
+
+__all__ = ["AdversarialModel", "MadryAdversarialTraining", "get", "names", "DEFENSES"]

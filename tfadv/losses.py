@@ -1,0 +1,76 @@
+"""Pure, keyword-only loss functions, chosen by name through :data:`LOSSES`.
+
+Every function returns a **per-example** vector (shape ``(B,)``); callers reduce. Attacks maximise
+these (or their targeted counterparts); defenses average them over the batch.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfadv.registry import Registry
+
+LOSSES = Registry("loss")
+
+
+def _as_probability_targets(labels, num_classes: int, dtype):
+    """Integer labels (B,) -> one-hot; soft labels (B, K) are passed through."""
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 1:
+        return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=dtype)
+    return tf.cast(labels, dtype)
+
+
+@LOSSES.register("ce", "cross_entropy", "xent")
+def ce(*, logits, labels):
+    """Softmax cross-entropy per example, ``-Σ_k y_k log softmax(z)_k``.
+
+    ``labels`` are integer classes (B,) or soft labels (B, K) (BAT's adversarial labels, eq. 14).
+    The inner loss L of Madry et al.'s saddle-point problem (BAT eq. 1).
+    """
+    logits = tf.convert_to_tensor(logits)
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 1:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int32), logits=logits)
+    return tf.nn.softmax_cross_entropy_with_logits(labels=tf.cast(labels, logits.dtype), logits=logits)
+
+
+def _true_and_best_other(logits, labels):
+    """Returns (z_y, max_{k != y} z_k) per example."""
+    num_classes = tf.shape(logits)[-1]
+    onehot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=logits.dtype)
+    true_logit = tf.reduce_sum(onehot * logits, axis=-1)
+    # Mask the true class with a very negative number (Madry's release uses -1e4 * onehot).
+    other = tf.reduce_max(logits - onehot * tf.constant(1e9, logits.dtype), axis=-1)
+    return true_logit, other
+
+
+@LOSSES.register("cw", "cw_margin")
+def cw_margin(*, logits, labels, kappa: float = 50.0):
+    """Carlini-Wagner margin loss as in Madry et al.'s release: ``-relu(z_y - max_{k≠y} z_k + κ)``.
+
+    Increasing it drives the true logit below the best other logit (by up to κ=50).
+    """
+    true_logit, other = _true_and_best_other(logits, labels)
+    return -tf.nn.relu(true_logit - other + tf.cast(kappa, true_logit.dtype))
+
+
+def cw_target_margin(*, logits, targets, kappa: float = 50.0):
+    """Targeted CW margin ``-relu(max_{k≠t} z_k - z_t + κ)``: increasing it raises the target logit."""
+    target_logit, other = _true_and_best_other(logits, targets)
+    return -tf.nn.relu(other - target_logit + tf.cast(kappa, target_logit.dtype))
+
+
+@LOSSES.register("trades_kl", "kl")
+def trades_kl(*, logits_clean, logits_adv):
+    """``KL(softmax(f(x)) ‖ softmax(f(x')))`` per example (TRADES eq. 5 surrogate, argument order
+    clean ‖ adversarial as in the authors' release)."""
+    log_p = tf.nn.log_softmax(logits_clean, axis=-1)
+    log_q = tf.nn.log_softmax(logits_adv, axis=-1)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def get(name: str):
+    """Returns the loss function registered under ``name`` (``ce``, ``cw``, ``trades_kl``)."""
+    return LOSSES.lookup(name)
