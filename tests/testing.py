@@ -20,3 +20,73 @@ class TestCase(tf.test.TestCase):
     def random_images(self, shape, low=0.0, high=1.0, seed=0):
         rng = np.random.default_rng(seed)
         return rng.uniform(low, high, size=shape).astype("float32")
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared tiny models and a quickly trained digits model (appended for tests/attacks, tests/defenses).
+
+import functools as _functools
+
+
+def tiny_cnn(input_shape=(8, 8, 1), num_classes=10, with_bn=True, seed=0, name="tiny_cnn"):
+    """A 2-conv logits network (Conv-[BN]-ReLU-Conv(stride 2)-ReLU-Flatten-Dense), built.
+
+    Variables are initialised deterministically from ``seed``.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape)
+    h = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inputs)
+    if with_bn:
+        h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(num_classes, name="logits")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@_functools.lru_cache(maxsize=None)
+def _digits_arrays(seed=0):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype("float32")[..., None]
+    y = d.target.astype("int32")
+    perm = np.random.default_rng(seed).permutation(len(x))
+    return x[perm], y[perm]
+
+
+def digits_split(num_train=1400, num_test=None, seed=0):
+    """scikit-learn digits in [0,1], shape (N, 8, 8, 1), shuffled with ``seed``.
+
+    Returns ``(x_train, y_train, x_test, y_test)``; the test part is everything after ``num_train``
+    (at most ``num_test`` of it). Copies, so callers may modify them.
+    """
+    x, y = _digits_arrays(seed)
+    x_test, y_test = x[num_train:], y[num_train:]
+    if num_test is not None:
+        x_test, y_test = x_test[:num_test], y_test[:num_test]
+    return x[:num_train].copy(), y[:num_train].copy(), x_test.copy(), y_test.copy()
+
+
+@_functools.lru_cache(maxsize=None)
+def trained_digits_model(epochs=8, with_bn=True):
+    """A tiny_cnn naturally trained on digits with Adam (a few seconds; ~90%+ test accuracy).
+
+    Cached per process: callers must not train it or run training-mode attacks on it.
+    """
+    x_train, y_train, _, _ = digits_split()
+    model = tiny_cnn(with_bn=with_bn, seed=0, name="digits_cnn")
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, epochs=epochs, batch_size=64, shuffle=True, verbose=0)
+    return model
+
+
+def bn_moving_stats(model):
+    """Copies of every BatchNormalization moving mean/variance of ``model`` (NumPy arrays)."""
+    stats = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            stats += [np.array(layer.moving_mean), np.array(layer.moving_variance)]
+    return stats

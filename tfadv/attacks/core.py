@@ -14,6 +14,7 @@ same object runs eagerly, inside ``tf.function`` and inside a Keras ``train_step
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Callable, Optional
 
@@ -56,13 +57,18 @@ class StepState:
     eps: float
 
 
-class Attack:
+class Attack(abc.ABC):
     """Base class: ``attack(model_fn, x, y) -> x_adv``."""
 
     name = "attack"
 
-    def __call__(self, model_fn, x, y, **kwargs):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, model_fn, x, y, **kwargs):
+        """Returns adversarial images for ``x`` (labels ``y``) against the logits callable."""
+
+    @abc.abstractmethod
+    def model_calls_per_example(self) -> int:
+        """How many times the attack evaluates the model per example (for reports)."""
 
     def get_config(self) -> dict:
         return {"name": self.name}
@@ -79,6 +85,9 @@ class NoOpAttack(Attack):
 
     def __call__(self, model_fn, x, y, **kwargs):
         return tf.identity(tf.convert_to_tensor(x, tf.float32))
+
+    def model_calls_per_example(self) -> int:
+        return 0
 
 
 class IterativeAttack(Attack):
@@ -165,6 +174,12 @@ class IterativeAttack(Attack):
                 f"{self.pixel_range.from_pixels(8):.6g} here (tfadv.ranges.get_range("
                 f"'{self.pixel_range}').from_pixels(8)). Received: {what}={value!r}.")
         return v
+
+    def model_calls_per_example(self) -> int:
+        """Model evaluations per example in graph mode: k gradient steps per restart, one scoring
+        forward per restart when restarts > 1, and one clean forward for targets/KL."""
+        calls = self.num_steps * self.restarts + (self.restarts if self.restarts > 1 else 0)
+        return calls + int(self.target in ("mc", "ll", "random") or self.loss == "kl")
 
     def get_config(self) -> dict:
         return {"name": self.name, "eps": self.eps, "step_size": self.step_size,

@@ -246,7 +246,7 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if augment_fn is not None:
-            aug_seed = None if seed is None else seed + 1
+            aug_seed = None if seed is None else (seed + 1) % 2**63
             seeds = tf.data.Dataset.random(seed=aug_seed, rerandomize_each_iteration=True).batch(2)
             ds = tf.data.Dataset.zip((ds, seeds)).map(
                 lambda example, s: (augment_fn(example[0], s), example[1]),

@@ -1,0 +1,57 @@
+"""Atomic writes: a reader sees the old file/directory or the complete new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, *, directory: bool = False):
+    """Yields a temporary sibling path; on success it is renamed over ``path``.
+
+    On error the temporary is removed and ``path`` is left as it was.
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(path)
+    if directory:
+        tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+        shutil.rmtree(tmp)  # the writer creates it
+    else:
+        # The temporary keeps the full name as its suffix, so extension checks (".weights.h5") pass.
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{base}", dir=parent)
+        os.close(fd)
+        os.remove(tmp)
+    try:
+        yield tmp
+        if directory:
+            if os.path.isdir(path):
+                old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+                os.rmdir(old)
+                os.rename(path, old)
+                os.rename(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path: str, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

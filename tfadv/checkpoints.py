@@ -1,0 +1,113 @@
+"""Checkpoints a run can be rebuilt from: atomic weight files plus the run's network config.
+
+Layout of a log directory::
+
+    LOGDIR/run_config.json          model name/kwargs, classes, input shape, pixel range, dataset
+    LOGDIR/run_metadata.json        flags, git hash, seed, versions (tfadv.callbacks)
+    LOGDIR/checkpoints/ckpt-0003.weights.h5, checkpoint.json (latest epoch)
+    LOGDIR/savedmodel/              export at the end of training
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from typing import Optional
+
+import keras
+
+from tfadv import atomic
+
+RUN_CONFIG = "run_config.json"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_INDEX = "checkpoint.json"
+_CKPT_RE = re.compile(r"ckpt-(\d+)\.weights\.h5$")
+
+
+def write_run_config(logdir: str, *, model: str, num_classes: int, input_shape, pixel_range: str,
+                     dataset: str, model_kwargs: Optional[dict] = None) -> dict:
+    config = {"model": model, "model_kwargs": model_kwargs or {}, "num_classes": int(num_classes),
+              "input_shape": [int(d) for d in input_shape], "pixel_range": str(pixel_range),
+              "dataset": dataset}
+    atomic.write_json(os.path.join(logdir, RUN_CONFIG), config)
+    return config
+
+
+def read_run_config(logdir: str) -> dict:
+    path = os.path.join(logdir, RUN_CONFIG)
+    if not os.path.isfile(path):
+        raise ValueError(f"No {RUN_CONFIG} in the run directory, so the network cannot be rebuilt. "
+                         f"Received: {logdir!r}.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"Corrupt {RUN_CONFIG} ({e}). Received: {path!r}.") from None
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the *network's* weights after every ``every`` epochs, atomically, keeping ``keep``."""
+
+    def __init__(self, logdir: str, network: keras.Model, *, every: int = 1, keep: int = 3):
+        super().__init__()
+        self.directory = os.path.join(logdir, CHECKPOINT_DIR)
+        self.network = network
+        self.every = max(int(every), 1)
+        self.keep = max(int(keep), 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            save(self.directory, self.network, epoch + 1)
+            for old in list_checkpoints(self.directory)[:-self.keep]:
+                os.remove(old)
+
+
+def save(directory: str, network: keras.Model, epoch: int) -> str:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"ckpt-{epoch:04d}.weights.h5")
+    with atomic.atomic_path(path) as tmp:
+        network.save_weights(tmp)
+    atomic.write_json(os.path.join(directory, CHECKPOINT_INDEX),
+                      {"latest": os.path.basename(path), "epoch": int(epoch)})
+    return path
+
+
+def list_checkpoints(directory: str):
+    files = [p for p in glob.glob(os.path.join(directory, "ckpt-*.weights.h5")) if _CKPT_RE.search(p)]
+    return sorted(files, key=lambda p: int(_CKPT_RE.search(p).group(1)))
+
+
+def resolve(path: str):
+    """Returns (weights_file, logdir) for a log directory, its checkpoints/ folder or a weights file."""
+    if os.path.isfile(path):
+        directory = os.path.dirname(os.path.abspath(path))
+        logdir = os.path.dirname(directory) if os.path.basename(directory) == CHECKPOINT_DIR else directory
+        return path, logdir
+    if os.path.isdir(path):
+        directory = path if os.path.basename(os.path.normpath(path)) == CHECKPOINT_DIR else os.path.join(path, CHECKPOINT_DIR)
+        found = list_checkpoints(directory)
+        if found:
+            return found[-1], os.path.dirname(os.path.abspath(directory))
+    raise ValueError(f"No checkpoint found: expected a run directory with {CHECKPOINT_DIR}/ckpt-*.weights.h5 "
+                     f"or a .weights.h5 file. Received: {path!r}.")
+
+
+def restore_network(path: str):
+    """Rebuilds the network of a run from its run_config.json and loads a checkpoint into it.
+
+    Returns ``(network, run_config, weights_file)``.
+    """
+    import models  # the architecture registry
+
+    weights, logdir = resolve(path)
+    config = read_run_config(logdir)
+    network = models.build(config["model"], num_classes=config["num_classes"],
+                           input_shape=tuple(config["input_shape"]), **config.get("model_kwargs", {}))
+    try:
+        network.load_weights(weights)
+    except Exception as e:  # truncated/corrupt HDF5 or a mismatching architecture
+        raise ValueError(f"Could not load the checkpoint ({type(e).__name__}: {e}). "
+                         f"Received: {weights!r}.") from None
+    return network, config, weights

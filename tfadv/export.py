@@ -1,0 +1,87 @@
+"""SavedModel export/load with a small metadata file (pixel range, eps units, classes).
+
+A tfadv SavedModel has one endpoint, ``serve(images) -> logits``, computed with the network in
+inference mode, and ``tfadv_metadata.json`` beside ``saved_model.pb`` saying which pixel range the
+images must be in. Export is atomic: the directory appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from tfadv import atomic
+from tfadv import ranges as ranges_lib
+
+METADATA_FILE = "tfadv_metadata.json"
+FORMAT_VERSION = 1
+
+
+def export_savedmodel(network: keras.Model, path: str, *, pixel_range, metadata: Optional[dict] = None) -> str:
+    """Writes ``network`` (images -> logits) as a SavedModel at ``path`` and returns ``path``."""
+    rng = ranges_lib.get_range(pixel_range)
+    input_shape = tuple(int(d) for d in network.input_shape[1:])
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "pixel_range": rng.name,
+        "eps_units": "input units of pixel_range; flags use pixel levels out of 255",
+        "num_classes": int(network.output_shape[-1]),
+        "input_shape": list(input_shape),
+        "model_name": network.name,
+    }
+    meta.update(metadata or {})
+    archive = keras.export.ExportArchive()
+    archive.track(network)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda images: network(images, training=False),
+        input_signature=[tf.TensorSpec((None,) + input_shape, tf.float32, name="images")])
+    with atomic.atomic_path(path, directory=True) as tmp:
+        archive.write_out(tmp, verbose=False)
+        atomic.write_json(os.path.join(tmp, METADATA_FILE), meta)
+    return path
+
+
+class LoadedModel:
+    """A restored tfadv SavedModel: ``model(x) -> logits`` plus its metadata."""
+
+    def __init__(self, path: str, module, metadata: dict):
+        self.path = path
+        self._module = module
+        self.metadata = metadata
+        self.pixel_range = ranges_lib.get_range(metadata["pixel_range"])
+        self.num_classes = int(metadata["num_classes"])
+        self.input_shape = tuple(metadata["input_shape"])
+
+    def __call__(self, images):
+        return self._module.serve(tf.convert_to_tensor(images, tf.float32))
+
+
+def is_savedmodel(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def load_savedmodel(path: str) -> LoadedModel:
+    """Loads a SavedModel written by :func:`export_savedmodel`, with clear errors when it is not one."""
+    if not os.path.isdir(path):
+        raise ValueError(f"No SavedModel directory at this path. Received: {path!r}.")
+    if not is_savedmodel(path):
+        raise ValueError(f"Not a SavedModel (no saved_model.pb inside). Received: {path!r}.")
+    meta_path = os.path.join(path, METADATA_FILE)
+    if not os.path.isfile(meta_path):
+        raise ValueError(f"SavedModel lacks {METADATA_FILE}; export it with "
+                         f"scripts/export_savedmodel.py. Received: {path!r}.")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            metadata = json.load(f)
+        module = tf.saved_model.load(path)
+    except Exception as e:  # corrupt protobuf/variables/json
+        raise ValueError(f"Could not read the SavedModel ({type(e).__name__}: {e}). "
+                         f"Received: {path!r}.") from None
+    if not hasattr(module, "serve"):
+        raise ValueError(f"SavedModel has no 'serve' endpoint. Received: {path!r}.")
+    return LoadedModel(path, module, metadata)

@@ -1,0 +1,64 @@
+"""absl flag definitions shared by the scripts, and their resolution against dataset presets.
+
+Sizes are pixel levels out of 255: ``--eps=8`` is 8/255 of the range in [0,1] and 16/255 in [-1,1];
+MNIST's 0.3 is ``--eps=76.5``. Flags left unset (None) come from the dataset's preset.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_data_flags():
+    flags.DEFINE_string("dataset", "digits", "mnist, cifar10, cifar100, svhn, digits or npz:PATH.")
+    flags.DEFINE_string("data_dir", None, "tfds data directory holding prepared datasets.")
+    flags.DEFINE_string("pixel_range", None, "[0,1] or [-1,1] (default: the preset's).")
+    flags.DEFINE_integer("train_limit", None, "Use only the first N training examples.")
+    flags.DEFINE_integer("eval_limit", None, "Evaluate on only the first N test examples.")
+    flags.DEFINE_integer("seed", 0, "Random seed (data order, initialisation, attacks).")
+
+
+def define_attack_flags():
+    flags.DEFINE_float("eps", None, "Perturbation budget in pixel levels out of 255.")
+    flags.DEFINE_float("step_size", None, "Attack step in pixel levels out of 255.")
+    flags.DEFINE_integer("num_steps", None, "Attack iterations during training.")
+    flags.DEFINE_enum("random_start", "uniform", ["uniform", "gaussian", "none"], "Attack start.")
+    flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Threat model.")
+    flags.DEFINE_bool("attack_training", False,
+                      "Generate training examples with BN in training mode (Madry's release).")
+
+
+def define_training_flags():
+    flags.DEFINE_string("preset", None, "Defaults to use (default: the dataset's name).")
+    flags.DEFINE_string("model", None, "Architecture name from the models registry.")
+    flags.DEFINE_integer("epochs", None, "Training epochs.")
+    flags.DEFINE_integer("batch_size", None, "Global batch size.")
+    flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], "Optimizer.")
+    flags.DEFINE_float("lr", None, "Initial learning rate.")
+    flags.DEFINE_list("lr_boundaries", None, "Epochs at which the LR is multiplied by --lr_decay.")
+    flags.DEFINE_float("lr_decay", None, "LR multiplier at each boundary.")
+    flags.DEFINE_float("momentum", None, "SGD momentum.")
+    flags.DEFINE_float("weight_decay", None, "Coefficient c of c*sum(w^2)/2 on kernels (TF l2_loss).")
+    flags.DEFINE_string("logdir", "runs/madry_digits", "Run directory: checkpoints, TensorBoard, "
+                        "metadata, SavedModel, robustness report.")
+    flags.DEFINE_integer("num_gpus", 0, "0: default device; N: MirroredStrategy over N GPUs.")
+    flags.DEFINE_integer("val_limit", None, "Validation examples attacked each epoch (0: none).")
+    flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
+    flags.DEFINE_string("eval_attacks", None, "Attacks run on the test split after training "
+                        "(see scripts/eval_robustness.py --helpfull).")
+    flags.DEFINE_float("eval_step_size", None, "Default step of PGD-k in the final evaluation.")
+    flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
+
+
+def flag_values() -> dict:
+    """Values of the flags defined by tfadv and by the running script (for run_metadata.json)."""
+    import sys
+
+    script = sys.argv[0] if sys.argv else ""
+    out = {}
+    for module, module_flags in FLAGS.flags_by_module_dict().items():
+        if module.startswith("tfadv") or module == script or module == "__main__":
+            out.update({f.name: f.value for f in module_flags})
+    return dict(sorted(out.items()))

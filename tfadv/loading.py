@@ -1,0 +1,33 @@
+"""Loads a model for evaluation from a SavedModel directory, a run directory or a checkpoint file."""
+
+from __future__ import annotations
+
+import os
+
+from tfadv import checkpoints as ckpt_lib
+from tfadv import export as export_lib
+
+
+def load_for_evaluation(path: str):
+    """Returns ``(model_fn_or_network, info)`` where info has pixel_range, num_classes, architecture.
+
+    ``path`` may be a SavedModel written by tfadv, a run directory (its ``savedmodel/`` is used if
+    present, else its latest checkpoint), a ``checkpoints/`` directory or a ``.weights.h5`` file.
+    """
+    if not path:
+        raise ValueError(f"A model path is required (--model_path). Received: {path!r}.")
+    if not os.path.exists(path):
+        raise ValueError(f"Model path does not exist. Received: {path!r}.")
+    if export_lib.is_savedmodel(path):
+        loaded = export_lib.load_savedmodel(path)
+        return loaded, {"pixel_range": loaded.pixel_range.name, "num_classes": loaded.num_classes,
+                        "architecture": loaded.metadata.get("architecture", "unknown"),
+                        "dataset": loaded.metadata.get("dataset"), "source": path}
+    saved = os.path.join(path, "savedmodel")
+    if os.path.isdir(path) and export_lib.is_savedmodel(saved) and not os.path.isdir(
+            os.path.join(path, ckpt_lib.CHECKPOINT_DIR)):
+        return load_for_evaluation(saved)
+    network, config, weights = ckpt_lib.restore_network(path)
+    return network, {"pixel_range": config["pixel_range"], "num_classes": config["num_classes"],
+                     "architecture": config["model"], "dataset": config.get("dataset"),
+                     "source": weights}
