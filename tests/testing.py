@@ -13,6 +13,9 @@ SHARED_MNIST = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "mnist
 class TestCase(tf.test.TestCase):
     """tf.test.TestCase with a fixed seed per test."""
 
+    # tf.test.TestCase's deprecated `test_session` context manager is not a test: hide it from pytest.
+    test_session = None
+
     def setUp(self):
         super().setUp()
         keras.utils.set_random_seed(1234)

@@ -81,9 +81,8 @@ def config_from_flags(flag_values) -> TrainConfig:
     dataset = fv.dataset
     preset_name = fv.preset
     if preset_name is None:
-        image_shape = None
-        if dataset.startswith("npz:"):
-            image_shape = data_lib.info(dataset, "test").image_shape
+        # Validates the dataset name (and that a tfds dataset is prepared) before anything else.
+        image_shape = data_lib.info(dataset, "test", data_dir=fv.data_dir).image_shape
         preset_name = presets_lib.for_dataset(dataset, image_shape)
     preset = presets_lib.get(preset_name)
 
@@ -117,8 +116,10 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     lr = cfg.lr
     if cfg.lr_boundaries:
         values = [cfg.lr * cfg.lr_decay ** i for i in range(len(cfg.lr_boundaries) + 1)]
+        # PiecewiseConstantDecay keeps values[i] while step <= boundary[i]; the step counter is the
+        # number of updates already made, so epoch b's first update has step b*steps_per_epoch.
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [b * steps_per_epoch for b in cfg.lr_boundaries], values)
+            [b * steps_per_epoch - 1 for b in cfg.lr_boundaries], values)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum)
     if cfg.optimizer == "adam":

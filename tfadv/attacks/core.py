@@ -31,10 +31,32 @@ ATTACK_LOSSES = ("ce", "cw", "kl")
 TARGET_KINDS = (None, "given", "mc", "ll", "random")
 
 
+class ModelFn:
+    """A Keras model called in a fixed BatchNorm mode; it knows its inference-mode twin, so an attack
+    handed a training-mode callable still computes clean logits/targets in inference mode."""
+
+    def __init__(self, model: keras.layers.Layer, training: bool = False):
+        self.model = model
+        self.training = bool(training)
+
+    def __call__(self, x):
+        return self.model(x, training=self.training)
+
+
+def inference_fn(model) -> Callable:
+    """The inference-mode logits callable of a Keras model or ModelFn (plain callables as they are)."""
+    if isinstance(model, ModelFn):
+        return ModelFn(model.model, False)
+    return as_model_fn(model, False)
+
+
 def as_model_fn(model, training: bool = False) -> Callable:
-    """Returns a logits callable. Keras layers/models are called with ``training=training``."""
+    """Returns a logits callable. Keras layers/models are called with ``training=training``; a
+    ModelFn keeps the mode its creator fixed (a defense's ``attack_training``)."""
+    if isinstance(model, ModelFn):
+        return model
     if isinstance(model, keras.layers.Layer):
-        return lambda x: model(x, training=training)
+        return ModelFn(model, training)
     if callable(model):
         if training:
             raise ValueError(
@@ -127,12 +149,14 @@ class IterativeAttack(Attack):
         self.norm = norm
         self._step = steps_lib.get(norm)
         self.eps = self._check_size(eps, "eps", allow_zero=True)
-        self.num_steps = int(num_steps)
-        if self.num_steps != num_steps or self.num_steps < 0:
+        if not isinstance(num_steps, (int, np.integer, float)) or int(num_steps) != num_steps \
+                or num_steps < 0:
             raise ValueError(f"num_steps must be a non-negative integer. Received: {num_steps!r}.")
+        self.num_steps = int(num_steps)
         if step_size is None:
             step_size = 2.5 * self.eps / max(self.num_steps, 1)
-        self.step_size = self._check_size(step_size, "step_size", allow_zero=self.num_steps == 0)
+        self.step_size = self._check_size(step_size, "step_size",
+                                          allow_zero=self.num_steps == 0 or self.eps == 0)
         if random_start not in steps_lib.RANDOM_STARTS:
             raise ValueError(f"Unknown random_start. Expected one of {steps_lib.RANDOM_STARTS}. "
                              f"Received: {random_start!r}.")
@@ -233,7 +257,7 @@ class IterativeAttack(Attack):
         eager = tf.executing_eagerly()
         if logits_clean is None and (needs_clean or eager):
             # Inference-mode clean logits (BAT computes the MC target with BN in inference mode).
-            logits_clean = tf.stop_gradient(as_model_fn(raw_model, False)(x))
+            logits_clean = tf.stop_gradient(inference_fn(raw_model)(x))
         if eager:
             self._validate_eager(x, y, logits_clean)
         if self.target == "given":
@@ -297,9 +321,10 @@ class IterativeAttack(Attack):
             x_adv = tf.where(self._expand(active, x), x_new, x_adv)
             return i + 1, x_adv, active
 
-        if self.num_steps == 0:
-            return x_adv
-        _, x_adv, _ = tf.while_loop(
-            lambda i, *_: i < self.num_steps, body, (tf.constant(0), x_adv, active0),
-            maximum_iterations=self.num_steps)
-        return x_adv
+        if self.num_steps > 0:
+            _, x_adv, _ = tf.while_loop(
+                lambda i, *_: i < self.num_steps, body, (tf.constant(0), x_adv, active0),
+                maximum_iterations=self.num_steps)
+        # A Gaussian start is not clipped before the first step (TRADES' release); examples frozen
+        # before moving, or num_steps=0, must still come back inside the pixel range.
+        return self._clip(x_adv)

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfadv import losses as losses_lib
-from tfadv.attacks.core import Attack, as_model_fn
+from tfadv.attacks.core import Attack, ModelFn
 
 
 class AdversarialModel(keras.Model):
@@ -40,9 +40,9 @@ class AdversarialModel(keras.Model):
     def __init__(self, network: keras.Model, *, attack: Attack, eval_attack: Optional[Attack] = None,
                  weight_decay: float = 0.0, attack_training: bool = False, track_clean: bool = True,
                  name: Optional[str] = None, **kwargs):
-        super().__init__(name=name or f"{type(self).__name__.lower()}_{network.name}", **kwargs)
         if not isinstance(network, keras.Model):
             raise TypeError(f"network must be a keras.Model returning logits. Received: {network!r}.")
+        super().__init__(name=name or f"{type(self).__name__.lower()}_{network.name}", **kwargs)
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0. Received: {weight_decay!r}.")
         self.network = network
@@ -65,8 +65,8 @@ class AdversarialModel(keras.Model):
         return self.network(inputs, training=training)
 
     def model_fn(self, training: bool = False):
-        """The logits callable attacks receive."""
-        return as_model_fn(self.network, training)
+        """The logits callable attacks receive (BN mode fixed; its inference twin is known)."""
+        return ModelFn(self.network, training)
 
     def decay_variables(self):
         """Conv/dense kernels (biases and BatchNorm parameters are not decayed, as released)."""

@@ -1,0 +1,67 @@
+"""The scripts end to end on digits (offline), and their errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.testing import REPO_ROOT
+
+
+def run_script(name, *args, check=True):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", name), *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    logdir = str(tmp_path_factory.mktemp("runs") / "madry_digits")
+    proc = run_script("train_madry.py", "--epochs=2", "--train_limit=512", "--eval_limit=128",
+                      "--val_limit=64", "--eval_attacks=clean,fgsm,pgd-5", f"--logdir={logdir}")
+    return logdir, proc
+
+
+def test_train_writes_everything_a_run_needs(trained_run):
+    logdir, proc = trained_run
+    assert "| Acc.(%) | clean | FGSM | PGD-5 | worst case |" in proc.stdout
+    for name in ("run_config.json", "run_metadata.json", "robustness.md", "robustness.json",
+                 "savedmodel/saved_model.pb", "savedmodel/tfadv_metadata.json",
+                 "checkpoints/ckpt-0002.weights.h5"):
+        assert os.path.exists(os.path.join(logdir, name)), name
+    with open(os.path.join(logdir, "run_metadata.json")) as f:
+        meta = json.load(f)
+    assert meta["seed"] == 0 and meta["flags"]["epochs"] == 2 and meta["flags"]["dataset"] == "digits"
+    assert len(meta["git"]["commit"]) in (40, len("unknown"))
+    assert os.listdir(os.path.join(logdir, "tensorboard"))
+    with open(os.path.join(logdir, "robustness.json")) as f:
+        report = json.load(f)
+    assert report["dataset"] == "digits" and report["num_examples"] == 128
+    assert set(report["accuracy"]) == {"clean", "FGSM", "PGD-5", "worst case"}
+
+
+def test_export_then_evaluate_savedmodel(trained_run, tmp_path):
+    logdir, _ = trained_run
+    out = str(tmp_path / "sm")
+    run_script("export_savedmodel.py", f"--checkpoint={logdir}", f"--out={out}")
+    proc = run_script("eval_robustness.py", f"--model_path={out}", "--eps=25.5", "--limit=100",
+                      "--attacks=clean,pgd(steps=3,loss=cw,restarts=2)", f"--out_dir={tmp_path}")
+    assert "| Acc.(%) | clean | CW-3 (2 restarts) | worst case |" in proc.stdout
+    assert os.path.exists(tmp_path / "robustness.json")
+
+
+@pytest.mark.parametrize("script,args,expected", [
+    ("train_madry.py", ["--eps=0.3"], "--eps=76.5"),
+    ("eval_robustness.py", ["--model_path=/nonexistent/model", "--dataset=digits"],
+     "Received: '/nonexistent/model'"),
+])
+def test_bad_input_stops_the_script_with_a_clear_message(script, args, expected, tmp_path):
+    extra = f"--logdir={tmp_path}/run" if script.startswith("train") else "--seed=0"
+    proc = run_script(script, *args, extra, check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stderr + proc.stdout, proc.stderr[-3000:]
