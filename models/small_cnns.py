@@ -25,26 +25,32 @@ def _spatial(input_shape, layers):
     return size
 
 
-def madry_mnist_cnn(num_classes, input_shape, *, name="madry_mnist_cnn"):
+def madry_mnist_cnn(num_classes, input_shape, *, capacity=16, name="madry_mnist_cnn"):
     """Madry et al.'s MNIST CNN (``MadryLab/mnist_challenge``, ``model.py``; TF1).
 
     conv5x5 32 'SAME' + ReLU -> max-pool 2x2/2 'SAME' -> conv5x5 64 'SAME' + ReLU -> max-pool ->
     flatten (NHWC order, as the release's reshape) -> FC 1024 + ReLU -> FC num_classes (logits).
     Init as released: weights ``truncated_normal(stddev=0.1)``, biases ``0.1``.
     3,274,634 parameters for 28x28x1 inputs and 10 classes.
+
+    ``capacity`` is the scale of Madry et al.'s capacity study (sec. 4, Fig. 4): 2c and 4c filters
+    and an FC layer of 64c units; the released network is c=16.
     """
+    if not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"capacity must be a positive int (16 is the released network). "
+                         f"Received: capacity={capacity!r}.")
     check_spatial(name, input_shape, _spatial(input_shape, [(2, 2, "same")] * 2))
     w_init = keras.initializers.TruncatedNormal(stddev=0.1)
     b_init = keras.initializers.Constant(0.1)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = keras.layers.Conv2D(32, 5, padding="same", activation="relu", kernel_initializer=w_init,
-                            bias_initializer=b_init, name="conv1")(inputs)
+    x = keras.layers.Conv2D(2 * capacity, 5, padding="same", activation="relu",
+                            kernel_initializer=w_init, bias_initializer=b_init, name="conv1")(inputs)
     x = keras.layers.MaxPooling2D(2, 2, padding="same", name="pool1")(x)
-    x = keras.layers.Conv2D(64, 5, padding="same", activation="relu", kernel_initializer=w_init,
-                            bias_initializer=b_init, name="conv2")(x)
+    x = keras.layers.Conv2D(4 * capacity, 5, padding="same", activation="relu",
+                            kernel_initializer=w_init, bias_initializer=b_init, name="conv2")(x)
     x = keras.layers.MaxPooling2D(2, 2, padding="same", name="pool2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(1024, activation="relu", kernel_initializer=w_init,
+    x = keras.layers.Dense(64 * capacity, activation="relu", kernel_initializer=w_init,
                            bias_initializer=b_init, name="fc1")(x)
     outputs = keras.layers.Dense(num_classes, kernel_initializer=w_init, bias_initializer=b_init,
                                  name="logits")(x)

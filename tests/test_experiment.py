@@ -6,9 +6,9 @@ import pytest
 
 from tfadv import experiment
 
-DEFAULTS = dict(dataset="digits", data_dir=None, preset=None, pixel_range=None, model=None, eps=None,
+DEFAULTS = dict(dataset="digits", data_dir=None, preset=None, pixel_range=None, model=None, model_kwargs=[], init_checkpoint=None, eps=None,
                 step_size=None, num_steps=None, random_start="uniform", norm="linf",
-                attack_training=False, epochs=None, batch_size=None, optimizer=None, lr=None,
+                attack_training=False, eps_warmup_epochs=0.0, epochs=None, batch_size=None, optimizer=None, lr=None,
                 lr_boundaries=None, lr_decay=None, momentum=None, weight_decay=None, logdir="/tmp/x",
                 seed=0, num_gpus=0, train_limit=None, eval_limit=None, val_limit=None,
                 checkpoint_every=1, eval_attacks=None, eval_step_size=None, verbose=0)

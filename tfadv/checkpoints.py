@@ -94,6 +94,17 @@ def resolve(path: str):
                      f"or a .weights.h5 file. Received: {path!r}.")
 
 
+def load_into(network: keras.Model, path: str) -> str:
+    """Loads the checkpoint at ``path`` (run dir, checkpoints/ or file) into ``network``."""
+    weights, _ = resolve(path)
+    try:
+        network.load_weights(weights)
+    except Exception as e:  # truncated/corrupt HDF5 or a mismatching architecture
+        raise ValueError(f"Could not load the checkpoint ({type(e).__name__}: {e}). "
+                         f"Received: {weights!r}.") from None
+    return weights
+
+
 def restore_network(path: str):
     """Rebuilds the network of a run from its run_config.json and loads a checkpoint into it.
 
@@ -105,9 +116,5 @@ def restore_network(path: str):
     config = read_run_config(logdir)
     network = models.build(config["model"], num_classes=config["num_classes"],
                            input_shape=tuple(config["input_shape"]), **config.get("model_kwargs", {}))
-    try:
-        network.load_weights(weights)
-    except Exception as e:  # truncated/corrupt HDF5 or a mismatching architecture
-        raise ValueError(f"Could not load the checkpoint ({type(e).__name__}: {e}). "
-                         f"Received: {weights!r}.") from None
+    load_into(network, weights)
     return network, config, weights

@@ -36,12 +36,15 @@ class TrainConfig:
     data_dir: Optional[str] = None
     pixel_range: str = "[0,1]"
     model: str = "digits_cnn"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    init_checkpoint: Optional[str] = None
     eps: float = 25.5
     step_size: float = 6.375
     num_steps: int = 7
     random_start: str = "uniform"
     norm: str = "linf"
     attack_training: bool = False
+    eps_warmup_epochs: float = 0.0
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adam"
@@ -68,11 +71,35 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1. Received: {getattr(self, name)!r}.")
+        if self.eps_warmup_epochs < 0:
+            raise ValueError(f"--eps_warmup_epochs must be >= 0. Received: {self.eps_warmup_epochs!r}.")
         if self.num_steps < 0:
             raise ValueError(f"--num_steps must be >= 0. Received: {self.num_steps!r}.")
         if list(self.lr_boundaries) != sorted(self.lr_boundaries):
             raise ValueError(f"--lr_boundaries must increase. Received: {self.lr_boundaries!r}.")
         return self
+
+
+def parse_model_kwargs(items) -> dict:
+    """``["depth=28", "per_image_standardization=true"]`` -> ``{"depth": 28, ...: True}``."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--model_kwargs entries are key=value. Received: {item!r}.")
+        key, value = (t.strip() for t in item.split("=", 1))
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            out[key] = lowered == "true"
+            continue
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out
 
 
 def config_from_flags(flag_values) -> TrainConfig:
@@ -97,9 +124,11 @@ def config_from_flags(flag_values) -> TrainConfig:
         raise ValueError(f"--lr_boundaries must be epochs. Received: {fv.lr_boundaries!r}.") from None
     return TrainConfig(
         dataset=dataset, data_dir=fv.data_dir, pixel_range=pick("pixel_range", preset.pixel_range),
-        model=pick("model", preset.model), eps=pick("eps", preset.eps),
+        model=pick("model", preset.model), model_kwargs=parse_model_kwargs(fv.model_kwargs),
+        init_checkpoint=fv.init_checkpoint, eps=pick("eps", preset.eps),
         step_size=pick("step_size", preset.step_size), num_steps=pick("num_steps", preset.num_steps),
         random_start=fv.random_start, norm=fv.norm, attack_training=fv.attack_training,
+        eps_warmup_epochs=fv.eps_warmup_epochs,
         epochs=pick("epochs", preset.epochs), batch_size=pick("batch_size", preset.batch_size),
         optimizer=pick("optimizer", preset.optimizer), lr=pick("lr", preset.lr),
         lr_boundaries=boundaries, lr_decay=pick("lr_decay", preset.lr_decay),
@@ -170,16 +199,21 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
     steps_per_epoch = math.ceil(info.num_examples / cfg.batch_size)
     os.makedirs(cfg.logdir, exist_ok=True)
     ckpt_lib.write_run_config(cfg.logdir, model=cfg.model, num_classes=info.num_classes,
-                              input_shape=info.image_shape, pixel_range=rng.name, dataset=cfg.dataset)
+                              input_shape=info.image_shape, pixel_range=rng.name, dataset=cfg.dataset,
+                              model_kwargs=cfg.model_kwargs)
     callbacks_lib.write_run_metadata(cfg.logdir, flags=flags or dataclasses.asdict(cfg), seed=cfg.seed,
                                      extra={"config": dataclasses.asdict(cfg), "defense": defense})
     import models  # architecture registry
 
     with strategy.scope():
-        network = models.build(cfg.model, num_classes=info.num_classes, input_shape=info.image_shape)
+        network = models.build(cfg.model, num_classes=info.num_classes, input_shape=info.image_shape,
+                               **cfg.model_kwargs)
+        if cfg.init_checkpoint:
+            ckpt_lib.load_into(network, cfg.init_checkpoint)
         attack = training_attack(cfg)
         kwargs = dict(attack=attack, weight_decay=cfg.weight_decay,
-                      attack_training=cfg.attack_training)
+                      attack_training=cfg.attack_training,
+                      eps_warmup_steps=int(round(cfg.eps_warmup_epochs * steps_per_epoch)))
         kwargs.update(defense_kwargs or {})
         model = defenses_lib.get(defense)(network, **kwargs)
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
@@ -193,7 +227,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                  f"{cfg.num_steps} steps of {cfg.step_size:g}/255; logdir {cfg.logdir}\n")
     start = time.time()
     model.fit(train_ds, epochs=cfg.epochs, validation_data=val_ds, callbacks=callbacks,
-              verbose=cfg.verbose)
+              verbose=cfg.verbose, shuffle=False)  # the pipeline shuffles (seeded)
     train_seconds = time.time() - start
     stream.write(f"Training took {train_seconds:.1f} s\n")
     export_lib.export_savedmodel(network, os.path.join(cfg.logdir, "savedmodel"), pixel_range=rng,
@@ -203,3 +237,27 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                             stream=stream, extra_metadata={"defense": defense,
                                                            "train_seconds": round(train_seconds, 1)})
     return model, result
+
+
+def script_main(defense: str, defense_kwargs: Optional[Callable[[], dict]] = None):
+    """The whole body of ``scripts/train_<defense>.py``: define the shared flags, parse, train.
+
+    ``defense_kwargs`` (optional) reads the script's own extra flags into the defense's kwargs.
+    """
+    from absl import app, logging
+
+    from tfadv import flags as tfadv_flags
+
+    tfadv_flags.define_data_flags()
+    tfadv_flags.define_attack_flags()
+    tfadv_flags.define_training_flags()
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
+        logging.set_verbosity(logging.WARNING)
+        cfg = config_from_flags(tfadv_flags.FLAGS)
+        train(cfg, defense=defense, defense_kwargs=defense_kwargs() if defense_kwargs else None,
+              flags=tfadv_flags.flag_values())
+
+    app.run(main)

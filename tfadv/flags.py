@@ -26,6 +26,8 @@ def define_attack_flags():
     flags.DEFINE_integer("num_steps", None, "Attack iterations during training.")
     flags.DEFINE_enum("random_start", "uniform", ["uniform", "gaussian", "none"], "Attack start.")
     flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Threat model.")
+    flags.DEFINE_float("eps_warmup_epochs", 0.0, "Grow the training eps and step linearly from 0 "
+                       "to full over this many epochs (0: full eps from the start).")
     flags.DEFINE_bool("attack_training", False,
                       "Generate training examples with BN in training mode (Madry's release).")
 
@@ -33,6 +35,10 @@ def define_attack_flags():
 def define_training_flags():
     flags.DEFINE_string("preset", None, "Defaults to use (default: the dataset's name).")
     flags.DEFINE_string("model", None, "Architecture name from the models registry.")
+    flags.DEFINE_list("model_kwargs", [], "Architecture options as key=value (e.g. depth=28, "
+                      "per_image_standardization=true, capacity=8).")
+    flags.DEFINE_string("init_checkpoint", None, "Start from these weights (a run directory or "
+                        ".weights.h5 of the same architecture), e.g. a natural pre-training run.")
     flags.DEFINE_integer("epochs", None, "Training epochs.")
     flags.DEFINE_integer("batch_size", None, "Global batch size.")
     flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], "Optimizer.")

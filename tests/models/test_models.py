@@ -402,3 +402,18 @@ class ModelsTest(TestCase, parameterized.TestCase):
         self.assertLen([l for l in model.layers if _is_1x1_conv(l)], 3)
         self.assertEmpty(_layers_of(model, keras.layers.MaxPooling2D))
         self.assertEqual(model.get_layer("conv1").kernel.shape, (3, 3, 3, 64))
+
+
+def test_madry_mnist_cnn_capacity_scale():
+    """Madry et al.'s capacity study: 2c, 4c filters and 64c FC units (c=16 is the release)."""
+    import pytest
+
+    c = 8
+    m = models.build("madry_mnist_cnn", num_classes=10, input_shape=(28, 28, 1), capacity=c)
+    conv1 = 5 * 5 * 1 * 2 * c + 2 * c
+    conv2 = 5 * 5 * 2 * c * 4 * c + 4 * c
+    fc1 = 7 * 7 * 4 * c * 64 * c + 64 * c
+    fc2 = 64 * c * 10 + 10
+    assert m.count_params() == conv1 + conv2 + fc1 + fc2
+    with pytest.raises(ValueError, match="Received: capacity=0"):
+        models.build("madry_mnist_cnn", num_classes=10, input_shape=(28, 28, 1), capacity=0)

@@ -65,3 +65,18 @@ def test_bad_input_stops_the_script_with_a_clear_message(script, args, expected,
     proc = run_script(script, *args, extra, check=False)
     assert proc.returncode != 0
     assert expected in proc.stderr + proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_readme_default_run_is_robust_and_beats_natural_training(tmp_path):
+    """The README's main job (train_madry.py with its defaults, digits) against natural training."""
+    madry = run_script("train_madry.py", f"--logdir={tmp_path}/madry")
+    natural = run_script("train_natural.py", f"--logdir={tmp_path}/natural")
+    with open(tmp_path / "madry" / "robustness.json") as f:
+        robust = json.load(f)["accuracy"]
+    with open(tmp_path / "natural" / "robustness.json") as f:
+        plain = json.load(f)["accuracy"]
+    assert "| Acc.(%) |" in madry.stdout and "| Acc.(%) |" in natural.stdout
+    assert robust["clean"] > 85.0
+    assert robust["PGD-40"] > 50.0
+    assert robust["PGD-40"] > plain["PGD-40"] + 30.0

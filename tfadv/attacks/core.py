@@ -247,8 +247,12 @@ class IterativeAttack(Attack):
             raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={yn.min()}, "
                              f"max={yn.max()}.")
 
-    def __call__(self, model_fn, x, y, *, targets=None, logits_clean=None):
-        """Returns adversarial images (stop-gradient) for images ``x`` with labels ``y``."""
+    def __call__(self, model_fn, x, y, *, targets=None, logits_clean=None, eps_scale=None):
+        """Returns adversarial images (stop-gradient) for images ``x`` with labels ``y``.
+
+        ``eps_scale`` (a scalar, possibly a tensor in [0, 1]) multiplies eps and the step size for
+        this call: the eps warm-up of a training run (AdversarialModel ``eps_warmup_steps``).
+        """
         raw_model = model_fn
         model_fn = as_model_fn(raw_model, self.training)
         x = tf.convert_to_tensor(x, tf.float32)
@@ -273,10 +277,10 @@ class IterativeAttack(Attack):
             seed = None if self.seed is None else self.seed + 7919 * r
             if best is not None and self.early_stop:
                 active0 = tf.logical_not(best[2])
-            x_adv = self._run(model_fn, x, y, targets, logits_clean, seed, active0)
+            x_adv = self._run(model_fn, x, y, targets, logits_clean, seed, active0, eps_scale)
             if self.restarts == 1:
                 return tf.stop_gradient(x_adv)
-            logits = model_fn(x_adv)
+            logits = inference_fn(raw_model)(x_adv)  # scoring never touches BN statistics
             obj = self._objective(logits, y, targets, logits_clean)
             succ = self._success(logits, y, targets)
             if best is None:
@@ -293,10 +297,14 @@ class IterativeAttack(Attack):
     def _expand(mask, like):
         return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
 
-    def _run(self, model_fn, x, y, targets, logits_clean, seed, active0):
+    def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None):
         """One run: random start, then ``num_steps`` masked projected steps."""
         step = self._step
-        x_adv = step.random_init(x, self.eps, self.random_start, gaussian_std=self.gaussian_std,
+        eps, step_size = self.eps, self.step_size
+        if eps_scale is not None:
+            scale = tf.cast(eps_scale, x.dtype)
+            eps, step_size = eps * scale, step_size * scale
+        x_adv = step.random_init(x, eps, self.random_start, gaussian_std=self.gaussian_std,
                                  seed=seed)
         if self.random_start == "uniform":
             x_adv = self._clip(x_adv)
@@ -315,9 +323,9 @@ class IterativeAttack(Attack):
                 active = tf.logical_and(active, tf.logical_not(self._success(logits, y, targets)))
             if self.stop_fn is not None:
                 state = StepState(step=i, x_adv=x_adv, x_nat=x, grad=grad, logits=logits,
-                                  labels=y, eps=self.eps)
+                                  labels=y, eps=eps)
                 active = tf.logical_and(active, tf.logical_not(self.stop_fn(state)))
-            x_new = self._clip(step.project(step.step(x_adv, grad, self.step_size), x, self.eps))
+            x_new = self._clip(step.project(step.step(x_adv, grad, step_size), x, eps))
             x_adv = tf.where(self._expand(active, x), x_new, x_adv)
             return i + 1, x_adv, active
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from tfadv.defenses.base import AdversarialModel
 from tfadv.defenses.madry import MadryAdversarialTraining, madry
+from tfadv.defenses.natural import NaturalTraining, natural
 from tfadv.registry import Registry
 
 DEFENSES = Registry("defense")
 DEFENSES.register("madry", "pgd_at")(madry)
+DEFENSES.register("natural", "standard")(natural)
 
 
 def get(name: str):
@@ -19,4 +21,5 @@ def names():
     return DEFENSES.names()
 
 
-__all__ = ["AdversarialModel", "MadryAdversarialTraining", "get", "names", "DEFENSES"]
+__all__ = ["AdversarialModel", "MadryAdversarialTraining", "NaturalTraining", "get", "names",
+           "DEFENSES"]

@@ -35,11 +35,14 @@ class AdversarialModel(keras.Model):
         attack_training: generate examples with the network in training mode (Madry's release:
             BN batch statistics, moving averages updated); default inference mode.
         track_clean: also report clean loss/accuracy during training (one extra inference forward).
+        eps_warmup_steps: if > 0, the training attack's eps and step grow linearly from 0 to their
+            full value over this many optimizer steps (a curriculum on eps that keeps training from
+            stalling at the constant predictor on MNIST at eps 0.3; logged as ``eps_scale``).
     """
 
     def __init__(self, network: keras.Model, *, attack: Attack, eval_attack: Optional[Attack] = None,
                  weight_decay: float = 0.0, attack_training: bool = False, track_clean: bool = True,
-                 name: Optional[str] = None, **kwargs):
+                 eps_warmup_steps: int = 0, name: Optional[str] = None, **kwargs):
         if not isinstance(network, keras.Model):
             raise TypeError(f"network must be a keras.Model returning logits. Received: {network!r}.")
         super().__init__(name=name or f"{type(self).__name__.lower()}_{network.name}", **kwargs)
@@ -51,6 +54,10 @@ class AdversarialModel(keras.Model):
         self.weight_decay = float(weight_decay)
         self.attack_training = bool(attack_training)
         self.track_clean = bool(track_clean)
+        if int(eps_warmup_steps) != eps_warmup_steps or eps_warmup_steps < 0:
+            raise ValueError(f"eps_warmup_steps must be a non-negative integer. "
+                             f"Received: {eps_warmup_steps!r}.")
+        self.eps_warmup_steps = int(eps_warmup_steps)
         self.num_classes = int(network.output_shape[-1])
         names = ["loss", "adv_loss", "adv_acc", "clean_loss", "clean_acc"]
         self._trackers = {n: (keras.metrics.SparseCategoricalAccuracy(name=n) if n.endswith("acc")
@@ -78,6 +85,18 @@ class AdversarialModel(keras.Model):
             return tf.constant(0.0)
         return self.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in self.decay_variables()])
 
+    def _check_images(self, x):
+        """Stops with the observed min/max when a batch leaves the attacks' declared pixel range."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        rng = next((a.pixel_range for a in (self.attack, self.eval_attack)
+                    if getattr(a, "pixel_range", None) is not None), None)
+        if rng is not None:
+            lo, hi = tf.reduce_min(x), tf.reduce_max(x)
+            message = f"images must lie in the declared pixel range {rng}; received min/max"
+            inside = tf.logical_and(lo >= rng.low - 1e-5, hi <= rng.high + 1e-5)
+            tf.debugging.Assert(inside, [message, lo, hi])
+        return x
+
     def _check_labels(self, y):
         y = tf.cast(y, tf.int32)
         tf.debugging.assert_non_negative(y, message="labels must be >= 0")
@@ -86,9 +105,17 @@ class AdversarialModel(keras.Model):
         return y
 
     # ----------------------------------------------------------------------------- hooks
+    def eps_scale(self):
+        """Fraction of the training eps in use at this optimizer step (1 without warm-up)."""
+        if not self.eps_warmup_steps:
+            return tf.constant(1.0)
+        step = tf.cast(self.optimizer.iterations + 1, tf.float32)  # 1 for the first update
+        return tf.minimum(1.0, step / float(self.eps_warmup_steps))
+
     def make_adversarial(self, x, y):
         """Hook 2: adversarial examples, generated outside the tape and stop-gradient'ed."""
-        return tf.stop_gradient(self.attack(self.model_fn(self.attack_training), x, y))
+        kwargs = {"eps_scale": self.eps_scale()} if self.eps_warmup_steps else {}
+        return tf.stop_gradient(self.attack(self.model_fn(self.attack_training), x, y, **kwargs))
 
     def defense_loss(self, x, y, x_adv):
         """Hook 1: the training objective (batch mean) and the adversarial logits, in training mode.
@@ -100,9 +127,9 @@ class AdversarialModel(keras.Model):
 
     # ----------------------------------------------------------------------------- steps
     def train_step(self, data):
-        x, y = data[0], data[1]
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = self._check_labels(y)
+        x = self._check_images(data[0])
+        y = self._check_labels(data[1])
+        eps_scale = self.eps_scale()  # the value make_adversarial uses at this step
         x_adv = self.make_adversarial(x, y)
         with tf.GradientTape() as tape:
             loss, logits_adv = self.defense_loss(x, y, x_adv)
@@ -116,13 +143,14 @@ class AdversarialModel(keras.Model):
         self._update_adv(y, logits_adv)
         if self.track_clean:
             self._update_clean(y, self.network(x, training=False))
-            return self._results()
-        return self._results(exclude="clean_")
+        logs = self._results(exclude=None if self.track_clean else "clean_")
+        if self.eps_warmup_steps:
+            logs["eps_scale"] = eps_scale
+        return logs
 
     def test_step(self, data):
-        x, y = data[0], data[1]
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = self._check_labels(y)
+        x = self._check_images(data[0])
+        y = self._check_labels(data[1])
         logits_clean = self.network(x, training=False)
         x_adv = tf.stop_gradient(self.eval_attack(self.model_fn(False), x, y))
         logits_adv = self.network(x_adv, training=False)
