@@ -6,11 +6,9 @@ Registered names: ``noop`` (alias ``clean``), ``fgsm``, ``pgd``.
 
 from __future__ import annotations
 
-from tfadv.attacks.core import Attack, IterativeAttack, NoOpAttack, StepState, as_model_fn
+from tfadv.attacks.core import Attack, IterativeAttack, ModelFn, NoOpAttack, StepState, as_model_fn
+from tfadv.attacks.registry import ATTACKS
 from tfadv.attacks.steps import L2Step, LinfStep
-from tfadv.registry import Registry
-
-ATTACKS = Registry("attack")
 
 
 @ATTACKS.register("noop", "clean", "none")
@@ -52,5 +50,7 @@ def names():
     return ATTACKS.names()
 
 
-__all__ = ["Attack", "IterativeAttack", "NoOpAttack", "StepState", "LinfStep", "L2Step",
+# Attack modules beyond the core register themselves on import (one line each):
+
+__all__ = ["Attack", "IterativeAttack", "ModelFn", "NoOpAttack", "StepState", "LinfStep", "L2Step",
            "as_model_fn", "get", "names", "ATTACKS"]
