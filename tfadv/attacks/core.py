@@ -80,9 +80,14 @@ class StepState:
 
 
 class Attack(abc.ABC):
-    """Base class: ``attack(model_fn, x, y) -> x_adv``."""
+    """Base class: ``attack(model_fn, x, y) -> x_adv``.
+
+    ``graph_safe``: the call can be traced into a ``tf.function`` (the evaluation runner compiles
+    it once per attack); attacks with host-side control flow set it to False and run eagerly.
+    """
 
     name = "attack"
+    graph_safe = True
 
     @abc.abstractmethod
     def __call__(self, model_fn, x, y, **kwargs):
