@@ -74,3 +74,48 @@ def trades_kl(*, logits_clean, logits_adv):
 def get(name: str):
     """Returns the loss function registered under ``name`` (``ce``, ``cw``, ``trades_kl``)."""
     return LOSSES.lookup(name)
+
+
+def _sorted_logits(logits, k: int, what: str):
+    """The ``k`` largest logits per example, descending (z_π1 ≥ z_π2 ≥ ...); needs K ≥ k classes."""
+    logits = tf.convert_to_tensor(logits)
+    num_classes = logits.shape[-1]
+    if num_classes is not None and num_classes < k:
+        raise ValueError(f"The {what} loss needs at least {k} classes (it uses z_π{k}). "
+                         f"Received: logits with {num_classes} classes.")
+    return logits, tf.math.top_k(logits, k=k, sorted=True).values
+
+
+@LOSSES.register("dlr")
+def dlr(*, logits, labels):
+    """Difference of Logits Ratio (Croce & Hein 2020, eq. 5), per example:
+
+        DLR(z, y) = -(z_y - max_{i≠y} z_i) / (z_π1 - z_π3 + 1e-12),
+
+    with π the permutation sorting z in decreasing order. Invariant to shifting and (positive)
+    rescaling of the logits. Sign as in the reference release: the attack *maximises* it, so it
+    is positive exactly when the example is misclassified. Needs at least 3 classes.
+    """
+    logits, top = _sorted_logits(logits, 3, "dlr")
+    is_true = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[-1]) > 0.5
+    true_logit = tf.reduce_sum(tf.where(is_true, logits, tf.zeros_like(logits)), axis=-1)
+    best_other = tf.reduce_max(
+        tf.where(is_true, tf.constant(-float("inf"), logits.dtype), logits), axis=-1)
+    return -(true_logit - best_other) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_targeted(*, logits, labels, targets):
+    """Targeted DLR (Croce & Hein 2020, eq. 6), per example:
+
+        DLR-T(z, y, t) = -(z_y - z_t) / (z_π1 - ½(z_π3 + z_π4) + 1e-12).
+
+    Maximised by APGD-T: it grows as the target logit z_t overtakes the true logit z_y. Needs at
+    least 4 classes.
+    """
+    logits, top = _sorted_logits(logits, 4, "targeted dlr")
+    num_classes = tf.shape(logits)[-1]
+    true_logit = tf.reduce_sum(
+        tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=logits.dtype) * logits, axis=-1)
+    target_logit = tf.reduce_sum(
+        tf.one_hot(tf.cast(targets, tf.int32), num_classes, dtype=logits.dtype) * logits, axis=-1)
+    return -(true_logit - target_logit) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)

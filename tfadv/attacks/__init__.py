@@ -51,6 +51,14 @@ def names():
 
 
 # Attack modules beyond the core register themselves on import (one line each):
+from tfadv.attacks import mifgsm  # noqa: E402,F401
+from tfadv.attacks import deepfool  # noqa: E402,F401
+from tfadv.attacks import cw_l2  # noqa: E402,F401
+from tfadv.attacks import transfer  # noqa: E402,F401
+from tfadv.attacks import autoattack  # noqa: E402,F401
+from tfadv.attacks import apgd  # noqa: E402,F401
+from tfadv.attacks import square  # noqa: E402,F401
+from tfadv.attacks import fab  # noqa: E402,F401
 
 __all__ = ["Attack", "IterativeAttack", "ModelFn", "NoOpAttack", "StepState", "LinfStep", "L2Step",
            "as_model_fn", "get", "names", "ATTACKS"]

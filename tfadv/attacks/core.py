@@ -314,8 +314,6 @@ class IterativeAttack(Attack):
         if self.random_start == "uniform":
             x_adv = self._clip(x_adv)
         x_adv = tf.where(self._expand(active0, x), x_adv, x)
-        if targets is None:
-            targets = y  # unused placeholder of the right dtype/shape for the loop signature
 
         def body(i, x_adv, active):
             with tf.GradientTape() as tape:

@@ -1,12 +1,23 @@
-"""Robustness reports: a paper-style Markdown table and a JSON file, written atomically."""
+"""Robustness reports: a paper-style Markdown table, a details table and a JSON model card.
+
+The JSON file has the shape of a RobustBench model card (``dataset``, ``threat_model``, ``eps``,
+``architecture``, ``clean_acc``, ``robust_acc``, ``autoattack_acc``; accuracies in percent) plus
+``attacks`` (per-attack numbers) and ``additional`` (everything else: pixel range, split, the
+attack parameters, how the run was made). ``accuracy`` and ``num_examples`` are kept at the top
+level for tfadv's own tools. Files are written atomically.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Optional
 
+import tensorflow as tf
+
 from tfadv import atomic
 from tfadv.evaluation.runner import EvaluationResult
+
+CARD_KEYS = ("dataset", "threat_model", "eps", "architecture")
 
 
 def markdown_table(result: EvaluationResult, *, row: str = "model") -> str:
@@ -15,37 +26,108 @@ def markdown_table(result: EvaluationResult, *, row: str = "model") -> str:
     header = "| Acc.(%) | " + " | ".join(acc) + " |"
     sep = "|---|" + "---|" * len(acc)
     line = f"| {row} | " + " | ".join(f"{100 * v:.2f}" for v in acc.values()) + " |"
-    return "\n".join([header, sep, line])
+    table = "\n".join([header, sep, line])
+    if result.only_robust and len(result.results) > 1:
+        table += ("\n\nEach attack ran only on the points still robust under the previous ones: its "
+                  "column is the robust accuracy under it and every attack to its left.")
+    return table
 
 
 def details_table(result: EvaluationResult, *, pixel_levels: Optional[float] = None) -> str:
-    """Per-attack time, forward passes, largest perturbation and NaN/range checks."""
-    rows = ["| attack | acc.(%) | time (s) | forward passes | max Linf (input units) | NaN | out of range |",
-            "|---|---|---|---|---|---|---|"]
+    """Per-attack time, forward passes, points attacked, largest perturbation and NaN/range checks.
+
+    ``pixel_levels`` is accepted for compatibility and unused: sizes are shown in input units.
+    """
+    rows = ["| attack | acc.(%) | time (s) | forward passes | points attacked | max Linf (input units) "
+            "| max L2 (input units) | NaN | out of range |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in result.results.values():
+        attacked = r.points_attacked if r.points_attacked >= 0 else r.correct.size
         rows.append(f"| {r.label} | {100 * r.accuracy:.2f} | {r.seconds:.1f} | {r.forward_passes} | "
-                    f"{r.max_linf:.5f} | {r.nan_count} | {r.out_of_range} |")
+                    f"{attacked} | {r.max_linf:.5f} | {r.max_l2:.5f} | {r.nan_count} | "
+                    f"{r.out_of_range} |")
     return "\n".join(rows)
 
 
+def _pct(value) -> Optional[float]:
+    return None if value is None else round(100 * float(value), 2)
+
+
+def autoattack_accuracy(result: EvaluationResult):
+    """``(accuracy, exact)`` of the AutoAttack row, or ``(None, False)`` when none ran.
+
+    The row is exact when it is AutoAttack's own accuracy: the run did not use ``only_robust``, or
+    only clean passes ran before it. Otherwise it is a lower bound (robust to everything before too).
+    """
+    previous_attacks = False
+    for r in result.results.values():
+        if r.attack_name == "autoattack":
+            return r.accuracy, not (r.cumulative and previous_attacks)
+        if r.attack_name not in ("noop", "clean", "none"):
+            previous_attacks = True
+    return None, False
+
+
 def to_json(result: EvaluationResult, *, metadata: dict) -> dict:
-    return {
-        **metadata,
-        "num_examples": result.num_examples,
-        "accuracy": {k: round(100 * v, 4) for k, v in result.accuracies().items()},
-        "attacks": {r.label: {"accuracy": round(100 * r.accuracy, 4), "seconds": round(r.seconds, 3),
-                              "forward_passes": r.forward_passes, "max_linf": r.max_linf,
-                              "nan_count": r.nan_count, "out_of_range": r.out_of_range}
-                    for r in result.results.values()},
+    """The model card: RobustBench's keys, ``attacks``, ``additional`` and tfadv's ``accuracy``."""
+    meta = dict(metadata)
+    params = meta.pop("attacks", {}) or {}
+    acc = result.accuracies()
+    clean = next((r for r in result.results.values() if r.attack_name in ("noop", "clean")), None)
+    if clean is None:
+        clean = result.results.get("clean")
+    attacked = [r for r in result.results.values() if r is not clean]
+    aa, aa_exact = autoattack_accuracy(result)
+    eps = meta.pop("eps", None)
+    if eps is None and meta.get("eps_pixels") is not None:
+        eps = float(meta["eps_pixels"]) / 255.0  # RobustBench's eps: a fraction of the [0,1] range
+    card = {
+        "dataset": meta.pop("dataset", None),
+        "threat_model": meta.pop("threat_model", "Linf"),
+        "eps": eps,
+        "architecture": meta.pop("architecture", None),
+        "clean_acc": _pct(clean.accuracy) if clean is not None else None,
+        "robust_acc": _pct(result.worst_case.mean()) if attacked else None,
+        "autoattack_acc": _pct(aa) if aa is not None and aa_exact else None,
     }
+    additional = dict(meta)
+    if aa is not None and not aa_exact:
+        additional["autoattack_lower_bound"] = _pct(aa)
+    additional["only_robust"] = result.only_robust
+    card.update({
+        "attacks": {r.label: {"accuracy": round(100 * r.accuracy, 4), "seconds": round(r.seconds, 3),
+                              "forward_passes": r.forward_passes, "points_attacked": r.points_attacked,
+                              "max_linf": r.max_linf, "max_l2": r.max_l2, "nan_count": r.nan_count,
+                              "out_of_range": r.out_of_range, "attack": r.attack_name,
+                              "cumulative": r.cumulative, "params": params.get(r.label, {})}
+                    for r in result.results.values()},
+        "additional": additional,
+        "num_examples": result.num_examples,
+        "accuracy": {k: round(100 * v, 4) for k, v in acc.items()},
+    })
+    return card
+
+
+def write_tensorboard(result: EvaluationResult, directory: str, *, row: str = "model") -> None:
+    """The tables as a TensorBoard text summary (the runner writes the scalars)."""
+    writer = tf.summary.create_file_writer(directory)
+    with writer.as_default():
+        tf.summary.text("robustness/table", markdown_table(result, row=row), step=0)
+        tf.summary.text("robustness/details", details_table(result), step=0)
+        tf.summary.scalar("robustness/worst_case", float(result.worst_case.mean())
+                          if result.results else float("nan"), step=0)
+    writer.flush()
+    writer.close()
 
 
 def write(result: EvaluationResult, directory: str, *, metadata: dict, row: str = "model",
-          stem: str = "robustness") -> dict:
+          stem: str = "robustness", tensorboard_dir: Optional[str] = None) -> dict:
     """Writes DIRECTORY/STEM.md and DIRECTORY/STEM.json atomically; returns the JSON object."""
     os.makedirs(directory, exist_ok=True)
     obj = to_json(result, metadata=metadata)
     atomic.write_text(os.path.join(directory, f"{stem}.md"),
                       markdown_table(result, row=row) + "\n\n" + details_table(result) + "\n")
     atomic.write_json(os.path.join(directory, f"{stem}.json"), obj)
+    if tensorboard_dir:
+        write_tensorboard(result, tensorboard_dir, row=row)
     return obj

@@ -3,31 +3,55 @@
 Every attack starts from the clean input (REFERENCE_NOTES trap 7); robust accuracy under several
 attacks is the *pointwise worst case*: an example counts as robust only if every attack (and the
 clean input) leaves it correctly classified.
+
+``only_robust=True`` (AutoAttack's protocol, the default of the suites) runs each attack only on the
+points that are still correctly classified under every previous one. The pointwise worst case is the
+same; the time of later attacks is spent on fewer points. An attack's ``correct`` flags are then
+*cumulative* (robust under it and everything before it) and ``points_attacked`` says how many points
+it ran on.
+
+Graph-safe attacks are compiled once with ``tf.function``; the others (``graph_safe = False``:
+host-side control flow, query loops) are called eagerly.
+
+``state_path=`` makes a long run resumable: after every batch (or every ``save_every_s`` seconds,
+and whenever the run stops, also on an error) the per-attack progress is written atomically to an
+``.npz`` file; a rerun with the same configuration skips the finished attacks and batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import os
+import re
 import sys
 import time
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from tfadv import atomic
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.core import as_model_fn
+
+STATE_VERSION = 1
 
 
 @dataclasses.dataclass
 class AttackResult:
     label: str
-    correct: np.ndarray          # bool per example
+    correct: np.ndarray          # bool per example (cumulative when the run used only_robust)
     seconds: float
     forward_passes: int          # model evaluations (attack + final prediction) over all examples
     max_linf: float              # largest |x_adv - x|_inf over examples, in input units
     nan_count: int
     out_of_range: int
+    max_l2: float = 0.0          # largest |x_adv - x|_2 over examples, in input units
+    points_attacked: int = -1    # examples the attack ran on (-1: not recorded, i.e. all)
+    attack_name: str = ""        # registry name of the attack ("pgd", "autoattack", ...)
+    cumulative: bool = False     # correct = robust under this and every previous attack
 
     @property
     def accuracy(self) -> float:
@@ -38,6 +62,7 @@ class AttackResult:
 class EvaluationResult:
     results: Dict[str, AttackResult]
     num_examples: int
+    only_robust: bool = False
 
     @property
     def worst_case(self) -> np.ndarray:
@@ -58,7 +83,7 @@ class _Progress:
         self.start = self.last = time.time()
         self.tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
 
-    def update(self, done, final=False):
+    def update(self, done, final=False, attacked=None):
         if self.stream is None:
             return
         now = time.time()
@@ -67,7 +92,8 @@ class _Progress:
         self.last = now
         rate = done / max(now - self.start, 1e-9)
         eta = (self.total - done) / rate if self.total and rate > 0 else float("nan")
-        text = (f"  {self.label}: {done}/{self.total or '?'} images, {rate:.0f} img/s, "
+        extra = "" if attacked is None else f" ({attacked} attacked)"
+        text = (f"  {self.label}: {done}/{self.total or '?'} images{extra}, {rate:.0f} img/s, "
                 f"elapsed {now - self.start:.0f}s, eta {eta:.0f}s")
         self.stream.write(("\r" + text + "   ") if self.tty else text + "\n")
         if final and self.tty:
@@ -85,59 +111,241 @@ def _check_batch(model_fn, x, y, rng):
                          f"Received: shape={yn.shape}, min={yn.min()}, max={yn.max()}.")
 
 
+def _attack_name(spec, attack) -> str:
+    params = getattr(spec, "params", None) or {}
+    return str(params.get("attack") or getattr(attack, "name", "") or "")
+
+
+def fingerprint(specs, *, pixel_range, only_robust) -> str:
+    """A string identifying a run's configuration (what a resumed run must match)."""
+    items = []
+    for label, spec in specs.items():
+        attack = getattr(spec, "attack", spec)
+        try:
+            config = attack.get_config()
+        except Exception:  # noqa: BLE001 - a custom attack without a serialisable config
+            config = {"name": getattr(attack, "name", type(attack).__name__)}
+        items.append([label, type(attack).__name__, config, getattr(spec, "params", None)])
+    return json.dumps({"version": STATE_VERSION, "pixel_range": str(ranges_lib.get_range(pixel_range)),
+                       "only_robust": bool(only_robust), "attacks": items},
+                      sort_keys=True, default=str)
+
+
+class _State:
+    """Per-attack progress of a run, saved atomically as ``.npz`` (arrays + a JSON header)."""
+
+    ARRAYS = ("correct", "linf", "l2", "nan", "oor")
+
+    def __init__(self, path: Optional[str], key: str, save_every_s: float):
+        self.path, self.key, self.save_every_s = path, key, float(save_every_s)
+        self.attacks: Dict[str, dict] = {}
+        self.labels = np.zeros([0], np.int64)
+        self.last_save = time.time()
+        self.dirty = False
+        if path and os.path.exists(path):
+            self._load()
+
+    def _load(self):
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                arrays = {k: data[k] for k in data.files if k != "header"}
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"Cannot read the evaluation state file; delete it to start over. "
+                             f"Received: {self.path!r} ({e}).") from None
+        if header.get("fingerprint") != self.key:
+            raise ValueError(
+                "The evaluation state file was written for a different configuration (attacks, their "
+                "parameters, pixel range or only_robust); delete it or choose another path to start "
+                f"over. Received: {self.path!r}.")
+        self.labels = arrays.get("labels", np.zeros([0], np.int64))
+        for i, entry in enumerate(header["attacks"]):
+            entry = dict(entry)
+            for name in self.ARRAYS:
+                entry[name] = [arrays[f"a{i}_{name}"]] if f"a{i}_{name}" in arrays else []
+            self.attacks[entry["label"]] = entry
+
+    def entry(self, label):
+        if label not in self.attacks:
+            self.attacks[label] = {"label": label, "done": False, "batches": 0, "seconds": 0.0,
+                                   "points_attacked": 0, "examples": 0,
+                                   **{name: [] for name in self.ARRAYS}}
+        return self.attacks[label]
+
+    def changed(self):
+        self.dirty = True
+        if self.path and time.time() - self.last_save >= self.save_every_s:
+            self.save()
+
+    def save(self):
+        if not self.path or not self.dirty:
+            return
+        header = {"fingerprint": self.key, "version": STATE_VERSION, "attacks": []}
+        arrays = {"labels": self.labels}
+        for i, entry in enumerate(self.attacks.values()):
+            header["attacks"].append({k: v for k, v in entry.items() if k not in self.ARRAYS})
+            for name in self.ARRAYS:
+                arrays[f"a{i}_{name}"] = (np.concatenate(entry[name]) if entry[name]
+                                          else np.zeros([0]))
+        buf = io.BytesIO()
+        np.savez(buf, header=np.array(json.dumps(header, default=str)), **arrays)
+        with atomic.atomic_path(self.path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(buf.getvalue())
+        self.last_save = time.time()
+        self.dirty = False
+
+
+def _summary_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-/]", "_", label)
+
+
 def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_examples: Optional[int] = None,
-             progress=sys.stderr) -> EvaluationResult:
+             progress=sys.stderr, only_robust: bool = False, state_path: Optional[str] = None,
+             save_every_s: float = 0.0, tensorboard_dir: Optional[str] = None) -> EvaluationResult:
     """Evaluates ``model`` (Keras model or logits callable) under each attack spec.
 
     Args:
         model: images -> logits; Keras models are called in inference mode.
-        dataset: batched ``(images, labels)`` pairs in ``pixel_range``.
+        dataset: batched ``(images, labels)`` pairs in ``pixel_range``, iterable once per attack in
+            the same order (a tf.data.Dataset without reshuffling, or a list).
         specs: ordered mapping label -> AttackSpec (or anything with ``.attack``) or Attack.
         num_examples: total, for the progress line only.
         progress: a stream for the progress line, or None.
+        only_robust: run each attack only on the points still correct under all previous ones.
+        state_path: resumable run: progress is saved to this ``.npz`` file and a rerun with the same
+            configuration skips what is done (the dataset must yield the same batches again).
+        save_every_s: with ``state_path``, save at most this often (0: after every batch); the state
+            is always saved when an attack finishes and when the run stops on an error.
+        tensorboard_dir: write scalars (per-attack accuracy, worst case so far, time) there.
     """
     rng = ranges_lib.get_range(pixel_range)
     model_fn = as_model_fn(model, False)
-    results = {}
+    state = _State(state_path, fingerprint(specs, pixel_range=rng, only_robust=only_robust),
+                   save_every_s)
+    writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
+    results: Dict[str, AttackResult] = {}
+    robust_so_far: Optional[np.ndarray] = None
     checked = False
-    for label, spec in specs.items():
-        attack = getattr(spec, "attack", spec)
-        passes_per_image = attack.model_calls_per_example() + 1  # + the final prediction
+    total = 0
+    try:
+        for index, (label, spec) in enumerate(specs.items()):
+            attack = getattr(spec, "attack", spec)
+            entry = state.entry(label)
+            if not entry["done"]:
+                checked = _run_attack(model_fn, dataset, attack, label, entry, state, rng,
+                                      robust_so_far if only_robust else None, num_examples,
+                                      progress, checked)
+            result = _result_from_entry(label, entry, attack, _attack_name(spec, attack), only_robust)
+            results[label] = result
+            total = int(result.correct.size)
+            robust_so_far = result.correct if robust_so_far is None else \
+                np.logical_and(robust_so_far, result.correct)
+            if writer is not None:
+                tag = _summary_name(label)
+                with writer.as_default():
+                    tf.summary.scalar(f"robust_accuracy/{tag}", result.accuracy, step=index)
+                    tf.summary.scalar(f"time_s/{tag}", result.seconds, step=index)
+                    tf.summary.scalar(f"forward_passes/{tag}", float(result.forward_passes), step=index)
+                    tf.summary.scalar(f"points_attacked/{tag}", float(result.points_attacked), step=index)
+                    tf.summary.scalar("worst_case_accuracy", float(robust_so_far.mean())
+                                      if robust_so_far.size else float("nan"), step=index)
+    finally:
+        state.save()
+        if writer is not None:
+            writer.flush()
+            writer.close()
+    return EvaluationResult(results=results, num_examples=total, only_robust=bool(only_robust))
 
-        def run(x, y, attack=attack):
-            x_adv = attack(model_fn, x, y)
-            pred = tf.argmax(model_fn(x_adv), axis=-1, output_type=tf.int32)
-            delta = tf.reshape(x_adv - x, [tf.shape(x)[0], -1])
-            return (tf.equal(pred, y), tf.reduce_max(tf.abs(delta), axis=1),
-                    tf.reduce_sum(tf.cast(tf.math.is_nan(delta), tf.int32), axis=1),
-                    tf.reduce_sum(tf.cast(tf.logical_or(x_adv < rng.low - 1e-6, x_adv > rng.high + 1e-6),
-                                          tf.int32), axis=[1, 2, 3]))
 
-        correct, linf, nans, oor = [], [], [], []
+def _result_from_entry(label, entry, attack, name, only_robust) -> AttackResult:
+    cat = {k: (np.concatenate(entry[k]) if entry[k] else np.zeros([0])) for k in _State.ARRAYS}
+    attacked = int(entry["points_attacked"])
+    return AttackResult(
+        label=label, correct=cat["correct"].astype(bool), seconds=float(entry["seconds"]),
+        forward_passes=int((attack.model_calls_per_example() + 1) * attacked),
+        max_linf=float(cat["linf"].max()) if cat["linf"].size else 0.0,
+        nan_count=int(cat["nan"].sum()), out_of_range=int(cat["oor"].sum()),
+        max_l2=float(cat["l2"].max()) if cat["l2"].size else 0.0, points_attacked=attacked,
+        attack_name=name, cumulative=bool(only_robust))
+
+
+def _run_attack(model_fn, dataset, attack, label, entry, state, rng, mask, num_examples, progress,
+                checked) -> bool:
+    """Runs one attack over the batches not yet in ``entry``; updates ``entry`` and saves ``state``."""
+
+    def run(x, y):
+        x_adv = attack(model_fn, x, y)
+        pred = tf.argmax(model_fn(x_adv), axis=-1, output_type=tf.int32)
+        delta = tf.reshape(x_adv - x, [tf.shape(x)[0], -1])
+        return (tf.equal(pred, y), tf.reduce_max(tf.abs(delta), axis=1),
+                tf.norm(delta, axis=1),
+                tf.reduce_sum(tf.cast(tf.math.is_nan(delta), tf.int32), axis=1),
+                tf.reduce_sum(tf.cast(tf.logical_or(x_adv < rng.low - 1e-6, x_adv > rng.high + 1e-6),
+                                      tf.int32), axis=tf.range(1, tf.rank(x_adv))))
+
+    graph_safe = bool(getattr(attack, "graph_safe", True))
+    compiled = None
+    bar = _Progress(label, num_examples, progress)
+    seen = 0
+    resumed_batches = int(entry["batches"])
+    for batch, (x, y) in enumerate(dataset):
+        x = tf.convert_to_tensor(x, tf.float32)
+        y = tf.cast(y, tf.int32)
+        n = int(y.shape[0])
+        offset = seen
+        seen += n
+        yn = y.numpy()
+        if offset + n <= state.labels.size:
+            if not np.array_equal(state.labels[offset:offset + n], yn):
+                raise ValueError(
+                    f"The dataset does not yield the same examples in the same order as the run being "
+                    f"resumed (labels differ in batch {batch}); evaluation needs a fixed order. "
+                    f"Received: attack {label!r}, examples {offset}..{offset + n}.")
+        elif offset == state.labels.size:
+            state.labels = np.concatenate([state.labels, yn.astype(np.int64)])
+        if batch < resumed_batches:
+            continue
+        if not checked:
+            _check_batch(model_fn, x, y, rng)
+            checked = True
         start = time.time()
-        seen = 0
-        bar = _Progress(label, num_examples, progress)
-        compiled = None
-        for x, y in dataset:
-            x = tf.convert_to_tensor(x, tf.float32)
-            y = tf.cast(y, tf.int32)
-            if compiled is None:
-                if not checked:
-                    _check_batch(model_fn, x, y, rng)
-                    checked = True
-                # One trace per attack: the batch dimension is left open for the last batch.
-                compiled = tf.function(run, input_signature=[
-                    tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int32)])
-            c, d, n, o = compiled(x, y)
-            correct.append(c.numpy()); linf.append(d.numpy()); nans.append(n.numpy()); oor.append(o.numpy())
-            seen += int(c.shape[0])
-            bar.update(seen)
-        bar.update(seen, final=True)
-        correct = np.concatenate(correct) if correct else np.zeros([0], bool)
-        results[label] = AttackResult(
-            label=label, correct=correct, seconds=time.time() - start,
-            forward_passes=int(passes_per_image * correct.size),
-            max_linf=float(np.max(np.concatenate(linf))) if linf else 0.0,
-            nan_count=int(np.sum(np.concatenate(nans))) if nans else 0,
-            out_of_range=int(np.sum(np.concatenate(oor))) if oor else 0)
-    return EvaluationResult(results=results, num_examples=int(correct.size))
+        if mask is not None:
+            if offset + n > mask.size:
+                raise ValueError(f"The dataset yields more examples than the previous attacks saw. "
+                                 f"Received: {offset + n} > {mask.size} for attack {label!r}.")
+            sel = mask[offset:offset + n]
+        else:
+            sel = np.ones([n], bool)
+        correct = np.zeros([n], bool)
+        linf, l2 = np.zeros([n], np.float32), np.zeros([n], np.float32)
+        nans, oor = np.zeros([n], np.int64), np.zeros([n], np.int64)
+        count = int(sel.sum())
+        if count:
+            xs, ys = (x, y) if count == n else (tf.boolean_mask(x, sel), tf.boolean_mask(y, sel))
+            if graph_safe:
+                if compiled is None:
+                    # One trace per attack: the batch dimension is left open (last or masked batches).
+                    compiled = tf.function(run, input_signature=[
+                        tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int32)])
+                outs = compiled(xs, ys)
+            else:
+                outs = run(xs, ys)
+            c, d, e, a, o = (t.numpy() for t in outs)
+            correct[sel], linf[sel], l2[sel], nans[sel], oor[sel] = c, d, e, a, o
+        for name, value in zip(_State.ARRAYS, (correct, linf, l2, nans, oor)):
+            entry[name].append(value)
+        entry["batches"] = batch + 1
+        entry["examples"] = seen
+        entry["points_attacked"] += count
+        entry["seconds"] += time.time() - start
+        state.changed()
+        bar.update(seen, attacked=entry["points_attacked"] if mask is not None else None)
+    if mask is not None and seen != mask.size:
+        raise ValueError(f"The dataset yields fewer examples than the previous attacks saw. "
+                         f"Received: {seen} < {mask.size} for attack {label!r}.")
+    bar.update(seen, final=True, attacked=entry["points_attacked"] if mask is not None else None)
+    entry["done"] = True
+    state.dirty = True
+    state.save()
+    return checked

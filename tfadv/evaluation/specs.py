@@ -7,14 +7,23 @@ Grammar (comma-separated list; parentheses hold parameters)::
     pgd-40 | pgd40          PGD on cross-entropy, 40 steps
     cw-20                   PGD on Madry's CW margin (κ=50), 20 steps
     pgd(steps=40,step=2.55,loss=cw,restarts=5,start=uniform,norm=linf,eps=76.5,target=mc)
+    NAME | NAME-K | NAME(key=value,...)
+                            any other attack registered in tfadv.attacks (apgd_ce, square, ...):
+                            parameters are passed through to ``tfadv.attacks.get(NAME, ...)``
 
 ``eps`` and ``step`` are pixel levels out of 255 (see tfadv.ranges); the default step of PGD-k is
-``--step_size`` when given, else 2.5·eps/k.
+``--step_size`` when given, else 2.5·eps/k. For other registered attacks ``eps`` (default: the global
+eps) and ``step``/``step_size`` are converted from pixel levels to input units, ``steps`` (or the K of
+``NAME-K``) is passed as ``num_steps``, and every other value is passed as it is (numbers, true/false,
+none, or a word). ``pixel_range`` is always passed; ``seed`` when the attack's factory takes one.
+
+Suites (``parse_suite``) are fixed lists; every attack they name must be registered at run time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from typing import Dict, List, Optional
 
@@ -23,6 +32,7 @@ from tfadv import ranges as ranges_lib
 
 _SHORT = re.compile(r"^(pgd|cw)-?(\d+)$")
 _CALL = re.compile(r"^(\w+)\((.*)\)$")
+_NAMED = re.compile(r"^(\w+)(?:-(\d+))?$")
 _KEYS = {"steps", "step", "eps", "loss", "norm", "start", "restarts", "target", "kappa", "seed"}
 
 
@@ -64,12 +74,13 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
           seed: Optional[int] = None) -> AttackSpec:
     """Turns one spec into an attack. ``eps``/``step_size`` are pixel levels out of 255."""
     rng = ranges_lib.get_range(pixel_range)
-    s = spec.strip().lower()
+    raw = spec.strip()
+    s = raw.lower()
     if s in ("clean", "noop", "none"):
-        return AttackSpec("clean", attacks_lib.get("noop"), {})
+        return AttackSpec("clean", attacks_lib.get("noop"), {"attack": "noop"})
     if s == "fgsm":
         return AttackSpec("FGSM", attacks_lib.get("fgsm", eps=rng.from_pixels(eps), pixel_range=rng),
-                          {"eps": eps})
+                          {"attack": "fgsm", "eps": eps})
     params = {}
     m = _SHORT.match(s)
     if m:
@@ -77,8 +88,7 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
     else:
         m = _CALL.match(s)
         if not m or m.group(1) not in ("pgd", "fgsm"):
-            raise ValueError("Unknown attack spec. Expected clean, fgsm, pgd-K, cw-K or "
-                             f"pgd(key=value,...). Received: {spec!r}.")
+            return _parse_registered(raw, eps=eps, rng=rng, step_size=step_size, seed=seed)
         if m.group(1) == "fgsm":
             params["steps"] = "1"
             params["step"] = None
@@ -123,8 +133,146 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
         extras.append(f"eps {a_eps:g}")
     if extras:
         label += " (" + ", ".join(extras) + ")"
-    return AttackSpec(label, attack, {"eps_pixels": a_eps, "step_pixels": step_px, **{
+    return AttackSpec(label, attack, {"attack": "pgd", "eps_pixels": a_eps, "step_pixels": step_px, **{
         k: v for k, v in kwargs.items() if k not in ("pixel_range", "eps", "step_size")}})
+
+
+# Display names of the attacks other engineers register (labels of the report's columns).
+DISPLAY_NAMES = {
+    "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR", "apgd_t": "APGD-T", "fab_t": "FAB-T",
+    "fab": "FAB", "square": "Square", "cw_l2": "CW-L2", "deepfool": "DeepFool", "mifgsm": "MI-FGSM",
+    "cw_linf": "CW-Linf", "transfer": "Transfer", "autoattack": "AutoAttack",
+}
+_PIXEL_KEYS = {"eps": "eps", "step": "step_size", "step_size": "step_size"}
+_RENAMED = {"steps": "num_steps"}
+
+
+def _value(text: str, keep_case: bool):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text if keep_case else low
+
+
+def _factory_accepts(name: str, key: str) -> bool:
+    """True when the registered factory names ``key`` explicitly in its signature."""
+    try:
+        params = inspect.signature(attacks_lib.ATTACKS.lookup(name)).parameters
+    except (TypeError, ValueError):
+        return False
+    return key in params
+
+
+def _parse_registered(raw: str, *, eps: float, rng, step_size: Optional[float],
+                      seed: Optional[int]) -> AttackSpec:
+    """``NAME``, ``NAME-K`` or ``NAME(key=value,...)`` for any attack in tfadv.attacks' registry."""
+    m = _CALL.match(raw)
+    if m:
+        name, body, steps = m.group(1).lower(), m.group(2), None
+    else:
+        m = _NAMED.match(raw)
+        if not m:
+            raise ValueError("Unknown attack spec. Expected clean, fgsm, pgd-K, cw-K, pgd(key=value,...) "
+                             f"or a registered attack NAME, NAME-K or NAME(key=value,...). Received: {raw!r}.")
+        name, body, steps = m.group(1).lower(), "", m.group(2)
+    if name not in attacks_lib.ATTACKS:
+        raise ValueError(f"Unknown attack {name!r}. Expected clean, fgsm, pgd-K, cw-K or one of the "
+                         f"registered attacks: {', '.join(attacks_lib.names())}. Received: {raw!r}.")
+    given = {}
+    if steps is not None:
+        given["steps"] = steps
+    for item in filter(None, (p.strip() for p in body.split(","))):
+        if "=" not in item:
+            raise ValueError(f"Attack parameters are key=value. Received: {item!r} in {raw!r}.")
+        key, value = (t.strip() for t in item.split("=", 1))
+        key = key.lower()
+        if not re.match(r"^[a-z_]\w*$", key):
+            raise ValueError(f"Attack parameter names are identifiers. Received: {key!r} in {raw!r}.")
+        if key in given or _RENAMED.get(key, key) in {_RENAMED.get(k, k) for k in given}:
+            raise ValueError(f"Attack parameter given twice. Received: {key!r} in {raw!r}.")
+        given[key] = value
+    a_eps = ranges_lib.check_pixel_size(_number("eps", given.pop("eps", eps), raw), name="eps")
+    kwargs = {"eps": rng.from_pixels(a_eps), "pixel_range": rng}
+    record = {"attack": name, "eps_pixels": a_eps}
+    step, extras = None, []
+    for key in ("step", "step_size"):
+        if key in given:
+            step = ranges_lib.check_pixel_size(_number(key, given.pop(key), raw), name="step_size",
+                                               allow_subpixel=True)
+    if step is None and step_size is not None and _factory_accepts(name, "step_size"):
+        step = float(step_size)
+    if step is not None:
+        kwargs["step_size"] = rng.from_pixels(step)
+        record["step_pixels"] = step
+        if step_size is None or step != float(step_size):
+            extras.append(f"step {step:g}")
+    for key, value in given.items():
+        target = _RENAMED.get(key, key)
+        kwargs[target] = _value(value, keep_case="path" in key or "source" in key)
+        record[target] = kwargs[target]
+        if target != "num_steps":
+            extras.append(f"{key} {value}")
+    if "seed" not in kwargs and seed is not None and _factory_accepts(name, "seed"):
+        kwargs["seed"] = seed
+    attack = attacks_lib.get(name, **kwargs)
+    label = DISPLAY_NAMES.get(name, name)
+    if "num_steps" in kwargs:
+        label += f"-{kwargs['num_steps']}"
+    if a_eps != eps:
+        extras.append(f"eps {a_eps:g}")
+    if extras:
+        label += " (" + ", ".join(extras) + ")"
+    return AttackSpec(label, attack, record)
+
+
+SUITES = {
+    # The standard AutoAttack ensemble (APGD-CE → APGD-T → FAB-T → Square) after the clean pass.
+    "autoattack": ("clean", "autoattack"),
+    # What the five papers evaluate with: BAT (FGSM, CE-k, CW-k PGD), TRADES (PGD, DeepFool, MI-FGSM),
+    # FOSC (C&W-inf = PGD on the CW loss for 30 steps).
+    "paper": ("clean", "fgsm", "pgd-20", "pgd-100", "cw-20", "cw_linf(steps=30)", "mifgsm", "deepfool"),
+}
+# AutoAttack right after the clean pass, so that its accuracy is the standard (exact) AutoAttack
+# number even when later attacks run only on the points it left robust.
+SUITES["full"] = ("clean", "autoattack") + SUITES["paper"][1:] + ("apgd_ce", "apgd_t", "fab_t", "square")
+
+
+def _spec_attack_name(item: str) -> str:
+    s = item.strip().lower()
+    m = _SHORT.match(s)
+    if m or s in ("clean", "noop", "none", "fgsm"):
+        return "pgd" if m else ("noop" if s != "fgsm" else "fgsm")
+    m = _CALL.match(s) or _NAMED.match(s)
+    return m.group(1) if m else s
+
+
+def suite_attack_names(suite: str) -> List[str]:
+    """The registry names a suite needs (ValueError for an unknown suite)."""
+    key = (suite or "").strip().lower()
+    if key not in SUITES:
+        raise ValueError(f"Unknown suite. Expected one of {sorted(SUITES)}. Received: {suite!r}.")
+    return list(dict.fromkeys(_spec_attack_name(item) for item in SUITES[key]))
+
+
+def parse_suite(suite: str, **kwargs) -> Dict[str, AttackSpec]:
+    """The specs of a named suite (``autoattack``, ``paper`` or ``full``); same kwargs as ``parse``.
+
+    Raises ValueError naming every attack of the suite that is not registered in tfadv.attacks.
+    """
+    missing = [n for n in suite_attack_names(suite) if n not in attacks_lib.ATTACKS]
+    if missing:
+        raise ValueError(
+            f"Suite '{suite.strip().lower()}' needs attacks that are not registered in tfadv.attacks: "
+            f"{', '.join(missing)} (registered: {', '.join(attacks_lib.names())}). Received: "
+            f"suite={suite!r}.")
+    return parse_list(",".join(SUITES[suite.strip().lower()]), **kwargs)
 
 
 def parse_list(text: str, **kwargs) -> Dict[str, AttackSpec]:
