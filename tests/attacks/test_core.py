@@ -548,7 +548,7 @@ def test_l2_eps_may_exceed_range_width():
     assert attacks.get("pgd", eps=3.0, norm="l2").eps == 3.0
 
 
-@pytest.mark.parametrize("name", ["cw_attack", "deepfool", "pgd20"])
+@pytest.mark.parametrize("name", ["cw_attack", "bim_nonexistent", "pgd20"])
 def test_unknown_attack(name):
     with pytest.raises(ValueError, match="Received"):
         attacks.get(name, eps=0.1)
