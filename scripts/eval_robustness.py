@@ -1,23 +1,38 @@
-"""Robustness evaluation of a SavedModel or checkpoint under a list of attacks.
+"""Robustness evaluation of a SavedModel or checkpoint under a list of attacks or a suite.
 
     python scripts/eval_robustness.py --model_path=runs/madry_digits/savedmodel \
         --dataset=digits --eps=25.5 --attacks=clean,fgsm,pgd-40,cw-20
+    python scripts/eval_robustness.py --model_path=... --suite=autoattack --resume --tensorboard
+    python scripts/eval_robustness.py --model_path=... --attacks=clean,pgd-20 --diagnostics --analyses \
+        --transfer_source=runs/natural_digits/savedmodel
 
 Attack list grammar (tfadv/evaluation/specs.py): clean, fgsm, pgd-K, cw-K,
-pgd(steps=K,step=S,loss=ce|cw,restarts=R,start=uniform|gaussian|none,norm=linf|l2,eps=E,target=mc|ll|random).
-Sizes are pixel levels out of 255. Prints a paper-style table (Acc.(%) per attack and the pointwise
-worst case) and writes OUT_DIR/robustness.md and .json.
+pgd(steps=K,step=S,loss=ce|cw,restarts=R,start=uniform|gaussian|none,norm=linf|l2,eps=E,target=mc|ll|random),
+and any registered attack as NAME, NAME-K or NAME(key=value,...) (apgd_ce, apgd_t, fab_t, square,
+mifgsm, deepfool, cw_linf, cw_l2, autoattack, ...). Suites: autoattack (clean + standard AutoAttack),
+paper (the attacks of the five papers), full (paper + AutoAttack and its members). Sizes are pixel
+levels out of 255.
+
+Prints a paper-style table (Acc.(%) per attack and the pointwise worst case) and a details table, and
+writes OUT_DIR/robustness.md and robustness.json (a RobustBench-style model card). Options:
+--diagnostics prints the gradient-masking checklist as PASS/WARN/SKIP lines (OUT_DIR/diagnostics.json);
+--analyses writes gradient-magnitude and FOSC statistics with PNG plots to OUT_DIR/analyses/;
+--tensorboard writes summaries to OUT_DIR/tensorboard; --resume keeps the progress in
+OUT_DIR/eval_state.npz and continues an interrupted run with the same configuration.
 """
 
 import os
 import sys
 
+import tensorflow as tf
 from absl import app, flags, logging
 
+from tfadv import atomic
 from tfadv import checkpoints as ckpt_lib
 from tfadv import data as data_lib
 from tfadv import evaluation as eval_lib
 from tfadv import ranges as ranges_lib
+from tfadv.evaluation import specs as specs_lib
 from tfadv.loading import load_for_evaluation
 
 flags.DEFINE_string("model_path", None, "SavedModel dir, run dir, checkpoints dir or .weights.h5.")
@@ -29,9 +44,22 @@ flags.DEFINE_integer("batch_size", 200, "Evaluation batch size.")
 flags.DEFINE_float("eps", 8.0, "Budget in pixel levels out of 255 (76.5 is MNIST's 0.3).")
 flags.DEFINE_float("step_size", None, "Default PGD step in pixel levels (default 2.5*eps/steps).")
 flags.DEFINE_string("attacks", "clean,fgsm,pgd-20,cw-20", "Comma-separated attack specs.")
+flags.DEFINE_enum("suite", None, sorted(specs_lib.SUITES),
+                  "A fixed attack suite instead of --attacks: autoattack, paper or full.")
+flags.DEFINE_boolean("only_robust", None, "Run each attack only on the points still robust under the "
+                     "previous ones (default: on with --suite, off with --attacks).")
 flags.DEFINE_string("out_dir", None, "Where to write robustness.{md,json} (default: beside the model).")
 flags.DEFINE_integer("seed", 0, "Seed of random starts.")
+flags.DEFINE_boolean("diagnostics", False, "Run the gradient-masking checklist (PASS/WARN lines).")
+flags.DEFINE_boolean("analyses", False, "Write gradient-magnitude/FOSC statistics and PNG plots.")
+flags.DEFINE_integer("diagnostics_limit", 1000, "Examples used by --diagnostics and --analyses.")
+flags.DEFINE_boolean("tensorboard", False, "Write TensorBoard summaries to OUT_DIR/tensorboard.")
+flags.DEFINE_boolean("resume", False, "Save progress to OUT_DIR/eval_state.npz and resume from it.")
+flags.DEFINE_string("transfer_source", None, "Source model (path) of the transfer diagnostic.")
+flags.DEFINE_integer("square_queries", 5000, "Queries of the Square attack in --diagnostics.")
 FLAGS = flags.FLAGS
+
+STATE_FILE = "eval_state.npz"
 
 
 def default_out_dir(model_path: str) -> str:
@@ -43,37 +71,93 @@ def default_out_dir(model_path: str) -> str:
     return path + "_eval"
 
 
+def threat_model(specs) -> str:
+    """``L2`` when every attack other than the clean pass is an L2 attack, else ``Linf``."""
+    norms = [str(s.params.get("norm", "linf")).lower() for s in specs.values()
+             if s.params.get("attack") not in ("noop", None)]
+    return "L2" if norms and all(n == "l2" for n in norms) else "Linf"
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
     logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("ERROR")  # one tf.function per attack: TF's retracing notes are noise
+    if FLAGS.suite and FLAGS["attacks"].present:
+        raise app.UsageError(f"Give --suite or --attacks, not both. Received: --suite={FLAGS.suite}, "
+                             f"--attacks={FLAGS.attacks}.")
     model, info = load_for_evaluation(FLAGS.model_path)
     dataset = FLAGS.dataset or info.get("dataset")
     if not dataset:
         raise app.UsageError("--dataset is required: the model does not record one.")
     eps = ranges_lib.check_pixel_size(FLAGS.eps, name="eps")
-    specs = eval_lib.parse_list(FLAGS.attacks, eps=eps, pixel_range=info["pixel_range"],
-                                step_size=FLAGS.step_size, seed=FLAGS.seed)
+    pixel_range = info["pixel_range"]
+    kwargs = dict(eps=eps, pixel_range=pixel_range, step_size=FLAGS.step_size, seed=FLAGS.seed)
+    if FLAGS.suite:
+        specs = eval_lib.parse_suite(FLAGS.suite, **kwargs)
+    else:
+        specs = eval_lib.parse_list(FLAGS.attacks, **kwargs)
+    only_robust = bool(FLAGS.suite) if FLAGS.only_robust is None else FLAGS.only_robust
     ds, ds_info = data_lib.load(dataset, FLAGS.split, batch_size=FLAGS.batch_size,
-                                pixel_range=info["pixel_range"], data_dir=FLAGS.data_dir,
-                                limit=FLAGS.limit)
+                                pixel_range=pixel_range, data_dir=FLAGS.data_dir, limit=FLAGS.limit,
+                                training=False)
     if ds_info.num_classes != info["num_classes"]:
         raise ValueError(f"The model has {info['num_classes']} classes but {dataset} has "
                          f"{ds_info.num_classes}. Received: --dataset={dataset}.")
-    print(f"Evaluating {info['source']} ({info['architecture']}) on {dataset}/{FLAGS.split} "
-          f"({ds_info.num_examples} images), eps {eps:g}/255 of {info['pixel_range']}", flush=True)
-    result = eval_lib.evaluate(model, ds, specs, pixel_range=info["pixel_range"],
-                               num_examples=ds_info.num_examples)
     out_dir = FLAGS.out_dir or default_out_dir(FLAGS.model_path)
+    os.makedirs(out_dir, exist_ok=True)
+    tb_dir = os.path.join(out_dir, "tensorboard") if FLAGS.tensorboard else None
+    state_path = os.path.join(out_dir, STATE_FILE) if FLAGS.resume else None
+    if state_path and os.path.exists(state_path):
+        print(f"Resuming from {state_path}", file=sys.stderr, flush=True)
+    print(f"Evaluating {info['source']} ({info['architecture']}) on {dataset}/{FLAGS.split} "
+          f"({ds_info.num_examples} images), eps {eps:g}/255 of {pixel_range}"
+          f"{', only on points still robust' if only_robust else ''}", flush=True)
+    result = eval_lib.evaluate(model, ds, specs, pixel_range=pixel_range,
+                               num_examples=ds_info.num_examples, only_robust=only_robust,
+                               state_path=state_path, tensorboard_dir=tb_dir)
+    rng = ranges_lib.get_range(pixel_range)
     meta = {"model_path": os.path.abspath(FLAGS.model_path), "dataset": dataset, "split": FLAGS.split,
-            "threat_model": "Linf", "eps_pixels": eps, "pixel_range": info["pixel_range"],
-            "architecture": info["architecture"],
+            "threat_model": threat_model(specs), "eps_pixels": eps, "pixel_range": pixel_range,
+            "architecture": info["architecture"], "suite": FLAGS.suite,
             "attacks": {label: spec.params for label, spec in specs.items()}}
-    eval_lib.write(result, out_dir, metadata=meta, row=info["architecture"])
+
+    eval_lib.write(result, out_dir, metadata=meta, row=info["architecture"], tensorboard_dir=tb_dir)
+    print()
     print(eval_lib.markdown_table(result, row=info["architecture"]))
     print()
-    print(eval_lib.details_table(result))
+    print(eval_lib.details_table(result), flush=True)
     print(f"\nWrote {os.path.join(out_dir, 'robustness.md')} and robustness.json", file=sys.stderr)
+
+    diag = None
+    if FLAGS.diagnostics or FLAGS.analyses:
+        diag_ds, _ = data_lib.load(dataset, FLAGS.split, batch_size=FLAGS.batch_size,
+                                   pixel_range=pixel_range, data_dir=FLAGS.data_dir, training=False,
+                                   limit=min(FLAGS.limit or FLAGS.diagnostics_limit,
+                                             FLAGS.diagnostics_limit))
+    if FLAGS.diagnostics:
+        print("\nGradient-masking diagnostics:", flush=True)
+        diag = eval_lib.run_diagnostics(model, diag_ds, eps=rng.from_pixels(eps), pixel_range=rng,
+                                        transfer_source=FLAGS.transfer_source, seed=FLAGS.seed,
+                                        square_params={"n_queries": FLAGS.square_queries},
+                                        batch_size=FLAGS.batch_size, stream=sys.stdout)
+        atomic.write_json(os.path.join(out_dir, "diagnostics.json"), diag.to_json())
+        meta["diagnostics"] = {r.name: r.status for r in diag.records}
+        eval_lib.write(result, out_dir, metadata=meta, row=info["architecture"])
+        print(f"Wrote {os.path.join(out_dir, 'diagnostics.json')}", file=sys.stderr)
+    if FLAGS.analyses:
+        from tfadv.evaluation import analyses as analyses_lib
+
+        analysis_dir = os.path.join(out_dir, "analyses")
+        obj = analyses_lib.run_analyses(model, diag_ds, eps=rng.from_pixels(eps), pixel_range=rng,
+                                        out_dir=analysis_dir, diagnostics=diag, seed=FLAGS.seed,
+                                        batch_size=FLAGS.batch_size)
+        print("\nInput-gradient magnitude (BAT Table 2):")
+        print(analyses_lib.gradient_table(obj["gradient_norm_sq"]))
+        print("FOSC of PGD outputs (mean): " + ", ".join(
+            f"{k} {v['mean']:.4g}" for k, v in obj["fosc"].items() if v["mean"] is not None))
+        print(f"Wrote {analysis_dir}/analyses.json and " + ", ".join(obj["files"].values()),
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

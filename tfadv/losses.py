@@ -88,7 +88,7 @@ def _sorted_logits(logits, k: int, what: str):
 
 @LOSSES.register("dlr")
 def dlr(*, logits, labels):
-    """Difference of Logits Ratio (Croce & Hein 2020, eq. 5), per example:
+    """Difference of Logits Ratio (Croce & Hein 2020, sec. 4), per example:
 
         DLR(z, y) = -(z_y - max_{i≠y} z_i) / (z_π1 - z_π3 + 1e-12),
 
@@ -105,7 +105,7 @@ def dlr(*, logits, labels):
 
 
 def dlr_targeted(*, logits, labels, targets):
-    """Targeted DLR (Croce & Hein 2020, eq. 6), per example:
+    """Targeted DLR (Croce & Hein 2020, sec. 4, used by APGD-T), per example:
 
         DLR-T(z, y, t) = -(z_y - z_t) / (z_π1 - ½(z_π3 + z_π4) + 1e-12).
 

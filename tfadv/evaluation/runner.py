@@ -299,8 +299,9 @@ def _run_attack(model_fn, dataset, attack, label, entry, state, rng, mask, num_e
         if offset + n <= state.labels.size:
             if not np.array_equal(state.labels[offset:offset + n], yn):
                 raise ValueError(
-                    f"The dataset does not yield the same examples in the same order as the run being "
-                    f"resumed (labels differ in batch {batch}); evaluation needs a fixed order. "
+                    f"The dataset does not yield the same examples in the same order for every attack "
+                    f"(or as the run being resumed): labels differ in batch {batch}. The pointwise worst "
+                    f"case needs a fixed order (no reshuffling). "
                     f"Received: attack {label!r}, examples {offset}..{offset + n}.")
         elif offset == state.labels.size:
             state.labels = np.concatenate([state.labels, yn.astype(np.int64)])

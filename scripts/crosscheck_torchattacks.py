@@ -1,0 +1,539 @@
+"""Cross-check of tfadv's AutoAttack-grade attacks against torchattacks on the same network.
+
+    pip install -e '.[crosscheck]'      # torch==2.13.0 (CPU) + torchattacks
+    python scripts/crosscheck_torchattacks.py --train_digits --eps=25.5 --out_dir=runs/crosscheck
+    python scripts/crosscheck_torchattacks.py --model_path=runs/madry_digits --eps=25.5
+    python scripts/crosscheck_torchattacks.py --model_path=runs/madry_mnist/savedmodel \
+        --dataset=npz:../shared/data/mnist_subset.npz --eps=76.5 --num_examples=1000
+
+The Keras network is converted layer by layer into an identical PyTorch network
+(tfadv.interop.torch_port; the logits are compared on the evaluation images before anything else).
+Then, on the same test images and the same Linf eps, each attack runs twice — tfadv's
+(``tfadv.attacks.get``) on the Keras network and torchattacks' on the PyTorch network — with the
+same budgets (AutoAttack's standard settings by default: 100 iterations, 9 target classes,
+5,000 Square queries, 1 restart):
+
+    apgd_ce     tfadv apgd_ce              torchattacks.APGD(loss='ce')
+    apgd_t      tfadv apgd_t               torchattacks.APGDT (n_classes-1 targets)
+    fab_t       tfadv fab_t                torchattacks.FAB(multi_targeted=True), as AutoAttack's FAB-T
+    square      tfadv square               torchattacks.Square(n_queries=5000, p_init=0.8)
+    autoattack  tfadv autoattack           torchattacks.AutoAttack(version='standard'), with its
+                                           members' steps set to --n_iter (torchattacks builds
+                                           them with its default of 10; the paper uses 100)
+
+Robust accuracy counts an example as robust when the network still classifies the attack's output
+correctly, or when that output leaves the eps-ball or the pixel range (an invalid adversarial
+example; counted and reported). The script prints the Markdown table
+
+    | attack | tfadv acc (%) | torchattacks acc (%) | diff (pp) | within tolerance |
+
+writes it to OUT_DIR/crosscheck.md and the details to OUT_DIR/crosscheck.json (atomically, after
+every attack: a rerun with the same settings resumes, skipping finished attacks), and exits with
+status 1 if any |diff| exceeds --tolerance (2 on a failure to run).
+
+``--eps`` is in pixel levels out of 255 (25.5 = 0.1 of the range, MNIST's 0.3 is 76.5). With
+``--train_digits`` a Madry PGD model is first trained in-process on ``--dataset`` (default digits,
+the dataset's preset; override TrainConfig fields with ``--train_config=epochs=10,...``) into
+OUT_DIR/model, and reused on later runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+ATTACK_NAMES = ("apgd_ce", "apgd_t", "fab_t", "square", "autoattack")
+
+flags.DEFINE_string("model_path", None, "tfadv SavedModel dir, run dir, checkpoints dir or "
+                    ".weights.h5 (a bare SavedModel is rebuilt from its recorded architecture).")
+flags.DEFINE_bool("train_digits", False, "Train a small Madry model in-process on --dataset "
+                  "(default digits) into OUT_DIR/model instead of loading --model_path.")
+flags.DEFINE_list("train_config", [], "TrainConfig overrides for --train_digits as key=value "
+                  "(e.g. epochs=10,model=madry_mnist_cnn,num_steps=10,train_limit=10000).")
+flags.DEFINE_list("train_model_kwargs", [], "Architecture options for --train_digits "
+                  "(e.g. capacity=4).")
+flags.DEFINE_string("dataset", None, "Dataset (default: the model's; digits with --train_digits).")
+flags.DEFINE_string("data_dir", None, "tfds data directory.")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_integer("num_examples", 1000, "The first N images of the split (fewer if it is smaller).")
+flags.DEFINE_float("eps", None, "Linf budget in pixel levels out of 255 (default: 25.5 with "
+                   "--train_digits, else required).")
+flags.DEFINE_list("attacks", list(ATTACK_NAMES), "Attacks to compare: " + ", ".join(ATTACK_NAMES))
+flags.DEFINE_float("tolerance", 1.5, "Largest allowed |tfadv - torchattacks| in percentage points.")
+flags.DEFINE_integer("n_iter", 100, "Iterations of APGD-CE, APGD-T and FAB-T (both libraries).")
+flags.DEFINE_integer("n_queries", 5000, "Square's query budget (both libraries).")
+flags.DEFINE_integer("batch_size", 500, "Images per attack call (both libraries).")
+flags.DEFINE_integer("seed", 0, "Seed of both libraries' random starts / Square.")
+flags.DEFINE_list("tfadv_params", [], "Extra tfadv attack parameters as attack:key=value "
+                  "(e.g. square:p_init=0.5).")
+flags.DEFINE_string("out_dir", None, "Where to write crosscheck.{md,json} (default: "
+                    "runs/crosscheck_<model>).")
+flags.DEFINE_integer("torch_threads", 1, "PyTorch intra-op threads (0: PyTorch's default); one "
+                     "thread is fastest for the small CNNs this script converts.")
+flags.DEFINE_bool("resume", True, "Reuse finished attacks of OUT_DIR/crosscheck.json when the "
+                  "settings match.")
+FLAGS = flags.FLAGS
+
+TABLE_HEADER = ("| attack | tfadv acc (%) | torchattacks acc (%) | diff (pp) | within tolerance |\n"
+                "|---|---:|---:|---:|:---:|")
+LOGITS_ATOL = 1e-4
+
+
+# ------------------------------------------------------------------------------------------------
+# Model loading.
+
+
+def _parse_kv(items):
+    from tfadv.experiment import parse_model_kwargs
+
+    return parse_model_kwargs(items)
+
+
+def network_from_savedmodel(loaded, path):
+    """Rebuilds the Keras network of a tfadv SavedModel and copies its variables by name.
+
+    The architecture comes from the SavedModel's metadata; its keyword arguments from the run's
+    ``run_config.json`` beside the SavedModel (or the metadata's ``model_kwargs``). The rebuilt
+    network is checked against the SavedModel's logits on random images.
+    """
+    import numpy as np
+
+    import models
+    from tfadv import checkpoints as ckpt_lib
+
+    meta = loaded.metadata
+    arch = meta.get("architecture")
+    kwargs = dict(meta.get("model_kwargs") or {})
+    parent = os.path.dirname(os.path.abspath(path.rstrip("/")))
+    if os.path.isfile(os.path.join(parent, ckpt_lib.RUN_CONFIG)):
+        config = ckpt_lib.read_run_config(parent)
+        if not arch or config.get("model") == arch:
+            arch = config["model"]
+            kwargs = dict(config.get("model_kwargs") or {})
+    if not arch or arch == "unknown":
+        raise ValueError("The SavedModel records no architecture, so the Keras network needed for "
+                         "the PyTorch conversion cannot be rebuilt; pass the run directory or a "
+                         f"checkpoint instead. Received: {path!r}.")
+    network = models.build(arch, num_classes=loaded.num_classes,
+                           input_shape=tuple(loaded.input_shape), **kwargs)
+    saved = {v.name.split(":")[0]: v for v in loaded._module.variables}
+    missing = [v.path for v in network.variables if v.path not in saved]
+    if missing or len(saved) != len(network.variables):
+        raise ValueError(f"The SavedModel's variables do not match a freshly built {arch!r} "
+                         f"(kwargs {kwargs}); missing {missing[:5]}, {len(saved)} saved vs "
+                         f"{len(network.variables)} built. Pass the run directory instead. "
+                         f"Received: {path!r}.")
+    for v in network.variables:
+        src = saved[v.path]
+        if tuple(src.shape) != tuple(v.shape):
+            raise ValueError(f"Variable {v.path} has shape {tuple(src.shape)} in the SavedModel "
+                             f"but {tuple(v.shape)} in the rebuilt {arch!r}. Received: {path!r}.")
+        v.assign(src.numpy())
+    rng = loaded.pixel_range
+    x = np.random.default_rng(0).uniform(rng.low, rng.high, (8, *loaded.input_shape)).astype("float32")
+    diff = float(np.max(np.abs(network(x, training=False).numpy() - loaded(x).numpy())))
+    if diff > LOGITS_ATOL:
+        raise ValueError(f"The network rebuilt from the SavedModel differs from it (max |logit "
+                         f"diff| {diff:.3g}). Received: {path!r}.")
+    return network
+
+
+def load_network(path):
+    """``(keras_network, info)`` from a SavedModel, run directory, checkpoints dir or weights file."""
+    import keras
+
+    from tfadv.loading import load_for_evaluation
+
+    model, info = load_for_evaluation(path)
+    if not isinstance(model, keras.Model):
+        model = network_from_savedmodel(model, info.get("source", path))
+    return model, info
+
+
+def train_network(out_dir, dataset):
+    """Trains (or reuses) a Madry PGD model on ``dataset`` under OUT_DIR/model."""
+    from tfadv import checkpoints as ckpt_lib
+    from tfadv import data as data_lib
+    from tfadv import experiment
+    from tfadv import presets as presets_lib
+
+    image_shape = data_lib.info(dataset, "test", data_dir=FLAGS.data_dir).image_shape
+    preset = presets_lib.get(presets_lib.for_dataset(dataset, image_shape))
+    logdir = os.path.join(out_dir, "model")
+    fields = {f.name for f in dataclasses.fields(experiment.TrainConfig)}
+    base = {k: getattr(preset, k) for k in dataclasses.asdict(preset) if k in fields}
+    overrides = _parse_kv(FLAGS.train_config)
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise app.UsageError(f"Unknown --train_config keys {unknown}; TrainConfig has {sorted(fields)}.")
+    if "lr_boundaries" in overrides and not isinstance(overrides["lr_boundaries"], (list, tuple)):
+        overrides["lr_boundaries"] = (int(overrides["lr_boundaries"]),)
+    base.update(dataset=dataset, data_dir=FLAGS.data_dir, logdir=logdir, seed=FLAGS.seed,
+                eval_attacks="clean", model_kwargs=_parse_kv(FLAGS.train_model_kwargs), verbose=2)
+    base.update(overrides)
+    cfg = experiment.TrainConfig(**base).validate()
+    index = os.path.join(logdir, ckpt_lib.CHECKPOINT_DIR, ckpt_lib.CHECKPOINT_INDEX)
+    if os.path.isfile(index) and os.path.isfile(os.path.join(logdir, ckpt_lib.RUN_CONFIG)):
+        with open(index, encoding="utf-8") as f:
+            epoch = json.load(f).get("epoch")
+        config = ckpt_lib.read_run_config(logdir)
+        if epoch == cfg.epochs and config.get("model") == cfg.model and \
+                config.get("model_kwargs", {}) == cfg.model_kwargs and config.get("dataset") == dataset:
+            print(f"Reusing the trained model in {logdir} (epoch {epoch}).", flush=True)
+            network, config, _ = ckpt_lib.restore_network(logdir)
+            return network, {"pixel_range": config["pixel_range"], "num_classes": config["num_classes"],
+                             "architecture": config["model"], "dataset": dataset, "source": logdir}
+    model, _ = experiment.train(cfg, defense="madry", stream=sys.stdout)
+    return model.network, {"pixel_range": cfg.pixel_range, "architecture": cfg.model,
+                           "num_classes": int(model.network.output_shape[-1]), "dataset": dataset,
+                           "source": logdir, "train_config": dataclasses.asdict(cfg)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Attacks.
+
+
+def tfadv_attack(name, *, eps, pixel_range, seed, n_iter, n_queries, extra):
+    from tfadv import attacks as attacks_lib
+
+    params = dict(eps=eps, pixel_range=pixel_range, seed=seed)
+    if name in ("apgd_ce", "apgd_t", "fab_t"):
+        params["n_iter"] = n_iter
+    elif name == "square":
+        params["n_queries"] = n_queries
+    elif name == "autoattack":
+        params["version"] = "standard"
+        params["attack_params"] = {"apgd_ce": {"n_iter": n_iter}, "apgd_t": {"n_iter": n_iter},
+                                   "fab_t": {"n_iter": n_iter}, "square": {"n_queries": n_queries}}
+    params.update(extra.get(name, {}))
+    return attacks_lib.get(name, **params), params
+
+
+def torch_attack(name, net, *, eps, num_classes, seed, n_iter, n_queries):
+    """The torchattacks counterpart of a tfadv attack, on ``net`` taking [0,1] NCHW images."""
+    import torchattacks
+
+    if name == "apgd_ce":
+        params = dict(norm="Linf", eps=eps, steps=n_iter, n_restarts=1, seed=seed, loss="ce",
+                      rho=0.75)
+        return torchattacks.APGD(net, **params), params
+    if name == "apgd_t":
+        params = dict(norm="Linf", eps=eps, steps=n_iter, n_restarts=1, seed=seed,
+                      n_classes=num_classes, rho=0.75)
+        return torchattacks.APGDT(net, **params), params
+    if name == "fab_t":
+        params = dict(norm="Linf", eps=eps, steps=n_iter, n_restarts=1, seed=seed,
+                      multi_targeted=True, n_classes=num_classes)
+        return torchattacks.FAB(net, **params), params
+    if name == "square":
+        params = dict(norm="Linf", eps=eps, n_queries=n_queries, n_restarts=1, p_init=0.8,
+                      loss="margin", resc_schedule=True, seed=seed)
+        return torchattacks.Square(net, **params), params
+    if name == "autoattack":
+        params = dict(norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed)
+        attack = torchattacks.AutoAttack(net, **params)
+        members = attack._autoattack.attacks
+        for member in members:
+            if isinstance(member, torchattacks.Square):
+                member.n_queries = n_queries
+            else:
+                member.steps = n_iter
+        params["member_steps"] = n_iter
+        params["member_n_queries"] = n_queries
+        params["members"] = [type(m).__name__ for m in members]
+        return attack, params
+    raise ValueError(f"Unknown attack. Expected one of {ATTACK_NAMES}. Received: {name!r}.")
+
+
+def score(adv, x, y, predict, *, eps, low, high):
+    """Per-example robustness (correct, or an invalid adversarial example) and the checks."""
+    import numpy as np
+
+    pred = predict(adv)
+    linf = np.abs(adv - x).reshape(len(x), -1).max(axis=1)
+    outside = ((adv < low - 1e-6) | (adv > high + 1e-6)).reshape(len(x), -1).any(axis=1)
+    invalid = (linf > eps + 1e-5) | outside | ~np.isfinite(adv).reshape(len(x), -1).all(axis=1)
+    robust = (pred == y) | invalid
+    return robust, {"max_linf": float(linf.max()) if len(linf) else 0.0,
+                    "invalid": int(invalid.sum()), "fooled_invalid": int(((pred != y) & invalid).sum())}
+
+
+def run_tfadv(name, network, x, y, *, eps, rng, params_extra):
+    import numpy as np
+    import tensorflow as tf
+
+    attack, params = tfadv_attack(name, eps=eps, pixel_range=rng.name, seed=FLAGS.seed,
+                                  n_iter=FLAGS.n_iter, n_queries=FLAGS.n_queries, extra=params_extra)
+    start = time.time()
+    advs = []
+    for i in range(0, len(x), FLAGS.batch_size):
+        xb = tf.constant(x[i:i + FLAGS.batch_size])
+        yb = tf.constant(y[i:i + FLAGS.batch_size])
+        advs.append(np.asarray(attack(network, xb, yb), np.float32))
+    seconds = time.time() - start
+    adv = np.concatenate(advs)
+    predict = lambda a: keras_predict(network, a)  # noqa: E731
+    robust, checks = score(adv, x, y, predict, eps=eps, low=rng.low, high=rng.high)
+    return robust, dict(checks, seconds=round(seconds, 2),
+                        params={k: v for k, v in params.items() if k != "pixel_range"})
+
+
+def run_torch(name, net01, network, x01, x, y, *, eps01, rng, num_classes):
+    import numpy as np
+    import torch
+
+    attack, params = torch_attack(name, net01, eps=eps01, num_classes=num_classes, seed=FLAGS.seed,
+                                  n_iter=FLAGS.n_iter, n_queries=FLAGS.n_queries)
+    from tfadv.interop import torch_port
+
+    start = time.time()
+    advs = []
+    for i in range(0, len(x01), FLAGS.batch_size):
+        xb = torch.from_numpy(torch_port.nhwc_to_nchw(x01[i:i + FLAGS.batch_size]))
+        yb = torch.from_numpy(y[i:i + FLAGS.batch_size].astype(np.int64))
+        advs.append(torch_port.nchw_to_nhwc(attack(xb, yb).detach().numpy()))
+    seconds = time.time() - start
+    adv01 = np.concatenate(advs).astype(np.float32)
+    predict = lambda a: torch_port.torch_logits(net01, a).argmax(axis=1)  # noqa: E731
+    robust, checks = score(adv01, x01, y, predict, eps=eps01, low=0.0, high=1.0)
+    # The same adversarial images through the Keras network (in its own pixel range).
+    adv_model_units = np.clip(adv01 * rng.width + rng.low, rng.low, rng.high).astype(np.float32)
+    on_keras = keras_predict(network, adv_model_units) == y
+    return robust, dict(checks, seconds=round(seconds, 2), params=params,
+                        acc_of_its_images_on_keras=round(100.0 * float(on_keras.mean()), 2))
+
+
+def keras_predict(network, images, batch_size=1000):
+    import numpy as np
+
+    preds = []
+    for i in range(0, len(images), batch_size):
+        preds.append(np.argmax(network(images[i:i + batch_size], training=False).numpy(), axis=1))
+    return np.concatenate(preds) if preds else np.zeros([0], np.int64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Report.
+
+
+def markdown_table(rows, tolerance):
+    lines = [TABLE_HEADER]
+    for row in rows:
+        ok = "yes" if abs(row["diff_pp"]) <= tolerance else "**no**"
+        lines.append(f"| {row['attack']} | {row['tfadv_acc']:.2f} | {row['torchattacks_acc']:.2f} | "
+                     f"{row['diff_pp']:+.2f} | {ok} |")
+    return "\n".join(lines)
+
+
+def attacks_fingerprint():
+    """SHA-256 of tfadv's attack sources: a resumed run never mixes results of different code."""
+    import glob
+    import hashlib
+
+    import tfadv.attacks
+
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(tfadv.attacks.__file__), "*.py"))):
+        with open(path, "rb") as f:
+            digest.update(os.path.basename(path).encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
+
+
+def weights_fingerprint(network):
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for v in network.variables:
+        digest.update(np.ascontiguousarray(np.asarray(v.numpy(), np.float32)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def versions():
+    import keras
+    import tensorflow as tf
+    import torch
+    import torchattacks
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "torch": torch.__version__,
+            "torchattacks": getattr(torchattacks, "__version__", "unknown")}
+
+
+def main(argv):
+    try:
+        return _main(argv)
+    except (ValueError, FileNotFoundError) as e:  # bad model path, data, conversion, parameters
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
+    logging.set_verbosity(logging.WARNING)
+    names = [a.strip().lower().replace("-", "_") for a in FLAGS.attacks if a.strip()]
+    bad = [a for a in names if a not in ATTACK_NAMES]
+    if bad or not names:
+        raise app.UsageError(f"--attacks takes {', '.join(ATTACK_NAMES)}. Received: {FLAGS.attacks}.")
+    if bool(FLAGS.model_path) == bool(FLAGS.train_digits):
+        raise app.UsageError("Pass exactly one of --model_path and --train_digits.")
+    if FLAGS.tolerance < 0:
+        raise app.UsageError(f"--tolerance must be >= 0. Received: {FLAGS.tolerance}.")
+    extra = {}
+    for item in FLAGS.tfadv_params:
+        if ":" not in item or "=" not in item:
+            raise app.UsageError(f"--tfadv_params entries are attack:key=value. Received: {item!r}.")
+        attack, kv = item.split(":", 1)
+        extra.setdefault(attack.strip().replace("-", "_"), {}).update(_parse_kv([kv]))
+    try:
+        import torch  # noqa: F401
+        import torchattacks  # noqa: F401
+    except ImportError as e:
+        raise app.UsageError(f"This script needs the crosscheck extra (pip install -e "
+                             f"'.[crosscheck]'): {e}.") from None
+
+    import numpy as np
+    import torch
+
+    if FLAGS.torch_threads > 0:
+        torch.set_num_threads(FLAGS.torch_threads)
+    code_fingerprint = attacks_fingerprint()  # of the attack code this process has imported
+
+    from tfadv import atomic
+    from tfadv import data as data_lib
+    from tfadv import ranges as ranges_lib
+    from tfadv.interop import torch_port
+
+    if FLAGS.eps is None and not FLAGS.train_digits:
+        raise app.UsageError("--eps (pixel levels out of 255) is required with --model_path.")
+    eps_pixels = ranges_lib.check_pixel_size(25.5 if FLAGS.eps is None else FLAGS.eps, name="eps")
+
+    if FLAGS.train_digits:
+        dataset = FLAGS.dataset or "digits"
+        out_dir = FLAGS.out_dir or os.path.join("runs", "crosscheck_digits")
+        network, info = train_network(out_dir, dataset)
+    else:
+        network, info = load_network(FLAGS.model_path)
+        dataset = FLAGS.dataset or info.get("dataset")
+        if not dataset:
+            raise app.UsageError("--dataset is required: the model does not record one.")
+        out_dir = FLAGS.out_dir or os.path.join("runs", f"crosscheck_{info['architecture']}")
+    rng = ranges_lib.get_range(info["pixel_range"])
+    eps = rng.from_pixels(eps_pixels)        # the model's input units (tfadv)
+    eps01 = eps_pixels / ranges_lib.PIXEL_LEVELS   # [0,1] units (torchattacks)
+
+    ds, ds_info = data_lib.load(dataset, FLAGS.split, batch_size=1000, pixel_range=rng,
+                                data_dir=FLAGS.data_dir, limit=FLAGS.num_examples)
+    xs, ys = [], []
+    for xb, yb in ds:
+        xs.append(xb.numpy()); ys.append(yb.numpy())
+    x = np.concatenate(xs).astype(np.float32)
+    y = np.concatenate(ys).astype(np.int64)
+    num_classes = int(network.output_shape[-1])
+    if ds_info.num_classes != num_classes:
+        raise ValueError(f"The model has {num_classes} classes but {dataset} has "
+                         f"{ds_info.num_classes}. Received: --dataset={dataset}.")
+    x01 = np.clip((x - rng.low) / rng.width, 0.0, 1.0).astype(np.float32)
+
+    net01 = torch_port.with_unit_input(torch_port.to_torch(network), rng)
+    keras_logits = np.concatenate([network(x[i:i + 1000], training=False).numpy()
+                                   for i in range(0, len(x), 1000)])
+    torch_logits = torch_port.torch_logits(net01, x01)
+    logit_diff = float(np.max(np.abs(keras_logits - torch_logits)))
+    pred_agree = float(np.mean(keras_logits.argmax(1) == torch_logits.argmax(1)))
+    print(f"Converted {info['architecture']} to PyTorch: max |logit diff| {logit_diff:.2e} on "
+          f"{len(x)} {dataset} images; predictions agree on {100 * pred_agree:.2f}%.", flush=True)
+    if logit_diff > LOGITS_ATOL * max(1.0, float(np.abs(keras_logits).max())):
+        print(f"ERROR: the PyTorch network does not reproduce the Keras logits "
+              f"(max diff {logit_diff:.3g}).", file=sys.stderr)
+        return 2
+
+    settings = {"source": str(info.get("source")), "architecture": info["architecture"],
+                "dataset": dataset, "split": FLAGS.split, "num_examples": int(len(x)),
+                "threat_model": "Linf", "eps_pixels": eps_pixels, "eps_input_units": eps,
+                "pixel_range": rng.name, "n_iter": FLAGS.n_iter, "n_queries": FLAGS.n_queries,
+                "seed": FLAGS.seed, "batch_size": FLAGS.batch_size, "tfadv_params": extra,
+                "tfadv_attacks_sha256": code_fingerprint,
+                "weights_sha256": weights_fingerprint(network)}
+    json_path = os.path.join(out_dir, "crosscheck.json")
+    md_path = os.path.join(out_dir, "crosscheck.md")
+    done = {}
+    if FLAGS.resume and os.path.isfile(json_path):
+        try:
+            with open(json_path, encoding="utf-8") as f:
+                previous = json.load(f)
+            if previous.get("settings") == json.loads(json.dumps(settings)) and \
+                    previous.get("logits_max_abs_diff") is not None:
+                done = {r["attack"]: r for r in previous.get("rows", [])}
+        except (OSError, json.JSONDecodeError):
+            done = {}
+
+    clean_tf = keras_logits.argmax(1) == y
+    clean_torch = torch_logits.argmax(1) == y
+    rows = [{"attack": "clean", "tfadv_acc": round(100 * float(clean_tf.mean()), 2),
+             "torchattacks_acc": round(100 * float(clean_torch.mean()), 2),
+             "diff_pp": round(100 * float(clean_tf.mean() - clean_torch.mean()), 2)}]
+    rows[0]["within_tolerance"] = abs(rows[0]["diff_pp"]) <= FLAGS.tolerance
+    record = {"settings": settings, "versions": versions(),
+              "logits_max_abs_diff": logit_diff, "prediction_agreement": pred_agree,
+              "tolerance_pp": FLAGS.tolerance, "rows": rows}
+
+    def write():
+        atomic.write_json(json_path, record)
+        text = (f"Cross-check of tfadv against torchattacks {record['versions']['torchattacks']}: "
+                f"{info['architecture']} on {len(x)} {dataset}/{FLAGS.split} images, Linf eps "
+                f"{eps_pixels:g}/255 of {rng.name}, {FLAGS.n_iter} iterations, {FLAGS.n_queries} "
+                f"Square queries, seed {FLAGS.seed}; max |logit diff| Keras vs PyTorch "
+                f"{logit_diff:.1e}.\n\n" + markdown_table(rows, FLAGS.tolerance) + "\n")
+        atomic.write_text(md_path, text)
+
+    print(f"eps {eps_pixels:g}/255 of {rng.name} = {eps:.5g} input units; {len(x)} images; "
+          f"clean accuracy {rows[0]['tfadv_acc']:.2f}% (tfadv) / {rows[0]['torchattacks_acc']:.2f}% "
+          f"(torch)", flush=True)
+    for name in names:
+        if name in done:
+            rows.append(done[name])
+            print(f"  {name}: reused from {json_path}", flush=True)
+            continue
+        print(f"  {name}: tfadv ...", end="", flush=True)
+        tf_robust, tf_info = run_tfadv(name, network, x, y, eps=eps, rng=rng, params_extra=extra)
+        print(f" {100 * tf_robust.mean():.2f}% in {tf_info['seconds']:.0f}s; torchattacks ...",
+              end="", flush=True)
+        th_robust, th_info = run_torch(name, net01, network, x01, x, y, eps01=eps01, rng=rng,
+                                       num_classes=num_classes)
+        print(f" {100 * th_robust.mean():.2f}% in {th_info['seconds']:.0f}s", flush=True)
+        tf_acc, th_acc = 100 * float(tf_robust.mean()), 100 * float(th_robust.mean())
+        row = {"attack": name, "tfadv_acc": round(tf_acc, 2), "torchattacks_acc": round(th_acc, 2),
+               "diff_pp": round(tf_acc - th_acc, 2),
+               "within_tolerance": abs(tf_acc - th_acc) <= FLAGS.tolerance + 1e-9,
+               "both_robust": int(np.sum(tf_robust & th_robust)),
+               "only_tfadv_robust": int(np.sum(tf_robust & ~th_robust)),
+               "only_torchattacks_robust": int(np.sum(~tf_robust & th_robust)),
+               "tfadv": tf_info, "torchattacks": th_info}
+        for side, side_info in (("tfadv", tf_info), ("torchattacks", th_info)):
+            if side_info["invalid"]:
+                print(f"  WARNING: {side} {name} returned {side_info['invalid']} images outside "
+                      f"the eps-ball or range (counted as robust).", flush=True)
+        rows.append(row)
+        write()
+    write()
+    print()
+    print(markdown_table(rows, FLAGS.tolerance))
+    print(f"\nWrote {md_path} and {json_path}", file=sys.stderr)
+    failed = [r["attack"] for r in rows if abs(r["diff_pp"]) > FLAGS.tolerance + 1e-9]
+    if failed:
+        print(f"FAILED: |diff| > {FLAGS.tolerance} pp for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

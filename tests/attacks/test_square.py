@@ -1,0 +1,269 @@
+"""Tests for tfadv.attacks.square: the Linf Square Attack (Andriushchenko et al. 2020)."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from tfadv import attacks, ranges
+from tfadv.attacks import square as square_lib
+from tests import testing
+
+RANGES = ("[0,1]", "[-1,1]")
+EPS = {("linf", "[0,1]"): 0.1, ("linf", "[-1,1]"): 0.2, ("l2", "[0,1]"): 0.5, ("l2", "[-1,1]"): 1.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return testing.tiny_cnn(seed=0)
+
+
+def batch_in_range(pixel_range, batch=12, seed=0):
+    """Random images of the range, some pixels exactly on its bounds (to exercise the clipping)."""
+    r = ranges.get_range(pixel_range)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(r.low, r.high, size=(batch, 8, 8, 1)).astype("float32")
+    mask = rng.uniform(size=x.shape)
+    x[mask < 0.2] = r.low
+    x[mask > 0.8] = r.high
+    return x
+
+
+def predicted(model, x):
+    return np.argmax(np.asarray(model(x, training=False)), axis=-1).astype("int32")
+
+
+def linear_model(w, b):
+    """Two-class linear model on flattened 8x8 images: logits (0, ⟨w, x⟩ + b)."""
+    inputs = keras.Input((8, 8, 1))
+    dense = keras.layers.Dense(2)
+    outputs = dense(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    kernel = np.zeros((64, 2), "float32")
+    kernel[:, 1] = w
+    dense.set_weights([kernel, np.array([0.0, b], "float32")])
+    return model
+
+
+class CountingModel:
+    """A plain logits callable recording the batch size of every call."""
+
+    def __init__(self, model):
+        self.model = model
+        self.sizes = []
+
+    def __call__(self, x):
+        self.sizes.append(int(x.shape[0]))
+        return self.model(x, training=False)
+
+
+# ------------------------------------------------------------------------------------- schedule
+
+
+@pytest.mark.parametrize("iteration,expected", [
+    (0, 0.8), (5, 0.8), (6, 0.4), (25, 0.4), (26, 0.2), (100, 0.2), (101, 0.1), (250, 0.1),
+    (251, 0.05), (500, 0.05), (501, 0.025), (1000, 0.025), (1001, 0.8 / 64), (2000, 0.8 / 64),
+    (2001, 0.8 / 128), (3000, 0.8 / 128), (3001, 0.8 / 256), (4000, 0.8 / 256),
+    (4001, 0.8 / 512), (4999, 0.8 / 512),
+])
+def test_p_schedule_rescaled_to_5000_queries(iteration, expected):
+    # AutoAttack's setting: the 10,000-query breakpoints halve (i -> int(i / 5000 * 10000)).
+    assert square_lib.p_schedule(iteration, 0.8, 5000) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("iteration,expected", [
+    (10, 0.05), (11, 0.025), (50, 0.025), (51, 0.0125), (8000, 0.05 / 256), (8001, 0.05 / 512),
+    (9999, 0.05 / 512),
+])
+def test_p_schedule_at_10000_queries_is_the_papers(iteration, expected):
+    assert square_lib.p_schedule(iteration, 0.05, 10000) == pytest.approx(expected)
+
+
+def test_square_side():
+    assert square_lib.square_side(0.8, 8, 8) == 7          # round(sqrt(51.2))
+    assert square_lib.square_side(0.1, 8, 8) == 3          # round(sqrt(6.4))
+    assert square_lib.square_side(1e-4, 8, 8) == 1         # never below one pixel
+    assert square_lib.square_side(0.8, 32, 32) == round(math.sqrt(0.8 * 1024))
+    assert square_lib.square_side(1.0, 4, 16) == 4         # never beyond the shorter side
+
+
+@pytest.mark.parametrize("side", [1, 2, 3, 5, 8])
+def test_l2_pattern_of_eq_2(side):
+    pattern = square_lib.eta_pattern(side)
+    assert pattern.shape == (side, side)
+    assert np.sum(pattern ** 2) == pytest.approx(1.0)
+    top, bottom = pattern[:side // 2], pattern[side // 2:]
+    assert np.all(top > 0) and np.all(bottom < 0)
+    np.testing.assert_allclose(pattern, pattern[:, ::-1] if side % 2 else pattern, atol=1e-12)
+    if side >= 3:  # the weight peaks at the centre of each half (nested rectangles)
+        assert np.abs(bottom).max() == np.abs(bottom[(side - side // 2) // 2, side // 2])
+
+
+def test_margin_matches_definition():
+    logits = np.array([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0]])
+    np.testing.assert_allclose(square_lib.margin(logits, np.array([0, 0])), [1.0, -5.0])
+
+
+# ----------------------------------------------------------------------------------- constraints
+
+
+@pytest.mark.parametrize("pixel_range", RANGES)
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_stays_in_ball_and_range(tiny_model, pixel_range, norm):
+    x = batch_in_range(pixel_range)
+    y = predicted(tiny_model, x)
+    eps = EPS[(norm, pixel_range)]
+    attack = attacks.get("square", eps=eps, norm=norm, n_queries=40, pixel_range=pixel_range,
+                         seed=0)
+    x_adv = attack(tiny_model, x, y).numpy()
+    assert x_adv.shape == x.shape and x_adv.dtype == np.float32 and np.all(np.isfinite(x_adv))
+    r = ranges.get_range(pixel_range)
+    delta = (x_adv.astype(np.float64) - x).reshape(len(x), -1)
+    if norm == "linf":
+        assert np.abs(delta).max() <= eps + 1e-6
+    else:
+        assert np.linalg.norm(delta, axis=-1).max() <= eps + 1e-5
+    assert x_adv.min() >= r.low and x_adv.max() <= r.high
+    fooled = predicted(tiny_model, x_adv) != y
+    assert fooled.any()
+    # Examples it did not fool come back unchanged.
+    np.testing.assert_array_equal(x_adv[~fooled], x[~fooled])
+
+
+def test_margin_never_increases_and_seed_is_deterministic(tiny_model):
+    x = batch_in_range("[0,1]", seed=1)
+    y = predicted(tiny_model, x)
+    records = []
+    attack = attacks.get("square", eps=0.05, n_queries=60, n_restarts=2, seed=3)
+    x_adv = attack(tiny_model, x, y,
+                   callback=lambda restart, i, index, m: records.append((restart, i, index, m)))
+    assert records
+    for restart in {r[0] for r in records}:
+        run = [r for r in records if r[0] == restart]
+        assert [r[1] for r in run] == list(range(len(run)))
+        margins = np.stack([r[3] for r in run])
+        assert np.all(np.diff(margins, axis=0) <= 0), "an accepted update raised the margin"
+    first = [r for r in records if r[0] == 0]
+    second = [r for r in records if r[0] == 1]
+    if second:  # the restart attacks exactly the examples the first run left robust
+        np.testing.assert_array_equal(second[0][2], first[0][2][first[-1][3] > 0])
+    # Determinism for a fixed seed.
+    again = attacks.get("square", eps=0.05, n_queries=60, n_restarts=2, seed=3)(tiny_model, x, y)
+    np.testing.assert_array_equal(x_adv.numpy(), again.numpy())
+
+
+def test_only_still_robust_examples_are_queried(tiny_model):
+    x = batch_in_range("[0,1]", batch=16, seed=2)
+    y = predicted(tiny_model, x)
+    y[:4] = (y[:4] + 1) % 10  # four examples misclassified from the start: never attacked
+    counting = CountingModel(tiny_model)
+    records = []
+    attack = attacks.get("square", eps=0.1, n_queries=30, seed=0)
+    x_adv = attack(counting, x, y,
+                   callback=lambda restart, i, index, m: records.append(m.copy())).numpy()
+    np.testing.assert_array_equal(x_adv[:4], x[:4])
+    sizes = counting.sizes
+    assert sizes[0] == 16 and sizes[1] == 12  # clean pass, then stripes on the 12 robust ones
+    # Iteration i > 0 queries exactly the examples whose best margin was still positive.
+    for i in range(1, len(records)):
+        assert sizes[2 + i] == int(np.sum(records[i - 1] > 0))
+    assert len(sizes) == 2 + len(records)
+    assert sum(sizes) <= attack.model_calls_per_example() * len(x)
+    assert min(sizes[2:]) < 12  # some examples were fooled and dropped out
+
+
+def test_finds_the_boundary_of_a_linear_model():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=64).astype("float32")
+    x = rng.uniform(0.4, 0.6, size=(10, 8, 8, 1)).astype("float32")
+    scores = x.reshape(10, -1) @ w
+    norm1 = float(np.abs(w).sum())
+    bias = -float(scores.max()) - 0.05 * norm1          # every image at Linf distance >= 0.05
+    model = linear_model(w, bias)
+    dist = -(scores + bias) / norm1                      # exact Linf distance (the box is inactive)
+    y = predicted(model, x)
+    assert np.all(y == 0)
+    eps = 2.0 * float(dist.max())
+    assert eps < 0.4
+    found = attacks.get("square", eps=eps, n_queries=300, seed=0)(model, x, y).numpy()
+    assert np.all(predicted(model, found) == 1)
+    assert np.abs(found.astype(np.float64) - x).max() <= eps + 1e-6
+    # Below the distance to the boundary nothing can be fooled and nothing is changed.
+    small = 0.95 * float(dist.min())
+    none = attacks.get("square", eps=small, n_queries=100, seed=0)(model, x, y).numpy()
+    np.testing.assert_array_equal(none, x)
+
+
+def test_l2_finds_the_boundary_of_a_linear_model():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=64).astype("float32")
+    x = rng.uniform(0.4, 0.6, size=(10, 8, 8, 1)).astype("float32")
+    scores = x.reshape(10, -1) @ w
+    norm2 = float(np.linalg.norm(w))
+    bias = -float(scores.max()) - 0.3 * norm2           # every image at L2 distance >= 0.3
+    model = linear_model(w, bias)
+    dist = -(scores + bias) / norm2
+    y = predicted(model, x)
+    assert np.all(y == 0)
+    eps = 3.0 * float(dist.max())
+    found = attacks.get("square", eps=eps, norm="l2", n_queries=300, seed=0)(model, x, y).numpy()
+    assert np.all(predicted(model, found) == 1)
+    delta = (found.astype(np.float64) - x).reshape(10, -1)
+    assert np.linalg.norm(delta, axis=-1).max() <= eps + 1e-5
+    none = attacks.get("square", eps=0.95 * float(dist.min()), norm="l2", n_queries=100,
+                       seed=0)(model, x, y).numpy()
+    np.testing.assert_array_equal(none, x)
+
+
+def test_runs_batchnorm_in_inference_mode(tiny_model):
+    x = batch_in_range("[0,1]", batch=6, seed=4)
+    y = predicted(tiny_model, x)
+    before = testing.bn_moving_stats(tiny_model)
+    attack = attacks.get("square", eps=0.1, n_queries=5, seed=0)
+    plain = attack(tiny_model, x, y).numpy()
+    # Even a training-mode ModelFn is queried in inference mode: same result, statistics untouched.
+    wrapped = attack(attacks.ModelFn(tiny_model, training=True), x, y).numpy()
+    np.testing.assert_array_equal(plain, wrapped)
+    for a, b in zip(before, testing.bn_moving_stats(tiny_model)):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------- api & errors
+
+
+def test_registry_and_query_count():
+    attack = attacks.get("square", eps=0.1)
+    assert isinstance(attack, square_lib.SquareAttack) and not attack.graph_safe
+    assert attack.n_queries == 5000 and attack.p_init == 0.8 and attack.n_restarts == 1
+    assert attack.model_calls_per_example() == 5000 + 2
+    three = attacks.get("square", eps=0.1, n_queries=10, n_restarts=3)
+    assert three.model_calls_per_example() == 3 * 11 + 1
+    assert attack.get_config()["name"] == "square"
+
+
+@pytest.mark.parametrize("params", [
+    dict(eps=-0.1), dict(eps=2.0), dict(eps="big"), dict(eps=0.1, norm="l1"), dict(eps=np.inf),
+    dict(eps=np.inf, norm="l2"),
+    dict(eps=0.1, n_queries=0), dict(eps=0.1, n_queries=2.5), dict(eps=0.1, p_init=0.0),
+    dict(eps=0.1, p_init=1.5), dict(eps=0.1, n_restarts=0), dict(eps=0.1, pixel_range="[0,255]"),
+    dict(eps=0.1, seed=-1), dict(eps=0.1, unknown=1),
+])
+def test_bad_parameters_raise(params):
+    with pytest.raises(ValueError, match="Received"):
+        attacks.get("square", **params)
+
+
+def test_bad_inputs_raise(tiny_model):
+    attack = attacks.get("square", eps=0.1, n_queries=2)
+    x = batch_in_range("[0,1]", batch=4)
+    with pytest.raises(ValueError, match="Received"):
+        attack(tiny_model, x, np.zeros(3, "int32"))
+    with pytest.raises(ValueError, match="Received"):
+        attack(tiny_model, x.reshape(4, -1), np.zeros(4, "int32"))
+    with pytest.raises(ValueError, match="Received"):
+        attack(tiny_model, x * 3.0, np.zeros(4, "int32"))
+    with pytest.raises(ValueError, match="Received"):
+        attack(tiny_model, x, np.full(4, 10, "int32"))
+    with pytest.raises(ValueError, match="Received"):
+        attack(tiny_model, x, np.zeros(4, "int32"), targets=np.zeros(4, "int32"))

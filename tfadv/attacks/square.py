@@ -1,0 +1,336 @@
+"""Square Attack: score-based random search with square updates (Andriushchenko et al., ECCV 2020).
+
+Paper Algorithm 1 with the margin loss of Sec. 3 (untargeted: ``L(x') = z_y(x') − max_{k≠y} z_k``)
+and, for Linf, the sampling distribution of Algorithm 2:
+
+    x̂ ← Π_box(x + ε·s),   s a random ±1 sign per column and channel (vertical stripes, Sec. 3.2)
+    for i = 0 … N−1, only for the examples with L(x̂) > 0 (still correctly classified):
+        h⁽ⁱ⁾ = side of the square, the closest integer to sqrt(p_i · H · W)  (p_i: Sec. 3.2)
+        δ    = ±2ε per channel on a random h⁽ⁱ⁾×h⁽ⁱ⁾ window, 0 elsewhere     (Algorithm 2)
+        x_new = Π_box(Π_ball(x̂ + δ))
+        accept x̂ ← x_new if L(x_new) < L(x̂)                                 (Algorithm 1)
+
+For L2 the start tiles the image with the pattern η of eq. (2) and the proposals follow
+Algorithm 3: mass of the perturbation is moved between two windows so that ‖δ‖₂ stays ε
+(:meth:`SquareAttack._propose_l2`).
+
+The model is only ever *queried* (no gradients), in inference mode, and each iteration evaluates
+one batch holding the still-robust examples; an example stops being queried once it is
+misclassified. Restarts rerun the search on the examples that are still robust. The schedule of
+p is the authors' ``p_selection``: halvings after iterations 10, 50, 200, 500, 1000, 2000, 4000,
+6000 and 8000 of a 10,000-query budget, rescaled to ``n_queries`` (AutoAttack's standard
+version: 5,000 queries, p_init=0.8).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfadv import ranges as ranges_lib
+from tfadv.attacks.core import Attack, ModelFn, inference_fn
+from tfadv.attacks.registry import ATTACKS
+
+SQUARE_NORMS = ("linf", "l2")
+
+# Iterations (of a 10,000-query run) after which p is halved (the authors' p_selection).
+P_BREAKPOINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def p_schedule(iteration: int, p_init: float, n_queries: int) -> float:
+    """Fraction p of the image's pixels changed at ``iteration`` (0-based), paper Sec. 3.2.
+
+    The iteration is first rescaled to a 10,000-query budget, ``int(i / n_queries * 10000)``; p is
+    ``p_init`` up to and including 10, ``p_init/2`` on (10, 50], ``p_init/4`` on (50, 200], …,
+    ``p_init/512`` after 8000.
+    """
+    it = int(iteration / n_queries * 10000)
+    halvings = sum(1 for b in P_BREAKPOINTS if it > b)
+    return p_init / (2 ** halvings)
+
+
+def square_side(p: float, height: int, width: int) -> int:
+    """Side of the square window for a fraction ``p`` of the H·W pixel positions (at least 1, at
+    most the shorter image side)."""
+    side = int(round(math.sqrt(p * height * width)))
+    return int(min(max(side, 1), height, width))
+
+
+def margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Untargeted margin ``z_y − max_{k≠y} z_k`` per example (paper Sec. 3; > 0: still correct)."""
+    logits = np.asarray(logits, np.float64)
+    rows = np.arange(len(labels))
+    true = logits[rows, labels].copy()
+    others = logits.copy()
+    others[rows, labels] = -np.inf
+    return true - others.max(axis=-1)
+
+
+def _check_number(value, what, *, positive=True, upper=None):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number. Received: {value!r}.") from None
+    if not np.isfinite(v) or v < 0 or (positive and v == 0) or (upper is not None and v > upper):
+        bound = f" and at most {upper:g}" if upper is not None else ""
+        raise ValueError(f"{what} must be {'positive' if positive else 'non-negative'}{bound}. "
+                         f"Received: {value!r}.")
+    return v
+
+
+def _check_int(value, what, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) \
+            or int(value) != value or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}. Received: {value!r}.")
+    return int(value)
+
+
+class SquareAttack(Attack):
+    """Score-based Square Attack (Andriushchenko et al. 2020), Linf or L2, untargeted margin loss.
+
+    Args:
+        eps: radius in input units (Linf: at most the width of ``pixel_range``).
+        norm: ``linf`` (Algorithm 2) or ``l2`` (Algorithm 3).
+        n_queries: iterations (one query each) per restart; AutoAttack's standard value is 5,000.
+        p_init: initial fraction of pixels in the square (0.8 in AutoAttack; 0.05 in the paper's
+            ImageNet runs).
+        n_restarts: runs of the search; each one attacks the examples still robust after the last.
+        pixel_range: the box the images live in.
+        seed: seed of the NumPy generator drawing stripes, windows and signs (None:
+            nondeterministic).
+
+    ``__call__(model_fn, x, y, callback=None)`` returns ``x_adv``: the successful point of the
+    examples it fooled, the clean image otherwise (also for examples misclassified from the
+    start). ``callback(restart, iteration, index, margins)``, when given, is called after every
+    iteration with the indices (into the batch) of the examples of this restart and their current
+    best margins.
+    """
+
+    name = "square"
+    graph_safe = False
+
+    def __init__(self, *, eps: float, norm: str = "linf", n_queries: int = 5000,
+                 p_init: float = 0.8, n_restarts: int = 1, pixel_range="[0,1]",
+                 seed: Optional[int] = None, name: Optional[str] = None):
+        self.pixel_range = ranges_lib.get_range(pixel_range)
+        if norm not in SQUARE_NORMS:
+            raise ValueError(f"Unknown norm for the Square Attack. Expected one of {SQUARE_NORMS}. "
+                             f"Received: {norm!r}.")
+        self.norm = norm
+        # An Linf radius above the range width cannot be in input units; L2 radii may exceed it.
+        self.eps = _check_number(eps, "eps", positive=False,
+                                 upper=self.pixel_range.width if norm == "linf" else None)
+        self.n_queries = _check_int(n_queries, "n_queries", 1)
+        self.p_init = _check_number(p_init, "p_init", upper=1.0)
+        self.n_restarts = _check_int(n_restarts, "n_restarts", 1)
+        if seed is not None:
+            seed = _check_int(seed, "seed", 0)
+        self.seed = seed
+        if name is not None:
+            self.name = name
+
+    def model_calls_per_example(self) -> int:
+        """At most ``n_restarts · (n_queries + 1) + 1``: one clean forward pass, then per restart
+        the initialisation plus one query per iteration (an example fooled early stops being
+        queried, so the actual count is usually lower). With one restart: n_queries + 2."""
+        return self.n_restarts * (self.n_queries + 1) + 1
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "eps": self.eps, "norm": self.norm, "n_queries": self.n_queries,
+                "p_init": self.p_init, "n_restarts": self.n_restarts,
+                "pixel_range": str(self.pixel_range), "seed": self.seed}
+
+    # ----------------------------------------------------------------------------------------
+    def _logits(self, model_fn, x: np.ndarray) -> np.ndarray:
+        return np.asarray(model_fn(tf.constant(x, tf.float32)), np.float64)
+
+    @staticmethod
+    def _forward(raw, model_fn, image_shape):
+        """The logits callable used for queries: Keras models run as one traced ``tf.function``
+        (any batch size), other callables as they are (they may hold host-side code)."""
+        if isinstance(raw, (keras.layers.Layer, ModelFn)):
+            return tf.function(model_fn, input_signature=[
+                tf.TensorSpec([None, *image_shape], tf.float32)], autograph=False)
+        return model_fn
+
+    def __call__(self, model_fn, x, y, *, callback: Optional[Callable] = None, **unused):
+        if unused:
+            raise ValueError(f"The Square Attack takes no call options besides callback. "
+                             f"Received: {sorted(unused)}.")
+        raw = model_fn
+        model_fn = inference_fn(raw)  # BatchNorm in inference mode, even for a ModelFn
+        x = np.asarray(tf.convert_to_tensor(x, tf.float32).numpy(), np.float32)
+        y = np.asarray(tf.convert_to_tensor(y).numpy()).astype(np.int64)
+        if x.ndim != 4:
+            raise ValueError(f"The Square Attack needs a batch of images (B, H, W, C). "
+                             f"Received shape: {x.shape}.")
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
+                             f"Received shape: {y.shape}.")
+        self.pixel_range.check_images(x)
+        model_fn = self._forward(raw, model_fn, x.shape[1:])
+        x_adv = x.copy()
+        if len(x) == 0:
+            return tf.constant(x_adv)
+        logits = self._logits(model_fn, x)
+        num_classes = logits.shape[-1]
+        if y.min() < 0 or y.max() >= num_classes:
+            raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={y.min()}, "
+                             f"max={y.max()}.")
+        robust = margin(logits, y) > 0
+        rng = np.random.default_rng(self.seed)
+        for restart in range(self.n_restarts):
+            index = np.flatnonzero(robust)
+            if index.size == 0:
+                break
+            x_best, margin_best = self._single_run(model_fn, x[index], y[index], rng,
+                                                   restart, index, callback)
+            fooled = margin_best <= 0
+            x_adv[index[fooled]] = x_best[fooled]
+            robust[index[fooled]] = False
+        return tf.constant(x_adv)
+
+    def _single_run(self, model_fn, x, y, rng, restart, index, callback):
+        """One run of Algorithm 1 on a batch; returns (x̂, best margins)."""
+        x_best = self._init_linf(x, rng) if self.norm == "linf" else self._init_l2(x, rng)
+        margin_best = margin(self._logits(model_fn, x_best), y)
+        height, width = x.shape[1:3]
+        for i in range(self.n_queries):
+            active = np.flatnonzero(margin_best > 0)
+            if active.size == 0:
+                break
+            p = p_schedule(i, self.p_init, self.n_queries)
+            propose = self._propose_linf if self.norm == "linf" else self._propose_l2
+            x_new = propose(x[active], x_best[active], p, rng)
+            margin_new = margin(self._logits(model_fn, x_new), y[active])
+            better = margin_new < margin_best[active]  # Algorithm 1: accept if the loss decreases
+            margin_best[active[better]] = margin_new[better]
+            x_best[active[better]] = x_new[better]
+            if callback is not None:
+                callback(restart, i, index.copy(), margin_best.copy())
+        return x_best, margin_best
+
+    # ---------------------------------------------------------------------------------- Linf
+    def _init_linf(self, x, rng):
+        """Vertical stripes (Sec. 3.2): one ±ε sign per example, column and channel."""
+        batch, _, width, channels = x.shape
+        stripes = rng.choice(np.array([-1.0, 1.0], np.float32), size=(batch, 1, width, channels))
+        return np.clip(x + self.eps * stripes, self.pixel_range.low,
+                       self.pixel_range.high).astype(np.float32)
+
+    def _propose_linf(self, x, x_best, p, rng):
+        """Algorithm 2: a window of side h (random position r, s ∈ {0, …, H − h} per example) set to
+        x̂ ± 2ε, one sign per channel, then projected onto the ball and the box."""
+        eps = self.eps
+        n, height, width, channels = x.shape
+        side = square_side(p, height, width)
+        window = _windows(rng, n, height, width, side)[..., None]
+        signs = rng.choice(np.array([-2.0, 2.0], np.float32), size=(n, 1, 1, channels))
+        x_new = x_best + eps * window * signs
+        x_new = np.clip(x_new, x - eps, x + eps)
+        return np.clip(x_new, self.pixel_range.low, self.pixel_range.high).astype(np.float32)
+
+    # ------------------------------------------------------------------------------------ L2
+    def _init_l2(self, x, rng):
+        """L2 initialisation (Sec. 3.2 / Supp.): the image is tiled with blocks of side H // 5 (from
+        the offset (H − 5·side) // 2), each holding the pattern η of eq. (2) with a random sign per
+        channel; the whole perturbation is rescaled to ‖δ‖₂ = ε."""
+        batch, height, width, channels = x.shape
+        side = max(min(height, width) // 5, 1)
+        pattern = eta_pattern(side)
+        delta = np.zeros(x.shape, np.float64)
+        start_h, start_w = (height - 5 * side) // 2, (width - 5 * side) // 2
+        start_h, start_w = max(start_h, 0), max(start_w, 0)
+        for top in range(start_h, height - side + 1, side):
+            for left in range(start_w, width - side + 1, side):
+                signs = rng.choice(np.array([-1.0, 1.0]), size=(batch, 1, 1, channels))
+                delta[:, top:top + side, left:left + side, :] += pattern[None, :, :, None] * signs
+        delta *= self.eps / np.maximum(_l2(delta), 1e-12)[:, None, None, None]
+        return np.clip(x + delta, self.pixel_range.low, self.pixel_range.high).astype(np.float32)
+
+    def _propose_l2(self, x, x_best, p, rng):
+        """Algorithm 3 (L2 sampling distribution): two windows W1, W2 of side h; per channel the
+        mass of ν = x̂ − x on W1 ∪ W2 plus an equal share of the unused budget ε² − ‖ν‖² is moved
+        onto W1 as ±η* (eq. (2), random sign and orientation) added to W1's normalised old
+        content; W2 is emptied. ‖ν‖₂ stays ε (rescaled down if rounding exceeds it), then the
+        box is applied."""
+        eps = self.eps
+        n, height, width, channels = x.shape
+        side = square_side(p, height, width)
+        side = max(side, min(3, height, width))
+        if side % 2 == 0 and side < min(height, width):
+            side += 1
+        nu = (x_best - x).astype(np.float64)
+        unused = np.maximum(eps ** 2 - _l2(nu) ** 2, 0.0)
+        w1 = _windows(rng, n, height, width, side)
+        w2 = _windows(rng, n, height, width, side)
+        union = (w1 | w2)[..., None]
+        union_norm2 = np.sum(np.square(nu * union), axis=(1, 2))              # (n, c)
+        idx = _window_index(w1, side)
+        old = nu[idx]                                                          # (n, s, s, c)
+        old = old / (np.sqrt(np.sum(np.square(old), axis=(1, 2), keepdims=True)) + 1e-12)
+        pattern = eta_pattern(side)
+        patterns = np.where(rng.uniform(size=(n, 1, 1)) < 0.5, pattern[None], pattern.T[None])
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(n, 1, 1, channels))
+        new = patterns[..., None] * signs + old
+        new /= np.sqrt(np.sum(np.square(new), axis=(1, 2), keepdims=True)) + 1e-12
+        avail = np.sqrt(union_norm2 + unused[:, None] / channels)              # (n, c)
+        nu = np.where(w2[..., None], 0.0, nu)
+        nu[idx] = new * avail[:, None, None, :]
+        nu *= np.minimum(1.0, eps / np.maximum(_l2(nu), 1e-12))[:, None, None, None]
+        return np.clip(x + nu, self.pixel_range.low, self.pixel_range.high).astype(np.float32)
+
+
+def eta_pattern(side: int) -> np.ndarray:
+    """The L2 window pattern η of the paper's eq. (2), unit L2 norm: the upper half holds
+    concentric rectangles with weights Σ_{k ≥ d} 1/(k+1)² at Chebyshev distance d from its
+    centre, the lower half the same with a minus sign (the halves push in opposite directions)."""
+    def rectangles(rows, cols):
+        if rows == 0:
+            return np.zeros((0, cols))
+        centre_r, centre_c = rows // 2, cols // 2
+        levels = max(centre_r + 1, centre_c + 1)
+        tail = np.cumsum(1.0 / np.arange(levels, 0, -1) ** 2)[::-1]  # tail[d] = Σ_{k ≥ d} 1/(k+1)²
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        dist = np.maximum(np.abs(r - centre_r), np.abs(c - centre_c))
+        block = tail[np.minimum(dist, levels - 1)]
+        return block / np.sqrt(np.sum(block ** 2))
+
+    pattern = np.concatenate([rectangles(side // 2, side), -rectangles(side - side // 2, side)], 0)
+    return pattern / np.sqrt(np.sum(pattern ** 2))
+
+
+def _windows(rng, n, height, width, side):
+    """Boolean (n, H, W) masks of side×side windows at uniform positions r, s ∈ {0, …, H − side}."""
+    top = rng.integers(0, height - side + 1, size=n)
+    left = rng.integers(0, width - side + 1, size=n)
+    rows, cols = np.arange(height), np.arange(width)
+    in_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + side)
+    in_cols = (cols[None] >= left[:, None]) & (cols[None] < left[:, None] + side)
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+def _window_index(mask, side):
+    """Fancy index (n, side, side) selecting each example's window given its (n, H, W) mask."""
+    n = mask.shape[0]
+    top = np.argmax(mask.any(axis=2), axis=1)
+    left = np.argmax(mask.any(axis=1), axis=1)
+    rows = top[:, None] + np.arange(side)[None]
+    cols = left[:, None] + np.arange(side)[None]
+    return (np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :])
+
+
+def _l2(t):
+    return np.sqrt(np.sum(np.square(t.reshape(len(t), -1)), axis=-1))
+
+
+@ATTACKS.register("square")
+def square(*, eps, norm="linf", n_queries=5000, p_init=0.8, n_restarts=1, pixel_range="[0,1]",
+           seed=None, name="square") -> Attack:
+    """Square Attack (Andriushchenko et al. 2020), margin loss; AutoAttack's standard settings."""
+    return SquareAttack(eps=eps, norm=norm, n_queries=n_queries, p_init=p_init,
+                        n_restarts=n_restarts, pixel_range=pixel_range, seed=seed, name=name)
