@@ -100,6 +100,18 @@ def test_l2_pattern_of_eq_2(side):
         assert np.abs(bottom).max() == np.abs(bottom[(side - side // 2) // 2, side // 2])
 
 
+def test_window_positions_paper_and_release():
+    rng = np.random.default_rng(0)
+    for release, last in ((False, 5), (True, 4)):
+        masks = square_lib._windows(rng, 4000, 8, 8, 3, release=release)
+        tops = np.argmax(masks.any(axis=2), axis=1)
+        lefts = np.argmax(masks.any(axis=1), axis=1)
+        assert set(tops) == set(lefts) == set(range(last + 1))
+        assert np.all(masks.sum(axis=(1, 2)) == 9)
+    # A full-size window has a single position under both rules.
+    assert square_lib._windows(rng, 5, 8, 8, 8, release=True).all()
+
+
 def test_margin_matches_definition():
     logits = np.array([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0]])
     np.testing.assert_allclose(square_lib.margin(logits, np.array([0, 0])), [1.0, -5.0])
@@ -115,7 +127,7 @@ def test_stays_in_ball_and_range(tiny_model, pixel_range, norm):
     y = predicted(tiny_model, x)
     eps = EPS[(norm, pixel_range)]
     attack = attacks.get("square", eps=eps, norm=norm, n_queries=40, pixel_range=pixel_range,
-                         seed=0)
+                         seed=0, window_positions="release" if norm == "l2" else "paper")
     x_adv = attack(tiny_model, x, y).numpy()
     assert x_adv.shape == x.shape and x_adv.dtype == np.float32 and np.all(np.isfinite(x_adv))
     r = ranges.get_range(pixel_range)
@@ -247,7 +259,7 @@ def test_registry_and_query_count():
     dict(eps=np.inf, norm="l2"),
     dict(eps=0.1, n_queries=0), dict(eps=0.1, n_queries=2.5), dict(eps=0.1, p_init=0.0),
     dict(eps=0.1, p_init=1.5), dict(eps=0.1, n_restarts=0), dict(eps=0.1, pixel_range="[0,255]"),
-    dict(eps=0.1, seed=-1), dict(eps=0.1, unknown=1),
+    dict(eps=0.1, seed=-1), dict(eps=0.1, unknown=1), dict(eps=0.1, window_positions="random"),
 ])
 def test_bad_parameters_raise(params):
     with pytest.raises(ValueError, match="Received"):

@@ -36,6 +36,7 @@ from tfadv.attacks.core import Attack, ModelFn, inference_fn
 from tfadv.attacks.registry import ATTACKS
 
 SQUARE_NORMS = ("linf", "l2")
+WINDOW_POSITIONS = ("paper", "release")
 
 # Iterations (of a 10,000-query run) after which p is halved (the authors' p_selection).
 P_BREAKPOINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -102,6 +103,10 @@ class SquareAttack(Attack):
         pixel_range: the box the images live in.
         seed: seed of the NumPy generator drawing stripes, windows and signs (None:
             nondeterministic).
+        window_positions: ``paper`` draws the window's corner from {0, …, H − h} (Algorithm 2);
+            ``release`` from {0, …, H − h − 1} as the authors' code, AutoAttack and torchattacks
+            do (``randint(0, H − h)``), which never places a small window on the last row or
+            column (weaker on small images; for reproducing those releases).
 
     ``__call__(model_fn, x, y, callback=None)`` returns ``x_adv``: the successful point of the
     examples it fooled, the clean image otherwise (also for examples misclassified from the
@@ -115,7 +120,8 @@ class SquareAttack(Attack):
 
     def __init__(self, *, eps: float, norm: str = "linf", n_queries: int = 5000,
                  p_init: float = 0.8, n_restarts: int = 1, pixel_range="[0,1]",
-                 seed: Optional[int] = None, name: Optional[str] = None):
+                 seed: Optional[int] = None, window_positions: str = "paper",
+                 name: Optional[str] = None):
         self.pixel_range = ranges_lib.get_range(pixel_range)
         if norm not in SQUARE_NORMS:
             raise ValueError(f"Unknown norm for the Square Attack. Expected one of {SQUARE_NORMS}. "
@@ -130,6 +136,10 @@ class SquareAttack(Attack):
         if seed is not None:
             seed = _check_int(seed, "seed", 0)
         self.seed = seed
+        if window_positions not in WINDOW_POSITIONS:
+            raise ValueError(f"window_positions must be one of {WINDOW_POSITIONS}. "
+                             f"Received: {window_positions!r}.")
+        self.window_positions = window_positions
         if name is not None:
             self.name = name
 
@@ -142,7 +152,8 @@ class SquareAttack(Attack):
     def get_config(self) -> dict:
         return {"name": self.name, "eps": self.eps, "norm": self.norm, "n_queries": self.n_queries,
                 "p_init": self.p_init, "n_restarts": self.n_restarts,
-                "pixel_range": str(self.pixel_range), "seed": self.seed}
+                "pixel_range": str(self.pixel_range), "seed": self.seed,
+                "window_positions": self.window_positions}
 
     # ----------------------------------------------------------------------------------------
     def _logits(self, model_fn, x: np.ndarray) -> np.ndarray:
@@ -214,6 +225,9 @@ class SquareAttack(Attack):
                 callback(restart, i, index.copy(), margin_best.copy())
         return x_best, margin_best
 
+    def _windows(self, rng, n, height, width, side):
+        return _windows(rng, n, height, width, side, self.window_positions == "release")
+
     # ---------------------------------------------------------------------------------- Linf
     def _init_linf(self, x, rng):
         """Vertical stripes (Sec. 3.2): one ±ε sign per example, column and channel."""
@@ -228,7 +242,7 @@ class SquareAttack(Attack):
         eps = self.eps
         n, height, width, channels = x.shape
         side = square_side(p, height, width)
-        window = _windows(rng, n, height, width, side)[..., None]
+        window = self._windows(rng, n, height, width, side)[..., None]
         signs = rng.choice(np.array([-2.0, 2.0], np.float32), size=(n, 1, 1, channels))
         x_new = x_best + eps * window * signs
         x_new = np.clip(x_new, x - eps, x + eps)
@@ -266,8 +280,8 @@ class SquareAttack(Attack):
             side += 1
         nu = (x_best - x).astype(np.float64)
         unused = np.maximum(eps ** 2 - _l2(nu) ** 2, 0.0)
-        w1 = _windows(rng, n, height, width, side)
-        w2 = _windows(rng, n, height, width, side)
+        w1 = self._windows(rng, n, height, width, side)
+        w2 = self._windows(rng, n, height, width, side)
         union = (w1 | w2)[..., None]
         union_norm2 = np.sum(np.square(nu * union), axis=(1, 2))              # (n, c)
         idx = _window_index(w1, side)
@@ -304,10 +318,13 @@ def eta_pattern(side: int) -> np.ndarray:
     return pattern / np.sqrt(np.sum(pattern ** 2))
 
 
-def _windows(rng, n, height, width, side):
-    """Boolean (n, H, W) masks of side×side windows at uniform positions r, s ∈ {0, …, H − side}."""
-    top = rng.integers(0, height - side + 1, size=n)
-    left = rng.integers(0, width - side + 1, size=n)
+def _windows(rng, n, height, width, side, release=False):
+    """Boolean (n, H, W) masks of side×side windows at uniform positions r, s ∈ {0, …, H − side}
+    (``release``: {0, …, max(H − side − 1, 0)}, the released code's ``randint(0, H − side)``)."""
+    top_end = max(height - side, 1) if release else height - side + 1
+    left_end = max(width - side, 1) if release else width - side + 1
+    top = rng.integers(0, top_end, size=n)
+    left = rng.integers(0, left_end, size=n)
     rows, cols = np.arange(height), np.arange(width)
     in_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + side)
     in_cols = (cols[None] >= left[:, None]) & (cols[None] < left[:, None] + side)
@@ -330,7 +347,8 @@ def _l2(t):
 
 @ATTACKS.register("square")
 def square(*, eps, norm="linf", n_queries=5000, p_init=0.8, n_restarts=1, pixel_range="[0,1]",
-           seed=None, name="square") -> Attack:
+           seed=None, window_positions="paper", name="square") -> Attack:
     """Square Attack (Andriushchenko et al. 2020), margin loss; AutoAttack's standard settings."""
     return SquareAttack(eps=eps, norm=norm, n_queries=n_queries, p_init=p_init,
-                        n_restarts=n_restarts, pixel_range=pixel_range, seed=seed, name=name)
+                        n_restarts=n_restarts, pixel_range=pixel_range, seed=seed,
+                        window_positions=window_positions, name=name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tfadv.defenses.base import AdversarialModel
+from tfadv.defenses.bat import BilateralAdversarialTraining, bat, bat_config
 from tfadv.defenses.madry import MadryAdversarialTraining, madry
 from tfadv.defenses.natural import NaturalTraining, natural
 from tfadv.registry import Registry
@@ -10,6 +11,7 @@ from tfadv.registry import Registry
 DEFENSES = Registry("defense")
 DEFENSES.register("madry", "pgd_at")(madry)
 DEFENSES.register("natural", "standard")(natural)
+DEFENSES.register("bat")(bat)
 
 
 def get(name: str):
