@@ -16,16 +16,6 @@ SMALL = {"apgd_ce": {}, "apgd_dlr": {}, "apgd_t": {"n_target_classes": 2}}
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    return testing.tiny_cnn(seed=0)
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    return testing.trained_digits_model()
-
-
-@pytest.fixture(scope="module")
 def digits_test():
     _, _, x, y = testing.digits_split(num_test=200)
     return x, y

@@ -13,16 +13,6 @@ from tests.attacks.test_deepfool import assert_within_eps
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    return testing.tiny_cnn(seed=0)
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    return testing.trained_digits_model()
-
-
-@pytest.fixture(scope="module")
 def digits_test():
     _, _, x, y = testing.digits_split(num_test=100)
     return x, y

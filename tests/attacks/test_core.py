@@ -20,17 +20,6 @@ EPS = {  # (norm, range) -> eps in input units
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    """An untrained tiny CNN with BatchNorm (inference mode: fixed statistics)."""
-    return testing.tiny_cnn(seed=0)
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    return testing.trained_digits_model()
-
-
-@pytest.fixture(scope="module")
 def digits_test():
     _, _, x, y = testing.digits_split(num_test=200)
     return x, y

@@ -11,16 +11,6 @@ from tests.attacks.test_core import EPS, RANGES, assert_in_ball_and_range, batch
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    return testing.tiny_cnn(seed=0)
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    return testing.trained_digits_model()
-
-
-@pytest.fixture(scope="module")
 def digits_test():
     _, _, x, y = testing.digits_split(num_test=60)
     return x, y

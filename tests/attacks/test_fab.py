@@ -15,11 +15,6 @@ RANGES = ("[0,1]", "[-1,1]")
 EPS = {("linf", "[0,1]"): 0.1, ("linf", "[-1,1]"): 0.2, ("l2", "[0,1]"): 0.5, ("l2", "[-1,1]"): 1.0}
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    return testing.tiny_cnn(seed=0)
-
-
 def batch_in_range(pixel_range, batch=12, seed=0):
     r = ranges.get_range(pixel_range)
     rng = np.random.default_rng(seed)
