@@ -37,6 +37,7 @@ from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks.core import Attack, inference_fn
+from tfadv.attacks.checks import check_int as _check_int
 from tfadv.attacks.registry import ATTACKS
 
 APGD_LOSSES = ("ce", "dlr")
@@ -88,13 +89,6 @@ def halve_step_size(*, num_increases, window, rho, halved_last, best_last, best)
     condition2 = tf.logical_and(tf.logical_not(tf.cast(halved_last, tf.bool)),
                                 tf.convert_to_tensor(best) <= tf.convert_to_tensor(best_last))
     return tf.logical_or(condition1, condition2)
-
-
-def _check_int(value, what, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) \
-            or int(value) != value or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}. Received: {value!r}.")
-    return int(value)
 
 
 def _expand(v, like):

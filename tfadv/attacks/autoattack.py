@@ -23,7 +23,7 @@ import tensorflow as tf
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks.core import Attack, inference_fn
-from tfadv.attacks.deepfool import check_radius, validate_batch
+from tfadv.attacks.checks import check_radius, validate_batch
 from tfadv.attacks.registry import ATTACKS
 
 STANDARD_ATTACKS = ("apgd_ce", "apgd_t", "fab_t", "square")

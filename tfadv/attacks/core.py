@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import checks
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks import targets as targets_lib
 
@@ -240,17 +241,7 @@ class IterativeAttack(Attack):
         return tf.not_equal(pred, labels)
 
     def _validate_eager(self, x, y, logits_clean):
-        if x.shape.rank is None or x.shape.rank < 2:
-            raise ValueError(f"Images must be a batch (B, ...). Received shape: {x.shape}.")
-        if y.shape.rank != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
-                             f"Received shape: {y.shape}.")
-        self.pixel_range.check_images(x.numpy())
-        num_classes = int(logits_clean.shape[-1])
-        yn = y.numpy()
-        if yn.size and (yn.min() < 0 or yn.max() >= num_classes):
-            raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={yn.min()}, "
-                             f"max={yn.max()}.")
+        checks.validate_batch(x, y, logits_clean, self.pixel_range)
 
     def __call__(self, model_fn, x, y, *, targets=None, logits_clean=None, eps_scale=None):
         """Returns adversarial images (stop-gradient) for images ``x`` with labels ``y``.
@@ -298,9 +289,7 @@ class IterativeAttack(Attack):
                     tf.where(better, obj, best[1]), tf.logical_or(succ, best[2]))
         return tf.stop_gradient(best[0])
 
-    @staticmethod
-    def _expand(mask, like):
-        return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
+    _expand = staticmethod(checks.expand_to)
 
     def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None):
         """One run: random start, then ``num_steps`` masked projected steps."""

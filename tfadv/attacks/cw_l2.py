@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.core import Attack, as_model_fn, inference_fn
-from tfadv.attacks.deepfool import check_int, check_radius, expand_to, validate_batch
+from tfadv.attacks.checks import check_int, check_radius, expand_to, validate_batch
 from tfadv.attacks.registry import ATTACKS
 
 _NO_BOUND = 1e10  # "no upper bound yet" marker of the release

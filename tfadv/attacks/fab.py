@@ -39,6 +39,8 @@ import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.core import Attack, ModelFn, inference_fn
+from tfadv.attacks.checks import check_int as _check_int
+from tfadv.attacks.checks import check_number as _check_number
 from tfadv.attacks.registry import ATTACKS
 
 FAB_NORMS = ("linf", "l2")
@@ -120,25 +122,6 @@ def project_l2(points, w, b, low: float, high: float):
     breakpoint = tf.where(used, room / safe_w, tf.zeros_like(room))
     lam, _ = _smallest_level(weight, breakpoint, c)
     return tf.where(used, -sign_w * tf.minimum(lam[:, None] * abs_w, room), tf.zeros_like(room))
-
-
-def _check_number(value, what, *, positive=True, upper=None):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number. Received: {value!r}.") from None
-    if not np.isfinite(v) or v < 0 or (positive and v == 0) or (upper is not None and v > upper):
-        bound = f" and at most {upper:g}" if upper is not None else ""
-        raise ValueError(f"{what} must be {'positive' if positive else 'non-negative'}{bound}. "
-                         f"Received: {value!r}.")
-    return v
-
-
-def _check_int(value, what, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) \
-            or int(value) != value or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}. Received: {value!r}.")
-    return int(value)
 
 
 def _norm(t, norm):

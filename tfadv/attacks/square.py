@@ -33,6 +33,8 @@ import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.core import Attack, ModelFn, inference_fn
+from tfadv.attacks.checks import check_int as _check_int
+from tfadv.attacks.checks import check_number as _check_number
 from tfadv.attacks.registry import ATTACKS
 
 SQUARE_NORMS = ("linf", "l2")
@@ -69,25 +71,6 @@ def margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     others = logits.copy()
     others[rows, labels] = -np.inf
     return true - others.max(axis=-1)
-
-
-def _check_number(value, what, *, positive=True, upper=None):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number. Received: {value!r}.") from None
-    if not np.isfinite(v) or v < 0 or (positive and v == 0) or (upper is not None and v > upper):
-        bound = f" and at most {upper:g}" if upper is not None else ""
-        raise ValueError(f"{what} must be {'positive' if positive else 'non-negative'}{bound}. "
-                         f"Received: {value!r}.")
-    return v
-
-
-def _check_int(value, what, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) \
-            or int(value) != value or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}. Received: {value!r}.")
-    return int(value)
 
 
 class SquareAttack(Attack):
