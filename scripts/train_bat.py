@@ -16,10 +16,10 @@ the small CNN, eps 25.5/255 in [0,1], 30 epochs of Adam); one-step models step b
 --step_size is given. Sizes are pixel levels out of 255. Run with --helpfull for every flag.
 """
 
-from absl import app, flags, logging
-
 import dataclasses
 import importlib
+
+from absl import app, flags, logging
 
 from tfadv import experiment
 from tfadv import flags as tfadv_flags

@@ -23,5 +23,5 @@ def names():
     return DEFENSES.names()
 
 
-__all__ = ["AdversarialModel", "MadryAdversarialTraining", "NaturalTraining", "get", "names",
-           "DEFENSES"]
+__all__ = ["AdversarialModel", "BilateralAdversarialTraining", "MadryAdversarialTraining",
+           "NaturalTraining", "bat_config", "get", "names", "DEFENSES"]
