@@ -98,6 +98,13 @@ class Attack(abc.ABC):
     def model_calls_per_example(self) -> int:
         """How many times the attack evaluates the model per example (for reports)."""
 
+    def _compiled_attack(self):
+        """One ``tf.function`` of ``self._attack`` per attack object, for subclasses that define
+        ``_attack``: eager calls with the same model (and any batch size) reuse its trace."""
+        if getattr(self, "_compiled", None) is None:
+            self._compiled = tf.function(self._attack, reduce_retracing=True)
+        return self._compiled
+
     def get_config(self) -> dict:
         return {"name": self.name}
 
@@ -291,18 +298,23 @@ class IterativeAttack(Attack):
 
     _expand = staticmethod(checks.expand_to)
 
-    def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None):
-        """One run: random start, then ``num_steps`` masked projected steps."""
-        step = self._step
+    def _start(self, x, seed, active0, eps_scale):
+        """The (eps-scaled) eps and step of this call and the start point x⁰ of one run; inactive
+        examples start (and stay) at x."""
         eps, step_size = self.eps, self.step_size
         if eps_scale is not None:
             scale = tf.cast(eps_scale, x.dtype)
             eps, step_size = eps * scale, step_size * scale
-        x_adv = step.random_init(x, eps, self.random_start, gaussian_std=self.gaussian_std,
-                                 seed=seed)
+        x_adv = self._step.random_init(x, eps, self.random_start, gaussian_std=self.gaussian_std,
+                                       seed=seed)
         if self.random_start == "uniform":
             x_adv = self._clip(x_adv)
-        x_adv = tf.where(self._expand(active0, x), x_adv, x)
+        return tf.where(self._expand(active0, x), x_adv, x), eps, step_size
+
+    def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None):
+        """One run: random start, then ``num_steps`` masked projected steps."""
+        step = self._step
+        x_adv, eps, step_size = self._start(x, seed, active0, eps_scale)
 
         def body(i, x_adv, active):
             with tf.GradientTape() as tape:

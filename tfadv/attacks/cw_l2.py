@@ -110,13 +110,6 @@ class CarliniWagnerL2(Attack):
         return self._attack(model_fn, x, y)
 
     # ----------------------------------------------------------------------------------------
-    def _compiled_attack(self):
-        """One ``tf.function`` per attack object: eager calls with the same model (and any batch
-        size) reuse its trace."""
-        if getattr(self, "_compiled", None) is None:
-            self._compiled = tf.function(self._attack, reduce_retracing=True)
-        return self._compiled
-
     def _attack(self, raw_model, x, y):
         model_fn = as_model_fn(raw_model, self.training)
         low, high = self.pixel_range.low, self.pixel_range.high

@@ -77,15 +77,7 @@ class MomentumIterativeAttack(IterativeAttack):
     def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None):
         """One run: start point, then T momentum steps (Dong et al. Algorithm 1)."""
         step = self._step
-        eps, step_size = self.eps, self.step_size
-        if eps_scale is not None:
-            scale = tf.cast(eps_scale, x.dtype)
-            eps, step_size = eps * scale, step_size * scale
-        x_adv = step.random_init(x, eps, self.random_start, gaussian_std=self.gaussian_std,
-                                 seed=seed)
-        if self.random_start == "uniform":
-            x_adv = self._clip(x_adv)
-        x_adv = tf.where(self._expand(active0, x), x_adv, x)
+        x_adv, eps, step_size = self._start(x, seed, active0, eps_scale)
         if targets is None:
             targets = y
         decay = tf.constant(self.decay, x.dtype)
