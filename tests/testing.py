@@ -93,3 +93,37 @@ def bn_moving_stats(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             stats += [np.array(layer.moving_mean), np.array(layer.moving_variance)]
     return stats
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared by the attack tests (appended when the attack suite grew).
+
+
+def images_in_range(pixel_range, batch=12, seed=0):
+    """Random 8x8x1 images of the range, some pixels exactly on its bounds (to exercise clipping)."""
+    from tfadv import ranges
+
+    r = ranges.get_range(pixel_range)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(r.low, r.high, size=(batch, 8, 8, 1)).astype("float32")
+    mask = rng.uniform(size=x.shape)
+    x[mask < 0.2] = r.low
+    x[mask > 0.8] = r.high
+    return x
+
+
+def predicted(model, x):
+    """Predicted classes of a Keras model in inference mode, int32."""
+    return np.argmax(np.asarray(model(x, training=False)), axis=-1).astype("int32")
+
+
+def linear_two_class_model(w, b):
+    """Two-class linear model on flattened 8x8 images: logits (0, <w, x> + b)."""
+    inputs = keras.Input((8, 8, 1))
+    dense = keras.layers.Dense(2)
+    outputs = dense(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    kernel = np.zeros((64, 2), "float32")
+    kernel[:, 1] = w
+    dense.set_weights([kernel, np.array([0.0, b], "float32")])
+    return model

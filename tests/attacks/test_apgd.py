@@ -28,13 +28,7 @@ def predictions(model, x):
 def images(pixel_range, seed=0, batch=8):
     """Random images in the range, some pixels exactly on its bounds (callers label them with the
     model's own predictions, so that every point is attacked)."""
-    r = ranges.get_range(pixel_range)
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(r.low, r.high, size=(batch, 8, 8, 1)).astype("float32")
-    mask = rng.uniform(size=x.shape)
-    x[mask < 0.2] = r.low
-    x[mask > 0.8] = r.high
-    return x
+    return testing.images_in_range(pixel_range, batch=batch, seed=seed)
 
 
 def assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range):

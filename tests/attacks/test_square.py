@@ -2,7 +2,6 @@
 
 import math
 
-import keras
 import numpy as np
 import pytest
 
@@ -14,31 +13,9 @@ RANGES = ("[0,1]", "[-1,1]")
 EPS = {("linf", "[0,1]"): 0.1, ("linf", "[-1,1]"): 0.2, ("l2", "[0,1]"): 0.5, ("l2", "[-1,1]"): 1.0}
 
 
-def batch_in_range(pixel_range, batch=12, seed=0):
-    """Random images of the range, some pixels exactly on its bounds (to exercise the clipping)."""
-    r = ranges.get_range(pixel_range)
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(r.low, r.high, size=(batch, 8, 8, 1)).astype("float32")
-    mask = rng.uniform(size=x.shape)
-    x[mask < 0.2] = r.low
-    x[mask > 0.8] = r.high
-    return x
-
-
-def predicted(model, x):
-    return np.argmax(np.asarray(model(x, training=False)), axis=-1).astype("int32")
-
-
-def linear_model(w, b):
-    """Two-class linear model on flattened 8x8 images: logits (0, ⟨w, x⟩ + b)."""
-    inputs = keras.Input((8, 8, 1))
-    dense = keras.layers.Dense(2)
-    outputs = dense(keras.layers.Flatten()(inputs))
-    model = keras.Model(inputs, outputs)
-    kernel = np.zeros((64, 2), "float32")
-    kernel[:, 1] = w
-    dense.set_weights([kernel, np.array([0.0, b], "float32")])
-    return model
+batch_in_range = testing.images_in_range
+predicted = testing.predicted
+linear_model = testing.linear_two_class_model
 
 
 class CountingModel:
