@@ -127,3 +127,18 @@ def linear_two_class_model(w, b):
     kernel[:, 1] = w
     dense.set_weights([kernel, np.array([0.0, b], "float32")])
     return model
+
+
+def assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range, tol=1e-6):
+    """The evaluation issue's acceptance bound: ‖x_adv − x‖ ≤ eps + 1e-6 (Linf or L2, measured in
+    float64) and every pixel inside the range; x_adv is a finite float32 array of x's shape."""
+    from tfadv import ranges
+
+    x_adv = np.asarray(x_adv)
+    assert x_adv.shape == x.shape and x_adv.dtype == np.float32
+    assert np.all(np.isfinite(x_adv))
+    delta = (x_adv.astype(np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
+    sizes = np.abs(delta).max(-1) if norm == "linf" else np.sqrt((delta ** 2).sum(-1))
+    assert sizes.max() <= eps + tol, (norm, sizes.max(), eps)
+    r = ranges.get_range(pixel_range)
+    assert x_adv.min() >= r.low and x_adv.max() <= r.high, (x_adv.min(), x_adv.max())

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfadv import attacks, losses, ranges
+from tfadv import attacks, losses
 from tfadv.attacks import apgd
 from tests import testing
+from tests.testing import assert_in_ball_and_range
 
 RANGES = ("[0,1]", "[-1,1]")
 EPS = {("linf", "[0,1]"): 0.1, ("linf", "[-1,1]"): 0.2, ("l2", "[0,1]"): 0.5, ("l2", "[-1,1]"): 1.0}
@@ -29,19 +30,6 @@ def images(pixel_range, seed=0, batch=8):
     """Random images in the range, some pixels exactly on its bounds (callers label them with the
     model's own predictions, so that every point is attacked)."""
     return testing.images_in_range(pixel_range, batch=batch, seed=seed)
-
-
-def assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range):
-    x_adv = np.asarray(x_adv)
-    assert x_adv.shape == x.shape and x_adv.dtype == np.float32
-    assert np.all(np.isfinite(x_adv))
-    delta = (x_adv - x).reshape(len(x), -1).astype(np.float64)
-    if norm == "linf":
-        assert np.abs(delta).max() <= eps + 1e-6, np.abs(delta).max()
-    else:
-        assert np.sqrt((delta ** 2).sum(-1)).max() <= eps + 1e-6
-    r = ranges.get_range(pixel_range)
-    assert x_adv.min() >= r.low and x_adv.max() <= r.high
 
 
 # ----------------------------------------------------------------------------------- DLR losses

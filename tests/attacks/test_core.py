@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfadv import attacks, losses, ranges
 from tfadv.attacks import targets as targets_lib
 from tests import testing
+from tests.testing import assert_in_ball_and_range
 
 BATCH = 8
 NUM_CLASSES = 10
@@ -35,20 +36,6 @@ def batch_in_range(pixel_range, seed=0, batch=BATCH):
     x[mask > 0.8] = rng_obj.high
     y = rng.integers(0, NUM_CLASSES, size=batch).astype("int32")
     return x, y
-
-
-def assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range):
-    x_adv = np.asarray(x_adv)
-    assert x_adv.shape == x.shape and x_adv.dtype == np.float32
-    assert np.all(np.isfinite(x_adv))
-    delta = (x_adv - x).reshape(len(x), -1).astype(np.float64)
-    if norm == "linf":
-        assert np.abs(delta).max() <= eps + 1e-6, np.abs(delta).max()
-    else:
-        norms = np.sqrt((delta ** 2).sum(-1))
-        assert np.all(norms <= eps + 1e-5), norms
-    rng_obj = ranges.get_range(pixel_range)
-    assert x_adv.min() >= rng_obj.low and x_adv.max() <= rng_obj.high, (x_adv.min(), x_adv.max())
 
 
 def predictions(model, x):

@@ -232,14 +232,7 @@ def test_stays_in_ball_and_range(tiny_model, pixel_range, name, norm):
     attack = attacks.get(name, eps=eps, norm=norm, n_iter=8, n_restarts=2,
                          pixel_range=pixel_range, seed=0, **params)
     x_adv = attack(tiny_model, x, y).numpy()
-    assert x_adv.shape == x.shape and x_adv.dtype == np.float32 and np.all(np.isfinite(x_adv))
-    r = ranges.get_range(pixel_range)
-    delta = (x_adv.astype(np.float64) - x).reshape(len(x), -1)
-    if norm == "linf":
-        assert np.abs(delta).max() <= eps + 1e-6
-    else:
-        assert np.linalg.norm(delta, axis=-1).max() <= eps + 1e-5
-    assert x_adv.min() >= r.low and x_adv.max() <= r.high
+    testing.assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range)
     fooled = predicted(tiny_model, x_adv) != y
     assert fooled.any()
     changed = np.any(x_adv != x, axis=(1, 2, 3))
