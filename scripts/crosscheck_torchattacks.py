@@ -17,6 +17,7 @@ same budgets (AutoAttack's standard settings by default: 100 iterations, 9 targe
     apgd_t      tfadv apgd_t               torchattacks.APGDT (n_classes-1 targets)
     fab_t       tfadv fab_t                torchattacks.FAB(multi_targeted=True), as AutoAttack's FAB-T
     square      tfadv square               torchattacks.Square(n_queries=5000, p_init=0.8)
+                (window_positions=release, as torchattacks; also inside autoattack)
     autoattack  tfadv autoattack           torchattacks.AutoAttack(version='standard'), with its
                                            members' steps set to --n_iter (torchattacks builds
                                            them with its default of 10; the paper uses 100)
@@ -50,6 +51,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 ATTACK_NAMES = ("apgd_ce", "apgd_t", "fab_t", "square", "autoattack")
+# torchattacks' Square (a copy of the authors' release) draws a window corner from {0, ..., H-h-1};
+# tfadv's default follows the paper's Algorithm 2, {0, ..., H-h} (BUILD_NOTES.md). The cross-check
+# compares the same algorithm, so tfadv's Square runs with the release's positions here; pass
+# --tfadv_params=square:window_positions=paper to compare tfadv's default instead.
+SQUARE_WINDOWS = "release"
 
 flags.DEFINE_string("model_path", None, "tfadv SavedModel dir, run dir, checkpoints dir or "
                     ".weights.h5 (a bare SavedModel is rebuilt from its recorded architecture).")
@@ -208,10 +214,13 @@ def tfadv_attack(name, *, eps, pixel_range, seed, n_iter, n_queries, extra):
         params["n_iter"] = n_iter
     elif name == "square":
         params["n_queries"] = n_queries
+        params["window_positions"] = SQUARE_WINDOWS
     elif name == "autoattack":
         params["version"] = "standard"
         params["attack_params"] = {"apgd_ce": {"n_iter": n_iter}, "apgd_t": {"n_iter": n_iter},
-                                   "fab_t": {"n_iter": n_iter}, "square": {"n_queries": n_queries}}
+                                   "fab_t": {"n_iter": n_iter},
+                                   "square": {"n_queries": n_queries,
+                                              "window_positions": SQUARE_WINDOWS}}
     params.update(extra.get(name, {}))
     return attacks_lib.get(name, **params), params
 

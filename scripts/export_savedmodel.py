@@ -23,6 +23,7 @@ def main(argv):
     network, config, weights = ckpt_lib.restore_network(FLAGS.checkpoint)
     export_lib.export_savedmodel(network, FLAGS.out, pixel_range=config["pixel_range"],
                                  metadata={"architecture": config["model"], "dataset": config.get("dataset"),
+                                           "model_kwargs": dict(config.get("model_kwargs") or {}),
                                            "checkpoint": weights})
     print(f"Exported {weights} to {FLAGS.out}")
 

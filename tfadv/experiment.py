@@ -218,6 +218,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
         model = defenses_lib.get(defense)(network, **kwargs)
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
     callbacks = [callbacks_lib.LearningRateLogger(),
+                 *model.training_callbacks(cfg.logdir),  # the defense's schedules and their logs
                  keras.callbacks.TensorBoard(os.path.join(cfg.logdir, "tensorboard")),
                  ckpt_lib.AtomicCheckpoint(cfg.logdir, network, every=cfg.checkpoint_every),
                  *extra_callbacks]
@@ -232,6 +233,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
     stream.write(f"Training took {train_seconds:.1f} s\n")
     export_lib.export_savedmodel(network, os.path.join(cfg.logdir, "savedmodel"), pixel_range=rng,
                                  metadata={"architecture": cfg.model, "dataset": cfg.dataset,
+                                           "model_kwargs": dict(cfg.model_kwargs or {}),
                                            "defense": defense, "eps_pixels": cfg.eps})
     result = run_evaluation(network, cfg, out_dir=cfg.logdir, row=f"{defense} ({cfg.model})",
                             stream=stream, extra_metadata={"defense": defense,

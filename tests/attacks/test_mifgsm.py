@@ -9,7 +9,6 @@ from tfadv import attacks
 from tfadv.attacks.mifgsm import MomentumIterativeAttack
 from tests import testing
 from tests.attacks.test_core import EPS, RANGES, assert_in_ball_and_range, batch_in_range
-from tests.attacks.test_deepfool import assert_within_eps
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,6 @@ def test_stays_in_ball_and_range(tiny_model, name, norm, extra, pixel_range):
         params.update(num_steps=4, step_size=eps / 2)
     x_adv = attacks.get(name, **params)(tiny_model, x, y)
     assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range)
-    assert_within_eps(x_adv, x, norm, eps)
     assert np.abs(x_adv.numpy() - x).max() > 1e-3
 
 

@@ -220,6 +220,8 @@ def test_crosscheck_script_run_dir_table_json_and_resume(untrained_digits_run, t
         assert row["tfadv"]["max_linf"] <= 0.1 + 1e-5 and row["torchattacks"]["max_linf"] <= 0.1 + 1e-5
         assert row["torchattacks"]["params"]["eps"] == pytest.approx(0.1)
         assert (proc.returncode == 0) == all(r["within_tolerance"] for r in report["rows"])
+    # Like with like: torchattacks' Square draws window corners as the authors' release does.
+    assert report["rows"][2]["tfadv"]["params"]["window_positions"] == "release"
     assert (tmp_path / "crosscheck.md").read_text().count("\n| ") >= 3
     again = _run_crosscheck(*args)
     assert again.stdout.count("reused from") == 2, again.stdout

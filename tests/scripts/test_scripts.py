@@ -49,6 +49,10 @@ def test_export_then_evaluate_savedmodel(trained_run, tmp_path):
     logdir, _ = trained_run
     out = str(tmp_path / "sm")
     run_script("export_savedmodel.py", f"--checkpoint={logdir}", f"--out={out}")
+    with open(os.path.join(out, "tfadv_metadata.json")) as f:
+        meta = json.load(f)
+    # Enough to rebuild the Keras network from the bare SavedModel (e.g. for the PyTorch port).
+    assert meta["architecture"] == "digits_cnn" and meta["model_kwargs"] == {}
     proc = run_script("eval_robustness.py", f"--model_path={out}", "--eps=25.5", "--limit=100",
                       "--attacks=clean,pgd(steps=3,loss=cw,restarts=2)", f"--out_dir={tmp_path}")
     assert "| Acc.(%) | clean | CW-3 (2 restarts) | worst case |" in proc.stdout

@@ -78,6 +78,7 @@ class StepState:
     logits: tf.Tensor
     labels: tf.Tensor
     eps: float
+    x_start: Optional[tf.Tensor] = None  # the run's start point x⁰ (after the random start)
 
 
 class Attack(abc.ABC):
@@ -250,12 +251,25 @@ class IterativeAttack(Attack):
     def _validate_eager(self, x, y, logits_clean):
         checks.validate_batch(x, y, logits_clean, self.pixel_range)
 
-    def __call__(self, model_fn, x, y, *, targets=None, logits_clean=None, eps_scale=None):
+    def __call__(self, model_fn, x, y, *, targets=None, logits_clean=None, eps_scale=None,
+                 num_steps=None):
         """Returns adversarial images (stop-gradient) for images ``x`` with labels ``y``.
 
         ``eps_scale`` (a scalar, possibly a tensor in [0, 1]) multiplies eps and the step size for
         this call: the eps warm-up of a training run (AdversarialModel ``eps_warmup_steps``).
+        ``num_steps`` (a Python int or an integer tensor/``tf.Variable``, e.g. a curriculum's k)
+        runs this many iterations instead of ``self.num_steps``, which stays the loop's static
+        bound: larger tensor values are capped at it.
         """
+        run_kwargs = {}
+        if num_steps is not None:
+            if type(self)._run is not IterativeAttack._run:
+                raise ValueError(f"{type(self).__name__} has its own loop and takes no per-call "
+                                 f"num_steps. Received: num_steps={num_steps!r}.")
+            if isinstance(num_steps, (int, np.integer)) and not 0 <= num_steps <= self.num_steps:
+                raise ValueError(f"num_steps must lie in [0, {self.num_steps}] (the attack's "
+                                 f"num_steps). Received: num_steps={num_steps!r}.")
+            run_kwargs["num_steps"] = num_steps
         raw_model = model_fn
         model_fn = as_model_fn(raw_model, self.training)
         x = tf.convert_to_tensor(x, tf.float32)
@@ -280,7 +294,8 @@ class IterativeAttack(Attack):
             seed = None if self.seed is None else self.seed + 7919 * r
             if best is not None and self.early_stop:
                 active0 = tf.logical_not(best[2])
-            x_adv = self._run(model_fn, x, y, targets, logits_clean, seed, active0, eps_scale)
+            x_adv = self._run(model_fn, x, y, targets, logits_clean, seed, active0, eps_scale,
+                              **run_kwargs)
             if self.restarts == 1:
                 return tf.stop_gradient(x_adv)
             logits = inference_fn(raw_model)(x_adv)  # scoring never touches BN statistics
@@ -311,10 +326,17 @@ class IterativeAttack(Attack):
             x_adv = self._clip(x_adv)
         return tf.where(self._expand(active0, x), x_adv, x), eps, step_size
 
-    def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None):
-        """One run: random start, then ``num_steps`` masked projected steps."""
+    def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None,
+             num_steps=None):
+        """One run: random start, then ``num_steps`` masked projected steps; the loop ends early
+        once no example is active (FOSC Algorithm 1's ``while ΣV > 0``; frozen examples never
+        move, so this changes no output)."""
         step = self._step
         x_adv, eps, step_size = self._start(x, seed, active0, eps_scale)
+        x_start = x_adv
+        bound = self.num_steps
+        if num_steps is not None:
+            bound = tf.minimum(tf.cast(num_steps, tf.int32), self.num_steps)
 
         def body(i, x_adv, active):
             with tf.GradientTape() as tape:
@@ -327,7 +349,7 @@ class IterativeAttack(Attack):
                 active = tf.logical_and(active, tf.logical_not(self._success(logits, y, targets)))
             if self.stop_fn is not None:
                 state = StepState(step=i, x_adv=x_adv, x_nat=x, grad=grad, logits=logits,
-                                  labels=y, eps=eps)
+                                  labels=y, eps=eps, x_start=x_start)
                 active = tf.logical_and(active, tf.logical_not(self.stop_fn(state)))
             x_new = self._clip(step.project(step.step(x_adv, grad, step_size), x, eps))
             x_adv = tf.where(self._expand(active, x), x_new, x_adv)
@@ -335,7 +357,8 @@ class IterativeAttack(Attack):
 
         if self.num_steps > 0:
             _, x_adv, _ = tf.while_loop(
-                lambda i, *_: i < self.num_steps, body, (tf.constant(0), x_adv, active0),
+                lambda i, _, active: tf.logical_and(i < bound, tf.reduce_any(active)), body,
+                (tf.constant(0), x_adv, active0),
                 maximum_iterations=self.num_steps)
         # A Gaussian start is not clipped before the first step (TRADES' release); examples frozen
         # before moving, or num_steps=0, must still come back inside the pixel range.

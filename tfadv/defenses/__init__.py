@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from tfadv.defenses.base import AdversarialModel
 from tfadv.defenses.bat import BilateralAdversarialTraining, bat, bat_config
+from tfadv.defenses.curriculum import CurriculumAdversarialTraining, curriculum
+from tfadv.defenses.dynamic import DynamicAdversarialTraining, dynamic
 from tfadv.defenses.madry import MadryAdversarialTraining, madry
 from tfadv.defenses.natural import NaturalTraining, natural
+from tfadv.defenses.trades import TradesAdversarialTraining, trades
 from tfadv.registry import Registry
 
 DEFENSES = Registry("defense")
 DEFENSES.register("madry", "pgd_at")(madry)
 DEFENSES.register("natural", "standard")(natural)
 DEFENSES.register("bat")(bat)
+DEFENSES.register("dynamic", "fosc")(dynamic)
+DEFENSES.register("curriculum", "cat")(curriculum)
+DEFENSES.register("trades")(trades)
 
 
 def get(name: str):
@@ -23,5 +29,6 @@ def names():
     return DEFENSES.names()
 
 
-__all__ = ["AdversarialModel", "BilateralAdversarialTraining", "MadryAdversarialTraining",
-           "NaturalTraining", "bat_config", "get", "names", "DEFENSES"]
+__all__ = ["AdversarialModel", "BilateralAdversarialTraining", "CurriculumAdversarialTraining",
+           "DynamicAdversarialTraining", "MadryAdversarialTraining",
+           "NaturalTraining", "TradesAdversarialTraining", "bat_config", "get", "names", "DEFENSES"]

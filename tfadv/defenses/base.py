@@ -125,6 +125,12 @@ class AdversarialModel(keras.Model):
         logits_adv = self.network(x_adv, training=True)
         return tf.reduce_mean(losses_lib.ce(logits=logits_adv, labels=y)), logits_adv
 
+    def training_callbacks(self, logdir: Optional[str] = None) -> list:
+        """Hook 3: Keras callbacks the defense needs in ``fit()`` (per-epoch schedules such as
+        Dynamic AT's c_t or a curriculum's k, and their logging under ``logdir``).
+        ``tfadv.experiment.train`` adds them before its TensorBoard callback; none by default."""
+        return []
+
     # ----------------------------------------------------------------------------- steps
     def train_step(self, data):
         x = self._check_images(data[0])

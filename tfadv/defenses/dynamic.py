@@ -1,0 +1,308 @@
+"""Dynamic adversarial training (Wang et al., ICML 2019, sec. 4.1, Algorithm 1).
+
+PGD adversarial training in which the convergence quality of the training examples grows during
+training: at epoch t (counted from 0) the FOSC criterion is
+
+    c_t = max(c_max − t·c_max/T′, 0)                                   (sec. 4.1)
+
+and within every batch's PGD each example stops moving once its FOSC (eq. 4, closed form;
+:mod:`tfadv.fosc`) is ≤ c_t — Algorithm 1's control vector V, implemented as the attack core's
+per-example ``stop_fn`` (the one PGD loop of tfadv; a frozen example is never moved again within
+that batch's attack, and the loop ends once every example is frozen, Algorithm 1's ``ΣV > 0``). The
+first step is always taken (V = 1 before it), as in Algorithm 1 and the release. After T′, c_t = 0
+and the attack is plain PGD.
+
+Paper defaults (sec. 5.1): c_max = 0.5, T′ = 40 of 50 epochs (MNIST) and 100 of 120 (CIFAR-10);
+10-step PGD with step ε/4 from a uniform random start, ε = 0.3 / 8/255; SGD 0.01 momentum 0.9,
+weight decay 1e-4, LR ÷10 at epochs 20/40 (MNIST) and 60/100 (CIFAR-10). Registered as the presets
+``fosc_mnist`` and ``fosc_cifar10`` (shared with the Curriculum baseline).
+
+Release facts reproduced behind options (``../shared/REFERENCE_NOTES.md``):
+
+* ``fosc_reference="start"``: the release measures ⟨xᵏ − x⁰, g⟩ from the random-start point, not the
+  natural image (the paper's definition, the default).
+* ``release_loss_weighting=True``: from the second epoch on, the release trains with Keras
+  ``sample_weight`` = each adversarial example's own CE (inference mode, no gradient through it),
+  i.e. the loss mean_i(CE_i · stop_gradient(CE_i)); not in the paper, off by default.
+
+Logged each epoch: ``c_t``; ``fosc`` (mean FOSC of the training adversarial examples, paper's
+definition, from one extra inference-mode forward/backward per batch) and, through
+``training_callbacks(logdir)``, their distribution as a TensorBoard histogram, ``fosc/epoch_*.npy``
+and ``fosc.png`` (Figures 3 and 5). ``record_fosc=False`` skips that extra pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Optional
+
+import keras
+import tensorflow as tf
+
+from tfadv import attacks as attacks_lib
+from tfadv import fosc as fosc_lib
+from tfadv import losses as losses_lib
+from tfadv import presets as presets_lib
+from tfadv import ranges as ranges_lib
+from tfadv.defenses.base import AdversarialModel
+
+
+def fosc_threshold(epoch, c_max: float, t_prime: float):
+    """c_t = max(c_max − t·c_max/T′, 0) (sec. 4.1), written c_max·max(1 − t/T′, 0) so that it is
+    exactly 0 at t = T′ in float32. ``epoch`` may be a Python number or a tensor."""
+    if isinstance(epoch, (tf.Tensor, tf.Variable)):
+        t = tf.cast(epoch, tf.float32)
+        return tf.constant(c_max, tf.float32) * tf.maximum(1.0 - t / tf.constant(t_prime, tf.float32),
+                                                           0.0)
+    return float(c_max) * max(1.0 - float(epoch) / float(t_prime), 0.0)
+
+
+def estimate_c_max(network, x, y, *, eps: float, pixel_range="[0,1]", norm: str = "linf") -> float:
+    """Sec. 4.1: "c_max can be estimated by the average FOSC value on a batch of weak adversarial
+    examples such as FGSM" — the mean FOSC (paper's definition) of FGSM outputs on (x, y)."""
+    fgsm = attacks_lib.get("fgsm", eps=eps, norm=norm, pixel_range=pixel_range)
+    model_fn = attacks_lib.ModelFn(network, False)
+    x = tf.convert_to_tensor(x, tf.float32)
+    x_adv = fgsm(model_fn, x, y)
+    values, _, _ = fosc_lib.fosc_and_loss(model_fn, x_adv, x, y, eps, norm=norm)
+    return float(tf.reduce_mean(values))
+
+
+def with_stop_fn(attack, stop_fn: Callable):
+    """A shallow copy of an ``IterativeAttack`` that also freezes the examples ``stop_fn`` selects
+    (OR-ed with the attack's own criterion, if any). The original attack is left unchanged."""
+    if not isinstance(attack, attacks_lib.IterativeAttack):
+        raise ValueError("This defense controls the attack core's per-example stop criterion and "
+                         f"needs an IterativeAttack (pgd, fgsm, ...). Received: {attack!r}.")
+    out = copy.copy(attack)
+    previous = attack.stop_fn
+    out.stop_fn = stop_fn if previous is None else (
+        lambda state: tf.logical_or(previous(state), stop_fn(state)))
+    out._compiled = None
+    return out
+
+
+class _RequiredCallbacks:
+    """``fit()`` adds the defense's schedule callbacks when the caller did not pass them, so that a
+    plain ``model.fit(...)`` still advances c_t / k (the schedule state lives in tf.Variables)."""
+
+    def required_callbacks(self) -> list:
+        return []
+
+    def _with_required(self, callbacks):
+        callbacks = list(callbacks or [])
+        for cb in self.required_callbacks():
+            if not any(isinstance(c, type(cb)) for c in callbacks):
+                callbacks.insert(0, cb)
+        return callbacks
+
+    def fit(self, *args, **kwargs):
+        if len(args) > 5:  # callbacks passed positionally (x, y, batch_size, epochs, verbose, ...)
+            args = list(args)
+            args[5] = self._with_required(args[5])
+        else:
+            kwargs["callbacks"] = self._with_required(kwargs.get("callbacks"))
+        return super().fit(*args, **kwargs)
+
+
+class DynamicSchedule(keras.callbacks.Callback):
+    """Sets the model's epoch counter (a tf.Variable read by the compiled attack) at the start of
+    every epoch: c_t follows the epoch index Keras reports, ``initial_epoch`` included."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.epoch_counter.assign(int(epoch))
+
+
+class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
+    """Algorithm 1: PGD training whose examples stop at FOSC ≤ c_t.
+
+    Args (beyond AdversarialModel's):
+        attack: the PGD attack (an ``IterativeAttack``); the model trains with a copy of it that
+            carries the FOSC stop criterion. ``eval_attack`` defaults to the plain attack.
+        c_max: maximum FOSC value (0.5 in the paper).
+        t_prime: FOSC control epoch T′ (c_t = 0 from epoch T′ on).
+        fosc_reference: ``natural`` (paper) or ``start`` (release: the random-start point as x⁰).
+        release_loss_weighting: the release's per-example CE weighting of the loss (epochs ≥ 1).
+        record_fosc: record the FOSC of every training example (logs ``fosc``; histograms and PNG
+            through ``training_callbacks``).
+        fosc_capacity: examples kept per epoch for the histograms.
+    """
+
+    def __init__(self, network: keras.Model, *, attack, c_max: float = 0.5, t_prime: float = 100,
+                 fosc_reference: str = "natural", release_loss_weighting: bool = False,
+                 record_fosc: bool = True, fosc_capacity: int = 65536,
+                 eval_attack=None, **kwargs):
+        if not isinstance(attack, attacks_lib.IterativeAttack):
+            raise ValueError("Dynamic adversarial training needs an IterativeAttack (PGD). "
+                             f"Received: {attack!r}.")
+        if attack.norm not in fosc_lib.NORMS:
+            raise ValueError(f"FOSC is defined for {fosc_lib.NORMS} balls. Received: "
+                             f"norm={attack.norm!r}.")
+        try:
+            c_max_value, t_prime_value = float(c_max), float(t_prime)
+        except (TypeError, ValueError):
+            raise ValueError(f"c_max and t_prime must be numbers. Received: c_max={c_max!r}, "
+                             f"t_prime={t_prime!r}.") from None
+        if not math.isfinite(c_max_value) or c_max_value < 0:
+            raise ValueError(f"c_max must be a finite number >= 0. Received: c_max={c_max!r}.")
+        if not math.isfinite(t_prime_value) or t_prime_value <= 0:
+            raise ValueError(f"t_prime (T', the FOSC control epoch) must be > 0. "
+                             f"Received: t_prime={t_prime!r}.")
+        fosc_lib.check_reference(fosc_reference)
+        super().__init__(network, attack=attack,
+                         eval_attack=eval_attack if eval_attack is not None else attack, **kwargs)
+        self.c_max, self.t_prime = c_max_value, t_prime_value
+        self.fosc_reference = fosc_reference
+        self.release_loss_weighting = bool(release_loss_weighting)
+        self.record_fosc = bool(record_fosc)
+        self.plain_attack = attack
+        self.attack = with_stop_fn(attack, self.fosc_stop)
+        self.epoch_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.fosc_recorder = fosc_lib.FoscRecorder(fosc_capacity) if self.record_fosc else None
+        self._fosc_mean = keras.metrics.Mean(name="fosc")
+        self._pending = None
+
+    @property
+    def metrics(self):
+        return super().metrics + ([self._fosc_mean] if self.record_fosc else [])
+
+    # ----------------------------------------------------------------------------- schedule
+    def c_t(self):
+        """The FOSC criterion of the current epoch (a float32 scalar tensor)."""
+        return fosc_threshold(self.epoch_counter, self.c_max, self.t_prime)
+
+    def fosc_stop(self, state):
+        """Algorithm 1's control: freeze an example once its FOSC ≤ c_t (never before step 1)."""
+        value = fosc_lib.fosc_of_state(state, reference=self.fosc_reference, norm=self.attack.norm)
+        return tf.logical_and(state.step > 0, value <= self.c_t())
+
+    def required_callbacks(self) -> list:
+        return [DynamicSchedule()]
+
+    def training_callbacks(self, logdir: Optional[str] = None) -> list:
+        out = self.required_callbacks()
+        if self.record_fosc and logdir:
+            out.append(fosc_lib.FoscLogger(self.fosc_recorder, logdir))
+        return out
+
+    # ----------------------------------------------------------------------------- steps
+    def make_adversarial(self, x, y):
+        x_adv = super().make_adversarial(x, y)
+        self._pending = None
+        if self.record_fosc or self.release_loss_weighting:
+            eps = self.attack.eps * self.eps_scale()
+            values, ce, _ = fosc_lib.fosc_and_loss(self.model_fn(False), x_adv, x, y, eps,
+                                                   norm=self.attack.norm)
+            if self.record_fosc:
+                self.fosc_recorder.record(values)
+                self._fosc_mean.update_state(values)
+            self._pending = (x_adv, tf.stop_gradient(ce))
+        return x_adv
+
+    def defense_loss(self, x, y, x_adv):
+        """CE on the adversarial examples (eq. 1); with ``release_loss_weighting`` each example's CE
+        is weighted by its own inference-mode CE from the second epoch on (the release)."""
+        pending, self._pending = self._pending, None
+        logits_adv = self.network(x_adv, training=True)
+        ce = losses_lib.ce(logits=logits_adv, labels=y)
+        if not self.release_loss_weighting:
+            return tf.reduce_mean(ce), logits_adv
+        if pending is not None and pending[0] is x_adv:
+            weight = pending[1]
+        else:
+            weight = tf.stop_gradient(losses_lib.ce(logits=self.network(x_adv, training=False),
+                                                    labels=y))
+        weight = tf.where(self.epoch_counter > 0, weight, tf.ones_like(weight))
+        return tf.reduce_mean(weight * ce), logits_adv
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        logs["c_t"] = self.c_t()
+        if self.record_fosc:
+            logs["fosc"] = self._fosc_mean.result()
+        return logs
+
+
+def dynamic(network, *, c_max: float = 0.5, t_prime: float = 100, attack=None,
+            eps: Optional[float] = None, step_size: Optional[float] = None, num_steps: int = 10,
+            random_start: str = "uniform", norm: str = "linf", pixel_range="[0,1]",
+            eval_attack=None, weight_decay: float = 1e-4, attack_training: bool = False,
+            track_clean: bool = True, fosc_reference: str = "natural",
+            release_loss_weighting: bool = False, record_fosc: bool = True,
+            fosc_capacity: int = 65536, **kwargs):
+    """Builds a Dynamic AT model (``tfadv.defenses.get("dynamic")``). Either pass ``attack=`` or the
+    PGD parameters; ``eps``/``step_size`` default to the paper's CIFAR-10 setting, 8 pixel levels and
+    ε/4, with 10 steps from a uniform random start (sec. 5.1)."""
+    rng = ranges_lib.get_range(pixel_range)
+    if attack is None:
+        eps = rng.from_pixels(8) if eps is None else eps
+        attack = attacks_lib.get("pgd", eps=eps, step_size=eps / 4 if step_size is None else step_size,
+                                 num_steps=num_steps, random_start=random_start, norm=norm,
+                                 pixel_range=rng)
+    elif eps is not None or step_size is not None:
+        raise ValueError("Pass either attack=... or eps/step_size, not both. "
+                         f"Received: attack={attack!r}, eps={eps!r}, step_size={step_size!r}.")
+    return DynamicAdversarialTraining(
+        network, attack=attack, c_max=c_max, t_prime=t_prime, fosc_reference=fosc_reference,
+        release_loss_weighting=release_loss_weighting, record_fosc=record_fosc,
+        fosc_capacity=fosc_capacity, eval_attack=eval_attack, weight_decay=weight_decay,
+        attack_training=attack_training, track_clean=track_clean, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Script defaults of the FOSC paper (sec. 5.1), shared by scripts/train_dynamic.py and
+# scripts/train_curriculum.py: 10-step PGD, step ε/4, uniform random start; SGD 0.01 momentum 0.9,
+# weight decay 1e-4 (c·Σ½‖W‖², PyTorch weight_decay=1e-4), batch 128 (release); T′ per dataset.
+
+FOSC_PAPER_T_PRIME = {"fosc_mnist": 40, "fosc_cifar10": 100}
+
+
+def paper_preset(dataset_preset: str) -> Optional[str]:
+    """``fosc_<name>`` for the datasets of the paper (``mnist``, ``cifar10``), else None."""
+    name = f"fosc_{dataset_preset}"
+    return name if name in FOSC_PAPER_T_PRIME else None
+
+
+def default_t_prime(preset: Optional[str], epochs: int) -> float:
+    """T′ of the paper for its presets; elsewhere 0.8·T rounded (T′ = 40 of 50 and 100 of 120 in
+    the paper: "slightly smaller than total epochs T"), at least 1."""
+    if preset in FOSC_PAPER_T_PRIME:
+        return FOSC_PAPER_T_PRIME[preset]
+    return max(1, int(round(0.8 * epochs)))
+
+
+def _register_presets():
+    presets = {
+        "fosc_mnist": presets_lib.Preset(
+            model="fosc_mnist_cnn", pixel_range="[0,1]", eps=76.5, step_size=19.125, num_steps=10,
+            epochs=50, batch_size=128, optimizer="sgd", lr=0.01, lr_boundaries=(20, 40),
+            momentum=0.9, weight_decay=1e-4, eval_attacks="clean,fgsm,pgd-10,pgd-20,cw_linf",
+            eval_step_size=19.125),
+        "fosc_cifar10": presets_lib.Preset(
+            model="fosc_cifar_cnn", pixel_range="[0,1]", eps=8.0, step_size=2.0, num_steps=10,
+            epochs=120, batch_size=128, optimizer="sgd", lr=0.01, lr_boundaries=(60, 100),
+            momentum=0.9, weight_decay=1e-4, eval_attacks="clean,fgsm,pgd-10,pgd-20,cw_linf",
+            eval_step_size=2.0),
+    }
+    for name, preset in presets.items():
+        if name not in presets_lib.PRESETS.names():
+            presets_lib.PRESETS.register(name)(lambda p=preset: p)
+
+
+_register_presets()
+
+
+def script_preset(dataset: str, data_dir: Optional[str] = None) -> Optional[str]:
+    """The FOSC paper's preset for a script's ``--dataset`` (``mnist``, ``cifar10`` and npz files of
+    their image shapes), or None to use the dataset's own preset."""
+    image_shape = None
+    if dataset.startswith("npz:"):
+        from tfadv import data as data_lib
+
+        image_shape = data_lib.info(dataset, "test", data_dir=data_dir).image_shape
+    try:
+        base = presets_lib.for_dataset(dataset, image_shape)
+    except ValueError:
+        return None
+    return paper_preset(base.lower())

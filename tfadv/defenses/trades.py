@@ -1,0 +1,226 @@
+"""TRADES (Zhang et al., ICML 2019): the trade-off between robustness and accuracy.
+
+Eq. (5) with β = 1/λ, as the authors' release (yaodongyu/TRADES, ``trades.py``) computes it:
+
+    min_θ  mean_i [ CE(f(x_i), y_i) + β · max_{x'_i ∈ B(x_i, ε)} KL(f(x_i) ‖ f(x'_i)) ]
+
+* inner maximisation (Algorithm 1, steps 5-7): the network in **inference mode**,
+  x' = x + 0.001·N(0,I) (not clipped before the first step), K sign steps of η₁ ascending the
+  **summed** KL(f(x) ‖ f(x')) with the clean prediction fixed, projection to the ε-ball and the
+  pixel range after every step (L2: normalised-gradient steps of 2ε/K, the release's
+  ``distance='l_2'``). This is the library's single ``IterativeAttack`` with ``loss="kl"`` and
+  ``random_start="gaussian"``; the attack computes the clean logits once, in inference mode.
+* outer minimisation (Algorithm 1, step 9): the network in **training mode**, CE on the clean batch
+  plus β times the batch-mean KL (the release's ``KLDivLoss(sum) / batch_size``), gradients flowing
+  through **both** f(x) and f(x') (the clean prediction is not detached).
+
+Presets (sec. 5.3, Table 5; the release's scripts) register themselves as
+``trades_<dataset>[_beta1]`` for ``scripts/train_trades.py``; :data:`TRADES_PRESETS` lists them
+with their β.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from tfadv import attacks as attacks_lib
+from tfadv import losses as losses_lib
+from tfadv import presets as presets_lib
+from tfadv import ranges as ranges_lib
+from tfadv.defenses.base import AdversarialModel
+
+# Algorithm 1 / sec. 5.3 CIFAR-10 attack in pixel levels out of 255 of [0,1]: ε = 0.031 ≈ 8/255
+# (8/255 = 0.031373; the release's literal 0.031 is 7.905 levels), η₁ = 0.007 = 1.785/255 exactly
+# (NOT 2/255 = 0.00784), K = 10.
+CIFAR_EPS_PIXELS = 8.0
+CIFAR_STEP_PIXELS = 0.007 * ranges_lib.PIXEL_LEVELS  # 1.785
+CIFAR_NUM_STEPS = 10
+
+
+def check_beta(beta) -> float:
+    """β = 1/λ of eq. (5): a finite number >= 0 (0 is natural training on the clean batch)."""
+    try:
+        value = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta (1/lambda of TRADES eq. 5) must be a number >= 0. "
+                         f"Received: {beta!r}.") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"beta (1/lambda of TRADES eq. 5) must be a finite number >= 0. "
+                         f"Received: {beta!r}.")
+    return value
+
+
+def trades_loss(*, logits_clean, logits_adv, labels, beta: float):
+    """Eq. (5)'s empirical objective on one batch: ``(loss, ce, kl)``, all batch means.
+
+    ``loss = mean CE(f(x), y) + β · mean KL(softmax f(x) ‖ softmax f(x'))`` (Algorithm 1, step 9).
+    The KL's batch mean is the release's ``KLDivLoss(size_average=False)(log q, p) / batch_size``.
+    Nothing is detached: gradients reach the weights through both sets of logits.
+    """
+    ce = tf.reduce_mean(losses_lib.ce(logits=logits_clean, labels=labels))
+    kl = tf.reduce_mean(losses_lib.trades_kl(logits_clean=logits_clean, logits_adv=logits_adv))
+    return ce + tf.cast(beta, ce.dtype) * kl, ce, kl
+
+
+def trades_attack(*, eps: float, step_size: Optional[float] = None,
+                  num_steps: int = CIFAR_NUM_STEPS, norm: str = "linf", pixel_range="[0,1]",
+                  random_start: str = "gaussian", seed: Optional[int] = None):
+    """TRADES' inner maximisation (Algorithm 1, steps 5-7) in input units: ``num_steps`` projected
+    steps ascending Σ_i KL(f(x_i) ‖ f(x'_i)) from x + 0.001·N(0, I).
+
+    ``step_size`` defaults to 2ε/K for ``norm="l2"`` (the release's
+    ``lr=epsilon / perturb_steps * 2``) and to 0.007 (1.785 pixel levels) of ``pixel_range`` for
+    Linf (sec. 5.3).
+    """
+    rng = ranges_lib.get_range(pixel_range)
+    if step_size is None:
+        step_size = (2.0 * eps / max(int(num_steps), 1) if norm == "l2"
+                     else rng.from_pixels(CIFAR_STEP_PIXELS))
+    return attacks_lib.IterativeAttack(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
+                                       random_start=random_start, loss="kl", pixel_range=rng,
+                                       seed=seed, name="trades_kl")
+
+
+def default_eval_attack(attack):
+    """Validation attack for ``attack``: PGD on the cross-entropy (what sec. 5 reports) with the
+    same ε, K, step and norm, from a uniform start; non-PGD attacks are used as they are."""
+    if not isinstance(attack, attacks_lib.IterativeAttack):
+        return attack
+    return attacks_lib.IterativeAttack(eps=attack.eps, step_size=attack.step_size,
+                                       num_steps=attack.num_steps, norm=attack.norm, loss="ce",
+                                       random_start="uniform", pixel_range=attack.pixel_range,
+                                       name=f"pgd-{attack.num_steps}")
+
+
+class TradesAdversarialTraining(AdversarialModel):
+    """TRADES: CE on the clean batch plus β·KL(f(x) ‖ f(x')) (eq. 5), training mode throughout.
+
+    Args (beyond AdversarialModel's):
+        beta: β = 1/λ of eq. (5) (Table 5: 1 or 6), >= 0.
+
+    ``train_step`` also logs ``natural_loss`` (the CE term on clean images, training mode) and
+    ``kl_loss`` (the batch-mean KL term before multiplying by β). ``adv_loss``/``adv_acc`` are CE
+    and accuracy on the attack's x' (training mode) and ``loss`` is the minimised objective plus
+    weight decay, as for every defense; evaluation (``test_step``) is AdversarialModel's.
+    """
+
+    def __init__(self, network: keras.Model, *, attack, beta: float = 6.0, **kwargs):
+        beta = check_beta(beta)
+        super().__init__(network, attack=attack, **kwargs)
+        self.beta = beta
+        self._trades_trackers = {"natural_loss": keras.metrics.Mean(name="natural_loss"),
+                                 "kl_loss": keras.metrics.Mean(name="kl_loss")}
+
+    @property
+    def metrics(self):
+        return super().metrics + list(self._trades_trackers.values())
+
+    def defense_loss(self, x, y, x_adv):
+        """Algorithm 1, step 9: mean CE(f(x), y) + β · mean KL(f(x) ‖ f(x')) in training mode, the
+        clean logits not detached (the release calls the model on x, then x', in train mode)."""
+        logits_clean = self.network(x, training=True)
+        logits_adv = self.network(x_adv, training=True)
+        loss, ce, kl = trades_loss(logits_clean=logits_clean, logits_adv=logits_adv, labels=y,
+                                   beta=self.beta)
+        self._trades_trackers["natural_loss"].update_state(ce)
+        self._trades_trackers["kl_loss"].update_state(kl)
+        return loss, logits_adv
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        logs.update({name: m.result() for name, m in self._trades_trackers.items()})
+        return logs
+
+
+def trades(network, *, beta: float = 6.0, attack=None, eps: Optional[float] = None,
+           step_size: Optional[float] = None, num_steps: int = CIFAR_NUM_STEPS, norm: str = "linf",
+           random_start: str = "gaussian", pixel_range="[0,1]", eval_attack=None,
+           weight_decay: float = 2e-4, attack_training: bool = False, track_clean: bool = True,
+           seed: Optional[int] = None, **kwargs):
+    """Builds a TRADES model (``tfadv.defenses.get("trades")``). Either pass ``attack=`` or the
+    attack's parameters (input units).
+
+    Linf defaults are the CIFAR-10 setting of sec. 5.3 in ``pixel_range``: ε = 8 pixel levels
+    (0.031 ≈ 8/255 in [0,1]), η₁ = 0.007 (1.785 levels), K = 10, Gaussian start; β = 6 (Table 5) and
+    weight decay 2e-4·Σ½‖W‖² (the release's SGD ``weight_decay=2e-4``). The L2 variant has no paper
+    radius: ``norm="l2"`` needs ``eps``; its step defaults to 2ε/K (the release). ``eval_attack``
+    defaults to CE PGD with the training attack's ε, K and step from a uniform start.
+    """
+    beta = check_beta(beta)
+    if attack is None:
+        rng = ranges_lib.get_range(pixel_range)
+        if eps is None:
+            if norm == "l2":
+                raise ValueError("TRADES' L2 variant has no default radius (the paper's "
+                                 "experiments are Linf); pass eps= in input units, e.g. 0.5 for "
+                                 "CIFAR in [0,1]. Received: eps=None, norm='l2'.")
+            eps = rng.from_pixels(CIFAR_EPS_PIXELS)
+        attack = trades_attack(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
+                               pixel_range=rng, random_start=random_start, seed=seed)
+    elif eps is not None or step_size is not None:
+        raise ValueError("Pass either attack=... or eps/step_size, not both. "
+                         f"Received: attack={attack!r}, eps={eps!r}, step_size={step_size!r}.")
+    if eval_attack is None:
+        eval_attack = default_eval_attack(attack)
+    return TradesAdversarialTraining(network, attack=attack, beta=beta, eval_attack=eval_attack,
+                                     weight_decay=weight_decay, attack_training=attack_training,
+                                     track_clean=track_clean, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Script presets (sec. 5.3, Table 5, and the release's train_trades_{cifar10,mnist}.py), registered
+# in the shared preset registry for scripts/train_trades.py. Sizes are pixel levels of [0,1]; LR
+# boundaries are tfadv's 0-based epochs (the release's `epoch >= 75` of 1-based epochs is 74 here).
+
+
+@dataclasses.dataclass(frozen=True)
+class TradesPreset:
+    preset: presets_lib.Preset
+    beta: float
+    source: str
+
+
+_CIFAR10 = presets_lib.Preset(
+    model="trades_wrn34_10", pixel_range="[0,1]", eps=CIFAR_EPS_PIXELS, step_size=CIFAR_STEP_PIXELS,
+    num_steps=CIFAR_NUM_STEPS, epochs=100, batch_size=128, optimizer="sgd", lr=0.1,
+    lr_boundaries=(74, 89, 99), momentum=0.9, weight_decay=2e-4,
+    eval_attacks="clean,fgsm,pgd-20,cw-20", eval_step_size=0.003 * ranges_lib.PIXEL_LEVELS)
+_MNIST = presets_lib.Preset(
+    model="trades_smallcnn", pixel_range="[0,1]", eps=0.3 * ranges_lib.PIXEL_LEVELS,
+    step_size=0.01 * ranges_lib.PIXEL_LEVELS, num_steps=40, epochs=100, batch_size=128,
+    optimizer="sgd", lr=0.01, lr_boundaries=(54, 74, 89), momentum=0.9, weight_decay=0.0,
+    eval_attacks="clean,fgsm,pgd-40,cw-40", eval_step_size=0.01 * ranges_lib.PIXEL_LEVELS)
+
+TRADES_PRESETS = {
+    "trades_cifar10": TradesPreset(_CIFAR10, 6.0, "sec. 5.3 / Table 5, 1/lambda = 6 (the release)"),
+    "trades_cifar10_beta1": TradesPreset(_CIFAR10, 1.0, "sec. 5.3 / Table 5, 1/lambda = 1"),
+    "trades_mnist": TradesPreset(_MNIST, 6.0, "sec. 5.3 / Table 5, 1/lambda = 6"),
+    "trades_mnist_beta1": TradesPreset(_MNIST, 1.0, "train_trades_mnist.py's default beta"),
+}
+TRADES_DATASETS = ("cifar10", "mnist")
+
+
+def preset_name(dataset: str) -> str:
+    """``trades_<dataset>`` for the paper's datasets (cifar10, mnist), else the dataset's preset."""
+    name = f"trades_{str(dataset).lower()}"
+    return name if name in TRADES_PRESETS else str(dataset)
+
+
+def preset_beta(name: Optional[str], default: float = 6.0) -> float:
+    """β of a TRADES preset (``default`` for any other preset)."""
+    entry = TRADES_PRESETS.get(str(name).lower()) if name is not None else None
+    return entry.beta if entry is not None else default
+
+
+def _register_presets():
+    for name, entry in TRADES_PRESETS.items():
+        if name not in presets_lib.PRESETS:
+            presets_lib.PRESETS.register(name)(lambda p=entry.preset: p)
+
+
+_register_presets()
