@@ -19,10 +19,9 @@ the small CNN, eps 25.5/255 in [0,1], 30 epochs of Adam); one-step models step b
 import dataclasses
 import importlib
 
-from absl import app, flags, logging
+from absl import flags
 
 from tfadv import experiment
-from tfadv import flags as tfadv_flags
 from tfadv import ranges as ranges_lib
 
 bat_lib = importlib.import_module("tfadv.defenses.bat")  # the module (its factory shadows the name)
@@ -78,18 +77,6 @@ def resolve(flag_values=FLAGS):
     return cfg, kwargs
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
-    logging.set_verbosity(logging.WARNING)
-    cfg, kwargs = resolve(FLAGS)
-    experiment.train(cfg, defense="bat", defense_kwargs=kwargs, flags=tfadv_flags.flag_values())
-
-
 if __name__ == "__main__":
-    tfadv_flags.define_data_flags()
-    tfadv_flags.define_attack_flags()
-    tfadv_flags.define_training_flags()
-    define_bat_flags()
-    FLAGS.set_default("logdir", "runs/bat_digits")
-    app.run(main)
+    experiment.script_main("bat", resolve=resolve, define_flags=define_bat_flags,
+                           logdir="runs/bat_digits")

@@ -15,10 +15,9 @@ the first --val_limit test images (needed: k follows its PGD-k accuracy). The cu
 
 import importlib
 
-from absl import app, flags, logging
+from absl import flags
 
 from tfadv import experiment
-from tfadv import flags as tfadv_flags
 
 dynamic_lib = importlib.import_module("tfadv.defenses.dynamic")  # the FOSC paper's presets
 
@@ -53,19 +52,6 @@ def resolve(flag_values=FLAGS):
     return cfg, kwargs
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
-    logging.set_verbosity(logging.WARNING)
-    cfg, kwargs = resolve(FLAGS)
-    experiment.train(cfg, defense="curriculum", defense_kwargs=kwargs,
-                     flags=tfadv_flags.flag_values())
-
-
 if __name__ == "__main__":
-    tfadv_flags.define_data_flags()
-    tfadv_flags.define_attack_flags()
-    tfadv_flags.define_training_flags()
-    define_curriculum_flags()
-    FLAGS.set_default("logdir", "runs/curriculum_digits")
-    app.run(main)
+    experiment.script_main("curriculum", resolve=resolve, define_flags=define_curriculum_flags,
+                           logdir="runs/curriculum_digits")

@@ -16,10 +16,9 @@ epoch (TensorBoard histogram, LOGDIR/fosc/*.npy, LOGDIR/fosc.png). Sizes are pix
 
 import importlib
 
-from absl import app, flags, logging
+from absl import flags
 
 from tfadv import experiment
-from tfadv import flags as tfadv_flags
 
 dynamic_lib = importlib.import_module("tfadv.defenses.dynamic")  # the module (its factory shadows it)
 
@@ -51,18 +50,6 @@ def resolve(flag_values=FLAGS):
     return cfg, kwargs
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
-    logging.set_verbosity(logging.WARNING)
-    cfg, kwargs = resolve(FLAGS)
-    experiment.train(cfg, defense="dynamic", defense_kwargs=kwargs, flags=tfadv_flags.flag_values())
-
-
 if __name__ == "__main__":
-    tfadv_flags.define_data_flags()
-    tfadv_flags.define_attack_flags()
-    tfadv_flags.define_training_flags()
-    define_dynamic_flags()
-    FLAGS.set_default("logdir", "runs/dynamic_digits")
-    app.run(main)
+    experiment.script_main("dynamic", resolve=resolve, define_flags=define_dynamic_flags,
+                           logdir="runs/dynamic_digits")

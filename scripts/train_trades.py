@@ -23,11 +23,10 @@ for every flag.
 import dataclasses
 import importlib
 
-from absl import app, flags, logging
+from absl import flags
 
 from tfadv import data as data_lib
 from tfadv import experiment
-from tfadv import flags as tfadv_flags
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
 
@@ -76,18 +75,6 @@ def resolve(flag_values=FLAGS):
     return cfg, {"attack": attack, "beta": beta}
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
-    logging.set_verbosity(logging.WARNING)
-    cfg, kwargs = resolve(FLAGS)
-    experiment.train(cfg, defense="trades", defense_kwargs=kwargs, flags=tfadv_flags.flag_values())
-
-
 if __name__ == "__main__":
-    tfadv_flags.define_data_flags()
-    tfadv_flags.define_attack_flags()
-    tfadv_flags.define_training_flags()
-    define_trades_flags()
-    FLAGS.set_default("logdir", "runs/trades_digits")
-    app.run(main)
+    experiment.script_main("trades", resolve=resolve, define_flags=define_trades_flags,
+                           logdir="runs/trades_digits")

@@ -142,3 +142,20 @@ def assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range, tol=1e-6):
     assert sizes.max() <= eps + tol, (norm, sizes.max(), eps)
     r = ranges.get_range(pixel_range)
     assert x_adv.min() >= r.low and x_adv.max() <= r.high, (x_adv.min(), x_adv.max())
+
+
+def constant_attack(value):
+    """An attack that returns a batch filled with ``value`` whatever the model: lets defense tests
+    see what the loss is taken on and compute the update by hand."""
+    from tfadv import attacks
+
+    class ConstantAttack(attacks.Attack):
+        name = "constant"
+
+        def __call__(self, model_fn, x, y, **kwargs):
+            return tf.fill(tf.shape(x), tf.constant(value, tf.float32))
+
+        def model_calls_per_example(self):
+            return 0
+
+    return ConstantAttack()

@@ -241,10 +241,15 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
     return model, result
 
 
-def script_main(defense: str, defense_kwargs: Optional[Callable[[], dict]] = None):
+def script_main(defense: str, defense_kwargs: Optional[Callable[[], dict]] = None, *,
+                resolve: Optional[Callable] = None, define_flags: Optional[Callable[[], None]] = None,
+                logdir: Optional[str] = None):
     """The whole body of ``scripts/train_<defense>.py``: define the shared flags, parse, train.
 
     ``defense_kwargs`` (optional) reads the script's own extra flags into the defense's kwargs.
+    Scripts whose configuration depends on their own flags (a preset picked per defense, an attack
+    built from the resolved config) pass ``resolve(FLAGS) -> (TrainConfig, defense kwargs)`` instead,
+    ``define_flags()`` to define those flags, and their default ``logdir``.
     """
     from absl import app, logging
 
@@ -253,13 +258,20 @@ def script_main(defense: str, defense_kwargs: Optional[Callable[[], dict]] = Non
     tfadv_flags.define_data_flags()
     tfadv_flags.define_attack_flags()
     tfadv_flags.define_training_flags()
+    if define_flags is not None:
+        define_flags()
+    if logdir is not None:
+        tfadv_flags.FLAGS.set_default("logdir", logdir)
 
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
         logging.set_verbosity(logging.WARNING)
-        cfg = config_from_flags(tfadv_flags.FLAGS)
-        train(cfg, defense=defense, defense_kwargs=defense_kwargs() if defense_kwargs else None,
-              flags=tfadv_flags.flag_values())
+        if resolve is not None:
+            cfg, kwargs = resolve(tfadv_flags.FLAGS)
+        else:
+            cfg = config_from_flags(tfadv_flags.FLAGS)
+            kwargs = defense_kwargs() if defense_kwargs else None
+        train(cfg, defense=defense, defense_kwargs=kwargs, flags=tfadv_flags.flag_values())
 
     app.run(main)

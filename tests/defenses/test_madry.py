@@ -25,21 +25,6 @@ def small_madry(net=None, **kwargs):
     return defenses.get("madry")(net, **kwargs)
 
 
-class ConstantAttack(attacks.Attack):
-    """Returns a fixed batch regardless of the model: lets tests see what the loss is taken on."""
-
-    name = "constant"
-
-    def __init__(self, value):
-        self.value = value
-
-    def __call__(self, model_fn, x, y, **kwargs):
-        return tf.fill(tf.shape(x), tf.constant(self.value, tf.float32))
-
-    def model_calls_per_example(self):
-        return 0
-
-
 # ----------------------------------------------------------------------------------- registry
 
 
@@ -186,7 +171,7 @@ def test_train_step_uses_adversarial_examples_and_weight_decay():
         clean_total = tf.reduce_mean(losses.ce(logits=net(x, training=True), labels=y))
     clean_grads = tape.gradient(clean_total, variables)
 
-    model = defenses.get("madry")(net, attack=ConstantAttack(0.25), weight_decay=wd)
+    model = defenses.get("madry")(net, attack=testing.constant_attack(0.25), weight_decay=wd)
     model.compile(optimizer=keras.optimizers.SGD(lr))
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(float(total), rel=1e-5)

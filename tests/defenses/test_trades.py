@@ -21,21 +21,6 @@ def digits():
     return testing.digits_split(num_train=256, num_test=128)
 
 
-class ConstantAttack(attacks.Attack):
-    """Returns a fixed batch: lets tests compute the update by hand."""
-
-    name = "constant"
-
-    def __init__(self, value):
-        self.value = value
-
-    def __call__(self, model_fn, x, y, **kwargs):
-        return tf.fill(tf.shape(x), tf.constant(self.value, tf.float32))
-
-    def model_calls_per_example(self):
-        return 0
-
-
 def np_trades_loss(logits_clean, logits_adv, labels, beta):
     """Eq. (5) in NumPy, float64: mean CE(f(x), y) + beta * mean KL(p_clean || p_adv)."""
     def log_softmax(z):
@@ -184,7 +169,8 @@ def test_update_gradient_flows_through_clean_logits():
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(attached, detached)) > 1e-4
     expected = [np.array(v) - lr * np.array(g) for v, g in zip(variables, attached)]
 
-    model = defenses.get("trades")(net, attack=ConstantAttack(0.25), beta=beta, weight_decay=0.0)
+    model = defenses.get("trades")(net, attack=testing.constant_attack(0.25), beta=beta,
+                                   weight_decay=0.0)
     model.compile(optimizer=keras.optimizers.SGD(lr))
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(float(total), rel=1e-5)
