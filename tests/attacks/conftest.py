@@ -15,3 +15,10 @@ def tiny_model():
 def digits_model():
     """A tiny CNN naturally trained on digits (cached per process; never train it further)."""
     return testing.trained_digits_model()
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    """The first 60 digits test images and labels (the autoattack tests take 100)."""
+    _, _, x, y = testing.digits_split(num_test=60)
+    return x, y

@@ -17,10 +17,6 @@ def digits_test():
     return x, y
 
 
-def predict(model, x):
-    return np.argmax(model(x, training=False).numpy(), -1)
-
-
 class Recording(Attack):
     """Wraps an attack and records the images/labels it is asked to attack."""
 
@@ -56,9 +52,9 @@ def test_later_members_only_see_points_still_robust(digits_model, digits_test):
     x_adv = ensemble(digits_model, x, y).numpy()
     assert_in_ball_and_range(x_adv, x, "linf", eps, "[0,1]")
 
-    clean_correct = predict(digits_model, x) == y
+    clean_correct = testing.predicted(digits_model, x) == y
     x_fgsm = attacks.get("fgsm", eps=eps)(digits_model, x, y).numpy()
-    fgsm_fooled = predict(digits_model, x_fgsm) != y
+    fgsm_fooled = testing.predicted(digits_model, x_fgsm) != y
     # FGSM attacked exactly the correctly classified points.
     (seen_x, seen_y), = fgsm.seen
     np.testing.assert_array_equal(seen_x, x[clean_correct])
@@ -76,8 +72,8 @@ def test_later_members_only_see_points_still_robust(digits_model, digits_test):
     x_pgd = attacks.get("pgd", eps=eps, num_steps=10, random_start="none")(
         digits_model, x[still_robust], y[still_robust]).numpy()
     expected_correct = still_robust.copy()
-    expected_correct[still_robust] = predict(digits_model, x_pgd) == y[still_robust]
-    np.testing.assert_array_equal(predict(digits_model, x_adv) == y, expected_correct)
+    expected_correct[still_robust] = testing.predicted(digits_model, x_pgd) == y[still_robust]
+    np.testing.assert_array_equal(testing.predicted(digits_model, x_adv) == y, expected_correct)
     assert expected_correct.mean() <= (~fgsm_fooled & clean_correct).mean()
     assert [r["attacked"] for r in ensemble.last_run] == [clean_correct.sum(), still_robust.sum()]
     assert ensemble.last_run[0]["fooled"] == (clean_correct & fgsm_fooled).sum()
@@ -103,7 +99,7 @@ def test_counted_model_calls_skip_fooled_points(digits_model, digits_test):
 
 def test_nothing_left_to_attack(digits_model, digits_test):
     x, y = digits_test
-    wrong = (predict(digits_model, x) + 1) % 10  # every point misclassified w.r.t. these labels
+    wrong = (testing.predicted(digits_model, x) + 1) % 10  # every point misclassified w.r.t. these labels
     member = Recording(attacks.get("fgsm", eps=0.1), "fgsm")
     x_adv = attacks.get("autoattack", eps=0.1, attacks=[member])(digits_model, x, wrong)
     np.testing.assert_array_equal(x_adv.numpy(), x)
@@ -124,7 +120,7 @@ class OutOfBall(Attack):
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_stays_in_ball_and_range(tiny_model, norm, pixel_range):
     x, y = batch_in_range(pixel_range, seed=1)
-    y = predict(tiny_model, x).astype("int32")
+    y = testing.predicted(tiny_model, x).astype("int32")
     eps = EPS[(norm, pixel_range)]
     ensemble = attacks.get("autoattack", eps=eps, norm=norm, pixel_range=pixel_range,
                            attacks=[OutOfBall(), ("pgd", {"num_steps": 3}),
@@ -193,7 +189,7 @@ def test_standard_version_on_trained_digits(digits_model, digits_test):
     assert [r["attack"] for r in ensemble.last_run] == list(STANDARD_ATTACKS)
     for i in range(1, len(attacked)):
         assert attacked[i] == attacked[i - 1] - fooled[i - 1]
-    robust = predict(digits_model, x_adv) == y
+    robust = testing.predicted(digits_model, x_adv) == y
     assert robust.sum() == attacked[-1] - fooled[-1]
     apgd = attacks.get("apgd_ce", eps=eps, n_iter=5, seed=0)(digits_model, x, y).numpy()
-    assert robust.mean() <= np.mean(predict(digits_model, apgd) == y) + 1e-9
+    assert robust.mean() <= np.mean(testing.predicted(digits_model, apgd) == y) + 1e-9

@@ -10,16 +10,6 @@ from tests import testing
 from tests.attacks.test_core import EPS, RANGES, assert_in_ball_and_range, batch_in_range
 
 
-@pytest.fixture(scope="module")
-def digits_test():
-    _, _, x, y = testing.digits_split(num_test=60)
-    return x, y
-
-
-def predict(model, x):
-    return np.argmax(model(x, training=False).numpy(), -1)
-
-
 def l2_norms(delta):
     flat = np.asarray(delta, np.float64).reshape(len(delta), -1)
     return np.sqrt((flat ** 2).sum(-1))
@@ -28,13 +18,13 @@ def l2_norms(delta):
 @pytest.mark.parametrize("pixel_range", RANGES)
 def test_stays_in_ball_and_range(tiny_model, pixel_range):
     x, y = batch_in_range(pixel_range, seed=1)
-    y = predict(tiny_model, x).astype("int32")
+    y = testing.predicted(tiny_model, x).astype("int32")
     eps = EPS[("l2", pixel_range)]
     attack = attacks.get("cw_l2", eps=eps, binary_search_steps=3, max_iterations=30,
                          initial_const=10.0, pixel_range=pixel_range)
     x_adv = attack(tiny_model, x, y).numpy()
     assert_in_ball_and_range(x_adv, x, "l2", eps, pixel_range)
-    fooled = predict(tiny_model, x_adv) != y
+    fooled = testing.predicted(tiny_model, x_adv) != y
     assert fooled.any()
     # Not fooled within eps: the clean image comes back.
     np.testing.assert_array_equal(x_adv[~fooled], x[~fooled])
@@ -42,14 +32,14 @@ def test_stays_in_ball_and_range(tiny_model, pixel_range):
 
 def test_minimal_norm_successes_on_a_trained_model(digits_model, digits_test):
     x, y = digits_test
-    correct = predict(digits_model, x) == y
+    correct = testing.predicted(digits_model, x) == y
     # lr 0.05 (release: 0.01 over up to 10,000 steps) so that 200 Adam steps per round converge.
     cw_params = dict(binary_search_steps=5, max_iterations=200, initial_const=0.1,
                      learning_rate=0.05)
     attack = attacks.get("cw_l2", **cw_params)
     x_adv = attack(digits_model, x, y).numpy()
     assert_in_ball_and_range(x_adv, x, "l2", 1e9, "[0,1]")
-    fooled = predict(digits_model, x_adv) != y
+    fooled = testing.predicted(digits_model, x_adv) != y
     assert fooled[correct].mean() > 0.9
     np.testing.assert_array_equal(x_adv[~correct], x[~correct])  # never touched
     sizes = l2_norms(x_adv - x)[correct & fooled]
@@ -61,12 +51,12 @@ def test_minimal_norm_successes_on_a_trained_model(digits_model, digits_test):
     assert 0.4 <= cw_within <= 0.6
     pgd = attacks.get("pgd", eps=radius, norm="l2", num_steps=50, step_size=radius / 10,
                       random_start="none")
-    pgd_fooled = (predict(digits_model, pgd(digits_model, x, y).numpy()) != y)[correct].mean()
+    pgd_fooled = (testing.predicted(digits_model, pgd(digits_model, x, y).numpy()) != y)[correct].mean()
     assert cw_within >= pgd_fooled - 0.1, (cw_within, pgd_fooled)
     # With eps = radius: successes beyond eps count as failures (the clean image is returned).
     x_eps = attacks.get("cw_l2", eps=radius, **cw_params)(digits_model, x, y).numpy()
     assert_in_ball_and_range(x_eps, x, "l2", radius, "[0,1]")
-    fooled_eps = predict(digits_model, x_eps) != y
+    fooled_eps = testing.predicted(digits_model, x_eps) != y
     unchanged = np.all((x_eps == x).reshape(len(x), -1), axis=-1)
     assert np.all(unchanged | fooled_eps)
     np.testing.assert_array_equal(fooled_eps[correct], (fooled & (l2_norms(x_adv - x) <= radius))[
@@ -75,12 +65,12 @@ def test_minimal_norm_successes_on_a_trained_model(digits_model, digits_test):
 
 def test_larger_constant_fools_more(digits_model, digits_test):
     x, y = digits_test
-    correct = predict(digits_model, x) == y
+    correct = testing.predicted(digits_model, x) == y
     small = attacks.get("cw_l2", binary_search_steps=1, max_iterations=200, initial_const=1e-3)
     large = attacks.get("cw_l2", binary_search_steps=1, max_iterations=200, initial_const=100.0)
-    fooled_small = predict(digits_model, small(digits_model, x, y).numpy()) != y
+    fooled_small = testing.predicted(digits_model, small(digits_model, x, y).numpy()) != y
     x_large = large(digits_model, x, y).numpy()
-    fooled_large = predict(digits_model, x_large) != y
+    fooled_large = testing.predicted(digits_model, x_large) != y
     assert fooled_large[correct].mean() > 0.9
     assert fooled_small[correct].mean() < fooled_large[correct].mean()
 

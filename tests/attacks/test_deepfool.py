@@ -10,16 +10,6 @@ from tests import testing
 from tests.attacks.test_core import EPS, RANGES, assert_in_ball_and_range, batch_in_range
 
 
-@pytest.fixture(scope="module")
-def digits_test():
-    _, _, x, y = testing.digits_split(num_test=60)
-    return x, y
-
-
-def predict(model, x):
-    return np.argmax(model(x, training=False).numpy(), -1)
-
-
 def norms(delta, norm):
     flat = np.asarray(delta, np.float64).reshape(len(delta), -1)
     return np.abs(flat).max(-1) if norm == "linf" else np.sqrt((flat ** 2).sum(-1))
@@ -29,7 +19,7 @@ def norms(delta, norm):
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_stays_in_ball_and_range(tiny_model, norm, pixel_range):
     x, y = batch_in_range(pixel_range, seed=1)
-    y = predict(tiny_model, x).astype("int32")  # all correctly classified: every example moves
+    y = testing.predicted(tiny_model, x).astype("int32")  # all correctly classified: every example moves
     eps = EPS[(norm, pixel_range)]
     attack = attacks.get("deepfool", norm=norm, eps=eps, max_iter=5, pixel_range=pixel_range)
     x_adv = attack(tiny_model, x, y)
@@ -73,7 +63,7 @@ def test_affine_binary_model_gets_the_analytic_minimal_perturbation(affine_binar
     np.testing.assert_allclose(x_adv.reshape(6, -1), expected, rtol=0, atol=2e-5)
     np.testing.assert_allclose(norms(x_adv - x, norm), (1 + overshoot) * dist, rtol=0,
                                atol=(1 + overshoot) * 1e-4 + 1e-5)
-    assert np.all(predict(model, x_adv) == 1)
+    assert np.all(testing.predicted(model, x_adv) == 1)
     # Without overshoot the point lands just past the boundary z0 = z1: the 1e-4 stabiliser moves
     # the logit difference by 1e-4·‖w'‖_q (q = 2 for L2, the dual q = 1 for Linf).
     on_boundary = attacks.get("deepfool", norm=norm, overshoot=0.0)(model, x, y).numpy()
@@ -85,10 +75,10 @@ def test_affine_binary_model_gets_the_analytic_minimal_perturbation(affine_binar
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_fools_a_trained_model_with_small_perturbations(digits_model, digits_test, norm):
     x, y = digits_test
-    correct = predict(digits_model, x) == y
+    correct = testing.predicted(digits_model, x) == y
     x_adv = attacks.get("deepfool", norm=norm)(digits_model, x, y).numpy()
     assert_in_ball_and_range(x_adv, x, norm, 1e9, "[0,1]")
-    fooled = predict(digits_model, x_adv) != y
+    fooled = testing.predicted(digits_model, x_adv) != y
     assert fooled[correct].mean() > 0.9
     # Misclassified examples are returned unchanged.
     np.testing.assert_array_equal(x_adv[~correct], x[~correct])
@@ -97,12 +87,12 @@ def test_fools_a_trained_model_with_small_perturbations(digits_model, digits_tes
     sizes = norms(x_adv - x, norm)[correct & fooled]
     radius = float(np.median(sizes))
     pgd = attacks.get("pgd", eps=radius, norm=norm, num_steps=20, random_start="none")
-    pgd_fooled = predict(digits_model, pgd(digits_model, x, y).numpy()) != y
+    pgd_fooled = testing.predicted(digits_model, pgd(digits_model, x, y).numpy()) != y
     assert pgd_fooled[correct].mean() < 0.999
     # With eps, points are projected onto the ball: fooled only if fooled within eps.
     x_eps = attacks.get("deepfool", norm=norm, eps=radius)(digits_model, x, y).numpy()
     assert_in_ball_and_range(x_eps, x, norm, radius, "[0,1]")
-    fooled_eps = predict(digits_model, x_eps) != y
+    fooled_eps = testing.predicted(digits_model, x_eps) != y
     assert fooled_eps.sum() <= fooled.sum()
     assert fooled_eps[correct].mean() >= 0.3
 

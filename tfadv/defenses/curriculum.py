@@ -183,12 +183,6 @@ class CurriculumAdversarialTraining(_RequiredCallbacks, AdversarialModel):
     def required_callbacks(self) -> list:
         return [CurriculumSchedule()]
 
-    def training_callbacks(self, logdir: Optional[str] = None) -> list:
-        out = self.required_callbacks()
-        if self.record_fosc and logdir:
-            out.append(fosc_lib.FoscLogger(self.fosc_recorder, logdir))
-        return out
-
     def make_adversarial(self, x, y):
         """PGD-k_i per example (k_i = k, or the batch-mixing part's strength); k_i = 0 is clean."""
         x = tf.convert_to_tensor(x, tf.float32)

@@ -90,6 +90,15 @@ class _RequiredCallbacks:
     def required_callbacks(self) -> list:
         return []
 
+    def training_callbacks(self, logdir: Optional[str] = None) -> list:
+        """The schedule callbacks, plus the per-epoch FOSC logger (TensorBoard histogram, .npy,
+        PNG) when the defense records FOSC (``record_fosc`` / ``fosc_recorder``) and a run
+        directory is given."""
+        out = self.required_callbacks()
+        if self.record_fosc and logdir:
+            out.append(fosc_lib.FoscLogger(self.fosc_recorder, logdir))
+        return out
+
     def _with_required(self, callbacks):
         callbacks = list(callbacks or [])
         for cb in self.required_callbacks():
@@ -179,12 +188,6 @@ class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
 
     def required_callbacks(self) -> list:
         return [DynamicSchedule()]
-
-    def training_callbacks(self, logdir: Optional[str] = None) -> list:
-        out = self.required_callbacks()
-        if self.record_fosc and logdir:
-            out.append(fosc_lib.FoscLogger(self.fosc_recorder, logdir))
-        return out
 
     # ----------------------------------------------------------------------------- steps
     def make_adversarial(self, x, y):
