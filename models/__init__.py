@@ -15,6 +15,7 @@ import numbers
 from tfadv.registry import Registry
 
 from models import layers, lenet, resnet_cifar, small_cnns, wide_resnet
+from models import resnet_imagenet
 
 REGISTRY = Registry("model")
 
@@ -33,6 +34,12 @@ REGISTRY.register("trades_smallcnn")(small_cnns.trades_smallcnn)
 REGISTRY.register("fosc_mnist_cnn")(small_cnns.fosc_mnist_cnn)
 REGISTRY.register("fosc_cifar_cnn")(small_cnns.fosc_cifar_cnn)
 REGISTRY.register("digits_cnn")(small_cnns.digits_cnn)
+# ImageNet ResNets (tensorpack ImageNet-Adversarial-Training; BAT ICCV Table 9).
+REGISTRY.register("resnet_imagenet")(resnet_imagenet.resnet_imagenet)
+REGISTRY.register("resnet18_imagenet")(resnet_imagenet.resnet18_imagenet)
+REGISTRY.register("resnet50_imagenet")(resnet_imagenet.resnet50_imagenet)
+REGISTRY.register("resnet101_imagenet")(resnet_imagenet.resnet101_imagenet)
+REGISTRY.register("resnet152_imagenet")(resnet_imagenet.resnet152_imagenet)
 
 
 def _is_int(value):

@@ -172,3 +172,104 @@ def check_spatial(model_name, input_shape, final_size, min_size=1):
             f"would have a spatial size of {final_size}. Expected a larger input_shape. "
             f"Received: input_shape={tuple(input_shape)!r}."
         )
+
+
+# --- L2L-DA generator layers -----------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConditionalBatchNormalization(keras.layers.Layer):
+    """Class-conditional batch normalisation (de Vries et al. 2017; Dumoulin et al. 2017), as the
+    L2L-DA generator injects the label y (Jang et al. 2019, sec. 5.1, "class-conditional batch
+    normalization"):
+
+        out = (x - μ) / sqrt(σ² + ε) · (γ[y] + γ_shared) + (β[y] + β_shared)
+
+    with μ, σ² the batch moments over every axis but the last in training mode and the moving
+    averages in inference mode. Called on ``[x, y]`` with ``y`` integer classes of shape ``(B,)``.
+
+    As in the authors' release (``sync_batchnorm/batchnorm.py`` with ``num_category``): one γ/β row
+    per class plus a shared row, the per-class γ rows initialised N(0, 0.02) and the shared γ
+    N(1, 0.02) (``weights_init_normal``), all β zero; ε = 1e-10 and PyTorch's momentum 0.1 (Keras
+    ``momentum=0.9``). The moving variance averages the biased batch variance (Keras' convention;
+    PyTorch averages the unbiased one).
+    """
+
+    def __init__(self, num_classes, *, momentum=0.9, epsilon=1e-10, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError("ConditionalBatchNormalization needs an int num_classes >= 1. "
+                             f"Received: num_classes={num_classes!r}.")
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1). Received: momentum={momentum!r}.")
+        if not float(epsilon) > 0.0:
+            raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon!r}.")
+        self.num_classes = int(num_classes)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        x_shape = input_shape[0]
+        channels = x_shape[-1]
+        if channels is None:
+            raise ValueError("ConditionalBatchNormalization needs a known channel axis. "
+                             f"Received: input_shape={input_shape!r}.")
+
+        def weight(name, shape, initializer, trainable=True):
+            # float32 statistics and affine tables under mixed precision (as keras BatchNormalization)
+            return self.add_weight(shape=shape, name=name, initializer=initializer,
+                                   trainable=trainable, autocast=False)
+
+        self.gamma_class = weight("gamma_class", (self.num_classes, channels),
+                                  keras.initializers.RandomNormal(0.0, 0.02))
+        self.gamma_shared = weight("gamma_shared", (channels,),
+                                   keras.initializers.RandomNormal(1.0, 0.02))
+        self.beta_class = weight("beta_class", (self.num_classes, channels), "zeros")
+        self.beta_shared = weight("beta_shared", (channels,), "zeros")
+        self.moving_mean = weight("moving_mean", (channels,), "zeros", trainable=False)
+        self.moving_variance = weight("moving_variance", (channels,), "ones", trainable=False)
+
+    def call(self, inputs, training=None):
+        x, y = inputs
+        x = ops.cast(x, "float32")  # moments and normalisation in float32 under mixed precision
+        axes = list(range(len(x.shape) - 1))
+        if training:
+            mean, variance = ops.moments(x, axes=axes)
+            m = self.momentum
+            self.moving_mean.assign(m * self.moving_mean + (1.0 - m) * mean)
+            self.moving_variance.assign(m * self.moving_variance + (1.0 - m) * variance)
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        normalized = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        y = ops.cast(ops.reshape(y, (-1,)), "int32")
+        # Effective affine parameters per example: the row of its class plus the shared row.
+        gamma = ops.take(self.gamma_class, y, axis=0) + self.gamma_shared
+        beta = ops.take(self.beta_class, y, axis=0) + self.beta_shared
+        shape = (-1,) + (1,) * (len(x.shape) - 2) + (x.shape[-1],)
+        out = normalized * ops.reshape(gamma, shape) + ops.reshape(beta, shape)
+        return ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "momentum": self.momentum,
+                       "epsilon": self.epsilon})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SpatialTile(keras.layers.Layer):
+    """Tiles a vector ``(B, D)`` over the spatial grid of a reference feature map ``(B, H, W, C)``
+    to ``(B, H, W, D)``: L2L-DA's "spatial padding" of the latent z before concatenation (sec. 5.1;
+    the release's ``spatial_tile_z`` in ``UNetDown``). Called on ``[vector, reference]``."""
+
+    def call(self, inputs):
+        vector, reference = inputs
+        shape = ops.shape(reference)
+        tiled = ops.reshape(vector, (-1, 1, 1, vector.shape[-1]))
+        return ops.broadcast_to(tiled, (shape[0], shape[1], shape[2], vector.shape[-1]))
+
+    def compute_output_shape(self, input_shape):
+        vector_shape, reference_shape = input_shape
+        return tuple(reference_shape[:3]) + (vector_shape[-1],)

@@ -166,12 +166,10 @@ def load_network(path):
 def train_network(out_dir, dataset):
     """Trains (or reuses) a Madry PGD model on ``dataset`` under OUT_DIR/model."""
     from tfadv import checkpoints as ckpt_lib
-    from tfadv import data as data_lib
     from tfadv import experiment
     from tfadv import presets as presets_lib
 
-    image_shape = data_lib.info(dataset, "test", data_dir=FLAGS.data_dir).image_shape
-    preset = presets_lib.get(presets_lib.for_dataset(dataset, image_shape))
+    preset = presets_lib.get(presets_lib.dataset_preset(dataset, FLAGS.data_dir))
     logdir = os.path.join(out_dir, "model")
     fields = {f.name for f in dataclasses.fields(experiment.TrainConfig)}
     base = {k: getattr(preset, k) for k in dataclasses.asdict(preset) if k in fields}

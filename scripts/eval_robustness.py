@@ -17,6 +17,9 @@ Prints a paper-style table (Acc.(%) per attack and the pointwise worst case) and
 writes OUT_DIR/robustness.md and robustness.json (a RobustBench-style model card). Options:
 --diagnostics prints the gradient-masking checklist as PASS/WARN/SKIP lines (OUT_DIR/diagnostics.json);
 --analyses writes gradient-magnitude and FOSC statistics with PNG plots to OUT_DIR/analyses/;
+Generator attacks (advgan, gap, l2lda(generator_path=RUN_DIR)) are first fitted to the model on
+--finetune_images training images (--finetune_split, batches of --finetune_batch_size) for
+--finetune_steps steps unless their spec sets finetune_steps=N.
 --tensorboard writes summaries to OUT_DIR/tensorboard; --resume keeps the progress in
 OUT_DIR/eval_state.npz and continues an interrupted run with the same configuration.
 """
@@ -57,6 +60,11 @@ flags.DEFINE_boolean("tensorboard", False, "Write TensorBoard summaries to OUT_D
 flags.DEFINE_boolean("resume", False, "Save progress to OUT_DIR/eval_state.npz and resume from it.")
 flags.DEFINE_string("transfer_source", None, "Source model (path) of the transfer diagnostic.")
 flags.DEFINE_integer("square_queries", 5000, "Queries of the Square attack in --diagnostics.")
+flags.DEFINE_integer("finetune_steps", None, "Fitting steps of generator attacks (advgan, gap, "
+                     "l2lda) whose spec sets no finetune_steps (default: the attack's, 500).")
+flags.DEFINE_integer("finetune_images", 10000, "Training images the generator attacks are fitted on.")
+flags.DEFINE_integer("finetune_batch_size", 100, "Batch size of the generator attacks' fitting.")
+flags.DEFINE_string("finetune_split", "train", "Split the generator attacks are fitted on.")
 FLAGS = flags.FLAGS
 
 STATE_FILE = "eval_state.npz"
@@ -113,9 +121,16 @@ def main(argv):
     print(f"Evaluating {info['source']} ({info['architecture']}) on {dataset}/{FLAGS.split} "
           f"({ds_info.num_examples} images), eps {eps:g}/255 of {pixel_range}"
           f"{', only on points still robust' if only_robust else ''}", flush=True)
+    prepare_data = None
+    if any(getattr(spec.attack, "needs_preparation", False) for spec in specs.values()):
+        prepare_data, _ = data_lib.load(dataset, FLAGS.finetune_split,
+                                        batch_size=FLAGS.finetune_batch_size, pixel_range=pixel_range,
+                                        data_dir=FLAGS.data_dir, limit=FLAGS.finetune_images,
+                                        training=True, augment=False, seed=FLAGS.seed)
     result = eval_lib.evaluate(model, ds, specs, pixel_range=pixel_range,
                                num_examples=ds_info.num_examples, only_robust=only_robust,
-                               state_path=state_path, tensorboard_dir=tb_dir)
+                               state_path=state_path, tensorboard_dir=tb_dir,
+                               prepare_data=prepare_data, prepare_steps=FLAGS.finetune_steps)
     rng = ranges_lib.get_range(pixel_range)
     meta = {"model_path": os.path.abspath(FLAGS.model_path), "dataset": dataset, "split": FLAGS.split,
             "threat_model": threat_model(specs), "eps_pixels": eps, "pixel_range": pixel_range,

@@ -25,7 +25,6 @@ import importlib
 
 from absl import flags
 
-from tfadv import data as data_lib
 from tfadv import experiment
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
@@ -43,11 +42,7 @@ def define_trades_flags():
 def _default_preset(fv) -> str:
     """trades_<dataset> for the paper's datasets (npz files matched by image shape), else the
     dataset's own preset."""
-    dataset = fv.dataset
-    if dataset.startswith("npz:"):
-        shape = data_lib.info(dataset, "test", data_dir=fv.data_dir).image_shape
-        dataset = presets_lib.for_dataset(dataset, shape)
-    return trades_lib.preset_name(dataset)
+    return trades_lib.preset_name(presets_lib.dataset_preset(fv.dataset, fv.data_dir))
 
 
 def resolve(flag_values=FLAGS):

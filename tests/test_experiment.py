@@ -54,6 +54,11 @@ def test_piecewise_lr_in_epochs():
     (dict(lr_boundaries=["x"]), "Received"),
     (dict(pixel_range="[0,255]"), "Received"),
     (dict(preset="imagenet"), "Unknown preset"),
+    (dict(precision="fp8"), "Received: 'fp8'"),
+    (dict(strategy="ps"), "Received: 'ps'"),
+    (dict(lr_scaling="cosine"), "Received: 'cosine'"),
+    (dict(lr_warmup_epochs=-1.0), "Received: -1"),
+    (dict(logical_cpus=-2), "Received: -2"),
 ])
 def test_bad_flags_raise_with_the_value(kw, expected):
     with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("(", r"\(")):
@@ -64,3 +69,49 @@ def test_unknown_model_raises_when_building(tmp_path):
     cfg = experiment.config_from_flags(flags(model="resnet9000", logdir=str(tmp_path), epochs=1))
     with pytest.raises(ValueError, match="Unknown model 'resnet9000'"):
         experiment.train(cfg, defense="madry")
+
+
+def _lr_values(cfg, steps_per_epoch, steps):
+    opt = experiment.make_optimizer(cfg, steps_per_epoch=steps_per_epoch)
+    sched = opt._learning_rate
+    return [float(sched(s)) if callable(sched) else float(sched) for s in steps]
+
+
+def test_linear_lr_scaling_warms_up_then_keeps_the_epoch_drops():
+    # Global batch 1024 = 4 x 256: LR 0.1 x 4 = 0.4, reached linearly from 0.1 over 5 epochs of
+    # 10 steps (the tensorpack code's warm-up), then x0.1 at epochs 30 and 60.
+    cfg = experiment.config_from_flags(flags(optimizer="sgd", lr=0.1, batch_size=1024,
+                                             lr_scaling="linear", lr_boundaries=["30", "60"]))
+    assert experiment.base_lr(cfg) == pytest.approx(0.4) and cfg.lr_warmup_epochs == 5.0
+    values = _lr_values(cfg, 10, (0, 25, 49, 50, 299, 300, 599, 600))
+    assert values == pytest.approx([0.1, 0.25, 0.4 - 0.3 / 50, 0.4, 0.4, 0.04, 0.04, 0.004])
+
+
+@pytest.mark.parametrize("batch,expected", [(256, 0.1), (128, 0.05)])
+def test_no_warm_up_at_or_below_256(batch, expected):
+    cfg = experiment.config_from_flags(flags(optimizer="sgd", lr=0.1, batch_size=batch,
+                                             lr_scaling="linear", lr_boundaries=["2"]))
+    assert _lr_values(cfg, 10, (0, 19, 20)) == pytest.approx([expected, expected, expected / 10])
+
+
+def test_lr_scaling_comes_from_the_preset_and_old_flag_namespaces_still_resolve(monkeypatch):
+    import dataclasses
+
+    from tfadv import presets
+
+    digits = presets.get("digits")
+    monkeypatch.setattr(presets, "get", lambda name: dataclasses.replace(
+        digits, lr_scaling="linear", lr_warmup_epochs=2.0))
+    cfg = experiment.config_from_flags(flags(batch_size=512))
+    assert (cfg.lr_scaling, cfg.lr_warmup_epochs, experiment.base_lr(cfg)) == \
+        ("linear", 2.0, pytest.approx(digits.lr * 2))
+    # DEFAULTS has no strategy/precision/xla/resume attributes (older scripts' namespaces).
+    assert (cfg.strategy, cfg.precision, cfg.xla, cfg.resume) == ("auto", "fp32", False, True)
+
+
+def test_warmup_schedule_serialises():
+    sched = experiment.WarmupPiecewiseConstant([9], [0.4, 0.04], warmup_steps=5, warmup_from=0.1)
+    again = experiment.WarmupPiecewiseConstant(**sched.get_config())
+    assert [float(again(s)) for s in (0, 5, 10)] == pytest.approx([0.1, 0.4, 0.04])
+    with pytest.raises(ValueError, match="Received: boundaries"):
+        experiment.WarmupPiecewiseConstant([1, 2], [0.1])

@@ -5,6 +5,7 @@ Layout of a log directory::
     LOGDIR/run_config.json          model name/kwargs, classes, input shape, pixel range, dataset
     LOGDIR/run_metadata.json        flags, git hash, seed, versions (tfadv.callbacks)
     LOGDIR/checkpoints/ckpt-0003.weights.h5, checkpoint.json (latest epoch)
+    LOGDIR/backup/state-0003.weights.h5, state.json   the resumable training state (ResumeCheckpoint)
     LOGDIR/savedmodel/              export at the end of training
 """
 
@@ -17,6 +18,7 @@ import re
 from typing import Optional
 
 import keras
+import numpy as np
 
 from tfadv import atomic
 
@@ -61,6 +63,96 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if (epoch + 1) % self.every == 0:
             save(self.directory, self.network, epoch + 1)
             for old in list_checkpoints(self.directory)[:-self.keep]:
+                os.remove(old)
+
+
+BACKUP_DIR = "backup"
+BACKUP_INDEX = "state.json"
+_STATE_RE = re.compile(r"state-(\d+)\.weights\.h5$")
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Makes a run resumable: after every epoch the whole training state (the defense model's
+    weights, the optimizer's variables — its step counter, hence the LR schedule, and momenta —
+    and the model's scalar ``tf.Variable`` schedules) is written atomically to
+    ``LOGDIR/backup``; a new ``fit()`` on the same directory starts from the epoch after the last
+    completed one (Keras ``BackupAndRestore``'s contract, with atomic files).
+
+    The weights file is renamed into place before ``state.json`` names it and older files are
+    removed only afterwards, so a kill at any moment leaves a consistent (weights, epoch) pair.
+    The backup is kept when training ends: re-running a finished run skips to its export and
+    evaluation.
+    """
+
+    def __init__(self, logdir: str):
+        super().__init__()
+        self.directory = os.path.join(logdir, BACKUP_DIR)
+        self.resumed_epoch = 0
+
+    def discard(self):
+        """Removes the backup (a fresh start: ``--noresume``)."""
+        for path in glob.glob(os.path.join(self.directory, "state-*.weights.h5")) + \
+                [os.path.join(self.directory, BACKUP_INDEX)]:
+            if os.path.exists(path):
+                os.remove(path)
+
+    def state(self) -> Optional[dict]:
+        """The last completed epoch's record, or None when there is no backup."""
+        path = os.path.join(self.directory, BACKUP_INDEX)
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+            int(state["epoch"]), str(state["weights"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"Corrupt resume state ({type(e).__name__}: {e}); delete it or pass "
+                             f"--noresume. Received: {path!r}.") from None
+        return state
+
+    def _schedule_variables(self):
+        import tensorflow as tf
+
+        return {name: value for name, value in sorted(vars(self.model).items())
+                if isinstance(value, tf.Variable) and value.shape.rank == 0}
+
+    def _ensure_built(self):
+        # A defense's variables all live in its (built) network, its optimizer and its metrics;
+        # Keras leaves some subclassed models unmarked, and then refuses to save or load them.
+        if not self.model.built:
+            self.model.built = True
+
+    def on_train_begin(self, logs=None):
+        self._ensure_built()
+        state = self.state()
+        if state is None:
+            return
+        weights = os.path.join(self.directory, state["weights"])
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(weights)
+        except Exception as e:  # missing/corrupt file or a different architecture
+            raise ValueError(f"Could not restore the training state ({type(e).__name__}: {e}); "
+                             f"pass --noresume to start afresh. Received: {weights!r}.") from None
+        for name, variable in self._schedule_variables().items():
+            if name in state.get("variables", {}):
+                variable.assign(np.asarray(state["variables"][name]).astype(variable.dtype.as_numpy_dtype))
+        self.resumed_epoch = int(state["epoch"])
+        # fit() reads this after on_train_begin (Keras' BackupAndRestore does the same).
+        self.model._initial_epoch = self.resumed_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        self._ensure_built()
+        name = f"state-{epoch + 1:04d}.weights.h5"
+        with atomic.atomic_path(os.path.join(self.directory, name)) as tmp:
+            self.model.save_weights(tmp)
+        variables = {k: v.numpy().item() for k, v in self._schedule_variables().items()}
+        atomic.write_json(os.path.join(self.directory, BACKUP_INDEX),
+                          {"epoch": int(epoch + 1), "weights": name, "variables": variables})
+        for old in glob.glob(os.path.join(self.directory, "state-*.weights.h5")):
+            if os.path.basename(old) != name and _STATE_RE.search(old):
                 os.remove(old)
 
 

@@ -3,18 +3,24 @@ fit (TensorBoard, checkpoints, run metadata) -> SavedModel -> robustness report.
 
 A script supplies only its defense's name and the defense's keyword arguments; everything else is
 shared here so that no training loop is ever copied.
+
+Scale-out (BAT ImageNet sec. 5, following the tensorpack ImageNet code): ``--batch_size`` is the
+GLOBAL batch, split evenly over the replicas of ``--num_gpus``/``--strategy``; ``--lr_scaling=linear``
+multiplies ``--lr`` (the LR of a 256-image batch) by global batch / 256 and warms it up linearly from
+``--lr`` over ``--lr_warmup_epochs`` when above 256; ``--precision``/``--xla`` pick the dtype policy
+and XLA; a killed run continues from ``LOGDIR/backup`` (``--resume``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import time
 from typing import Callable, Optional, Tuple
 
 import keras
+import tensorflow as tf
 
 from tfadv import attacks as attacks_lib
 from tfadv import callbacks as callbacks_lib
@@ -34,6 +40,8 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_dir: Optional[str] = None
+    # Extra keyword arguments of tfadv.data.load for both splits (e.g. ImageNet's image_size).
+    data_options: dict = dataclasses.field(default_factory=dict)
     pixel_range: str = "[0,1]"
     model: str = "digits_cnn"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -56,6 +64,14 @@ class TrainConfig:
     logdir: str = "runs/madry_digits"
     seed: int = 0
     num_gpus: int = 0
+    strategy: str = "auto"
+    logical_cpus: int = 0
+    precision: str = "fp32"
+    attack_fp32: bool = False
+    xla: bool = False
+    lr_scaling: str = "none"
+    lr_warmup_epochs: float = 5.0
+    resume: bool = True
     train_limit: Optional[int] = None
     eval_limit: Optional[int] = None
     val_limit: Optional[int] = 1000
@@ -77,7 +93,25 @@ class TrainConfig:
             raise ValueError(f"--num_steps must be >= 0. Received: {self.num_steps!r}.")
         if list(self.lr_boundaries) != sorted(self.lr_boundaries):
             raise ValueError(f"--lr_boundaries must increase. Received: {self.lr_boundaries!r}.")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"--lr_scaling must be one of {LR_SCALINGS}. "
+                             f"Received: {self.lr_scaling!r}.")
+        if self.lr_warmup_epochs < 0:
+            raise ValueError(f"--lr_warmup_epochs must be >= 0. Received: {self.lr_warmup_epochs!r}.")
+        if self.precision not in distribute_lib.PRECISIONS:
+            raise ValueError(f"--precision must be one of {sorted(distribute_lib.PRECISIONS)}. "
+                             f"Received: {self.precision!r}.")
+        if self.strategy not in distribute_lib.STRATEGIES:
+            raise ValueError(f"--strategy must be one of {distribute_lib.STRATEGIES}. "
+                             f"Received: {self.strategy!r}.")
+        for name in ("num_gpus", "logical_cpus"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0. Received: {getattr(self, name)!r}.")
         return self
+
+
+LR_SCALINGS = ("none", "linear")
+REFERENCE_BATCH = 256  # Goyal et al.'s linear scaling rule, as the tensorpack ImageNet code uses it
 
 
 def parse_model_kwargs(items) -> dict:
@@ -117,6 +151,10 @@ def config_from_flags(flag_values) -> TrainConfig:
         value = getattr(fv, flag)
         return default if value is None else value
 
+    def pick_new(flag, default):  # flags newer than some callers' flag namespaces
+        value = getattr(fv, flag, None)
+        return default if value is None else value
+
     boundaries = pick("lr_boundaries", preset.lr_boundaries)
     try:
         boundaries = tuple(int(float(b)) for b in boundaries)
@@ -134,21 +172,72 @@ def config_from_flags(flag_values) -> TrainConfig:
         lr_boundaries=boundaries, lr_decay=pick("lr_decay", preset.lr_decay),
         momentum=pick("momentum", preset.momentum),
         weight_decay=pick("weight_decay", preset.weight_decay), logdir=fv.logdir, seed=fv.seed,
-        num_gpus=fv.num_gpus, train_limit=fv.train_limit, eval_limit=fv.eval_limit,
+        num_gpus=fv.num_gpus, strategy=pick_new("strategy", "auto"),
+        logical_cpus=pick_new("logical_cpus", 0), precision=pick_new("precision", "fp32"),
+        attack_fp32=pick_new("attack_fp32", False), xla=pick_new("xla", False),
+        lr_scaling=pick_new("lr_scaling", preset.lr_scaling),
+        lr_warmup_epochs=pick_new("lr_warmup_epochs", preset.lr_warmup_epochs),
+        resume=pick_new("resume", True), train_limit=fv.train_limit, eval_limit=fv.eval_limit,
         val_limit=pick("val_limit", preset.val_limit), checkpoint_every=fv.checkpoint_every,
         eval_attacks=pick("eval_attacks", preset.eval_attacks),
         eval_step_size=pick("eval_step_size", preset.eval_step_size), verbose=fv.verbose).validate()
 
 
+def base_lr(cfg: TrainConfig) -> float:
+    """The LR after the scaling rule: ``lr x global_batch / 256`` for ``lr_scaling="linear"``
+    (Goyal et al. sec. 2.1, the tensorpack ImageNet code's ``BASE_LR``), else ``lr``."""
+    if cfg.lr_scaling == "linear":
+        return cfg.lr * cfg.batch_size / REFERENCE_BATCH
+    return cfg.lr
+
+
+@keras.saving.register_keras_serializable(package="tfadv")
+class WarmupPiecewiseConstant(keras.optimizers.schedules.LearningRateSchedule):
+    """Piecewise-constant LR (``values[i]`` while ``step <= boundaries[i]``, as
+    PiecewiseConstantDecay) preceded by a linear warm-up from ``warmup_from`` to ``values[0]`` over
+    the first ``warmup_steps`` updates (Goyal et al. sec. 2.2: the tensorpack code's step-based
+    linear interpolation from 0.1 to BASE_LR over 5 epochs)."""
+
+    def __init__(self, boundaries, values, warmup_steps: int = 0, warmup_from: float = 0.0):
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"values needs one more entry than boundaries. Received: "
+                             f"boundaries={boundaries!r}, values={values!r}.")
+        self.boundaries = [int(b) for b in boundaries]
+        self.values = [float(v) for v in values]
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_from = float(warmup_from)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        lr = tf.constant(self.values[0], tf.float32)
+        for boundary, value in zip(self.boundaries, self.values[1:]):
+            lr = tf.where(step > boundary, tf.constant(value, tf.float32), lr)
+        if self.warmup_steps > 0:
+            ramp = self.warmup_from + (self.values[0] - self.warmup_from) * step / self.warmup_steps
+            lr = tf.where(step < self.warmup_steps, ramp, lr)
+        return lr
+
+    def get_config(self):
+        return {"boundaries": self.boundaries, "values": self.values,
+                "warmup_steps": self.warmup_steps, "warmup_from": self.warmup_from}
+
+
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
-    """SGD (momentum) or Adam with a piecewise-constant LR whose boundaries are given in epochs."""
-    lr = cfg.lr
-    if cfg.lr_boundaries:
-        values = [cfg.lr * cfg.lr_decay ** i for i in range(len(cfg.lr_boundaries) + 1)]
-        # PiecewiseConstantDecay keeps values[i] while step <= boundary[i]; the step counter is the
-        # number of updates already made, so epoch b's first update has step b*steps_per_epoch.
-        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [b * steps_per_epoch - 1 for b in cfg.lr_boundaries], values)
+    """SGD (momentum) or Adam with a piecewise-constant LR whose boundaries are given in epochs,
+    scaled and warmed up per ``cfg.lr_scaling`` (warm-up only when the scaled LR exceeds ``lr``,
+    as the tensorpack code's ``if BASE_LR > 0.1``)."""
+    lr = base_lr(cfg)
+    warmup = 0
+    if cfg.lr_scaling == "linear" and lr > cfg.lr:
+        warmup = int(round(cfg.lr_warmup_epochs * steps_per_epoch))
+    # The step counter is the number of updates already made, so epoch b's first update has step
+    # b*steps_per_epoch: values[i] is kept while step <= b*steps_per_epoch - 1.
+    boundaries = [b * steps_per_epoch - 1 for b in cfg.lr_boundaries]
+    values = [lr * cfg.lr_decay ** i for i in range(len(cfg.lr_boundaries) + 1)]
+    if warmup:
+        lr = WarmupPiecewiseConstant(boundaries, values, warmup_steps=warmup, warmup_from=cfg.lr)
+    elif cfg.lr_boundaries:
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum)
     if cfg.optimizer == "adam":
@@ -168,7 +257,7 @@ def run_evaluation(model, cfg: TrainConfig, *, out_dir: str, row: str, stream=sy
     """Evaluates ``model`` on the test split under ``cfg.eval_attacks``, prints and writes the report."""
     test_ds, test_info = data_lib.load(cfg.dataset, "test", batch_size=max(cfg.batch_size, 100),
                                        pixel_range=cfg.pixel_range, data_dir=cfg.data_dir,
-                                       limit=cfg.eval_limit)
+                                       limit=cfg.eval_limit, **(cfg.data_options or {}))
     specs = eval_lib.parse_list(cfg.eval_attacks, eps=cfg.eps, pixel_range=cfg.pixel_range,
                                 step_size=cfg.eval_step_size, seed=cfg.seed)
     result = eval_lib.evaluate(model, test_ds, specs, pixel_range=cfg.pixel_range,
@@ -183,59 +272,115 @@ def run_evaluation(model, cfg: TrainConfig, *, out_dir: str, row: str, stream=sy
     return result
 
 
+def steps_per_epoch_for(num_examples: int, batch_size: int, replicas: int = 1) -> int:
+    """Optimizer steps per epoch; with several replicas a final batch smaller than the replica count
+    is dropped (:func:`distributed_dataset`)."""
+    full, rest = divmod(int(num_examples), int(batch_size))
+    return full + (1 if rest and (replicas == 1 or rest >= replicas) else 0)
+
+
+def distributed_dataset(ds, *, replicas: int, steps: Optional[int] = None):
+    """Pipeline options for a strategy: deterministic order and DATA auto-sharding (each worker of a
+    multi-worker run takes its share of every global batch, whatever the source's files). With
+    several replicas a final batch with fewer examples than replicas is dropped (so no replica
+    slice is empty) and the cardinality is kept known."""
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(options)
+    if replicas > 1:
+        ds = ds.filter(lambda x, y: tf.shape(y)[0] >= replicas)
+        if steps is not None:
+            ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    return ds
+
+
 def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = None,
-          flags: Optional[dict] = None, extra_callbacks=(), stream=sys.stdout):
-    """Runs one training experiment end to end; returns (defense model, evaluation result)."""
+          flags: Optional[dict] = None, extra_callbacks=(), stream=sys.stdout, strategy=None):
+    """Runs one training experiment end to end; returns (defense model, evaluation result).
+
+    ``strategy`` defaults to the one ``cfg`` names (scripts create it first, before anything
+    initialises TensorFlow, as logical devices and multi-worker collectives require). On the
+    non-chief workers of a multi-worker run the files go to a scratch directory under
+    ``LOGDIR/workers`` and the result is None (the chief evaluates).
+    """
+    if strategy is None:
+        strategy = distribute_lib.strategy_from_flags(cfg.num_gpus, strategy=cfg.strategy,
+                                                      logical_cpus=cfg.logical_cpus)
     keras.utils.set_random_seed(cfg.seed)
+    replicas = strategy.num_replicas_in_sync
+    per_replica = distribute_lib.global_batch_check(cfg.batch_size, strategy)
+    chief = distribute_lib.is_chief(strategy)
+    logdir = distribute_lib.worker_logdir(cfg.logdir, strategy)
     rng = ranges_lib.get_range(cfg.pixel_range)
-    strategy = distribute_lib.strategy_from_flags(cfg.num_gpus)
     train_ds, info = data_lib.load(cfg.dataset, "train", batch_size=cfg.batch_size,
                                    pixel_range=rng, data_dir=cfg.data_dir, seed=cfg.seed,
-                                   limit=cfg.train_limit)
+                                   limit=cfg.train_limit, **(cfg.data_options or {}))
+    steps_per_epoch = steps_per_epoch_for(info.num_examples, cfg.batch_size, replicas)
+    train_ds = distributed_dataset(train_ds, replicas=replicas, steps=steps_per_epoch)
     val_ds = None
     if cfg.val_limit != 0:
         val_ds, _ = data_lib.load(cfg.dataset, "test", batch_size=max(cfg.batch_size, 100),
-                                  pixel_range=rng, data_dir=cfg.data_dir, limit=cfg.val_limit)
-    steps_per_epoch = math.ceil(info.num_examples / cfg.batch_size)
-    os.makedirs(cfg.logdir, exist_ok=True)
-    ckpt_lib.write_run_config(cfg.logdir, model=cfg.model, num_classes=info.num_classes,
+                                  pixel_range=rng, data_dir=cfg.data_dir, limit=cfg.val_limit,
+                                  **(cfg.data_options or {}))
+        val_ds = distributed_dataset(val_ds, replicas=1)
+    os.makedirs(logdir, exist_ok=True)
+    ckpt_lib.write_run_config(logdir, model=cfg.model, num_classes=info.num_classes,
                               input_shape=info.image_shape, pixel_range=rng.name, dataset=cfg.dataset,
                               model_kwargs=cfg.model_kwargs)
-    callbacks_lib.write_run_metadata(cfg.logdir, flags=flags or dataclasses.asdict(cfg), seed=cfg.seed,
-                                     extra={"config": dataclasses.asdict(cfg), "defense": defense})
+    callbacks_lib.write_run_metadata(logdir, flags=flags or dataclasses.asdict(cfg), seed=cfg.seed,
+                                     extra={"config": dataclasses.asdict(cfg), "defense": defense,
+                                            "replicas": replicas, "per_replica_batch": per_replica,
+                                            "base_lr": base_lr(cfg)})
     import models  # architecture registry
 
-    with strategy.scope():
+    with strategy.scope(), distribute_lib.precision_policy(cfg.precision):
         network = models.build(cfg.model, num_classes=info.num_classes, input_shape=info.image_shape,
                                **cfg.model_kwargs)
+        distribute_lib.float32_logits(network)
         if cfg.init_checkpoint:
             ckpt_lib.load_into(network, cfg.init_checkpoint)
         attack = training_attack(cfg)
         kwargs = dict(attack=attack, weight_decay=cfg.weight_decay,
                       attack_training=cfg.attack_training,
                       eps_warmup_steps=int(round(cfg.eps_warmup_epochs * steps_per_epoch)))
+        if cfg.attack_fp32:
+            kwargs["attack_fp32"] = True
         kwargs.update(defense_kwargs or {})
         model = defenses_lib.get(defense)(network, **kwargs)
-        model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
-    callbacks = [callbacks_lib.LearningRateLogger(),
-                 *model.training_callbacks(cfg.logdir),  # the defense's schedules and their logs
-                 keras.callbacks.TensorBoard(os.path.join(cfg.logdir, "tensorboard")),
-                 ckpt_lib.AtomicCheckpoint(cfg.logdir, network, every=cfg.checkpoint_every),
+        model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=bool(cfg.xla))
+    resume = ckpt_lib.ResumeCheckpoint(logdir)
+    if not cfg.resume:
+        resume.discard()
+    callbacks = [resume,  # first: restores the epoch/weights before the others start
+                 callbacks_lib.LearningRateLogger(),
+                 *model.training_callbacks(logdir),  # the defense's schedules and their logs
+                 keras.callbacks.TensorBoard(os.path.join(logdir, "tensorboard")),
+                 ckpt_lib.AtomicCheckpoint(logdir, network, every=cfg.checkpoint_every),
                  *extra_callbacks]
     stream.write(f"Training {defense} on {cfg.dataset} ({info.num_examples} images, "
                  f"{info.image_shape}, {info.num_classes} classes) with {cfg.model}; "
                  f"eps {cfg.eps:g}/255 of {rng} = {rng.from_pixels(cfg.eps):.5g} input units, "
-                 f"{cfg.num_steps} steps of {cfg.step_size:g}/255; logdir {cfg.logdir}\n")
+                 f"{cfg.num_steps} steps of {cfg.step_size:g}/255; logdir {logdir}\n")
+    if replicas > 1 or cfg.precision != "fp32" or cfg.xla or cfg.lr_scaling != "none":
+        stream.write(f"{replicas} replica(s) ({type(strategy).__name__}), global batch "
+                     f"{cfg.batch_size} = {per_replica} per replica; precision {cfg.precision}"
+                     f"{' (attack fp32)' if cfg.attack_fp32 else ''}; XLA {cfg.xla}; "
+                     f"LR {base_lr(cfg):g} ({cfg.lr_scaling} scaling)\n")
     start = time.time()
     model.fit(train_ds, epochs=cfg.epochs, validation_data=val_ds, callbacks=callbacks,
               verbose=cfg.verbose, shuffle=False)  # the pipeline shuffles (seeded)
     train_seconds = time.time() - start
-    stream.write(f"Training took {train_seconds:.1f} s\n")
-    export_lib.export_savedmodel(network, os.path.join(cfg.logdir, "savedmodel"), pixel_range=rng,
+    stream.write(f"Training took {train_seconds:.1f} s"
+                 + (f" (resumed at epoch {resume.resumed_epoch})" if resume.resumed_epoch else "")
+                 + "\n")
+    export_lib.export_savedmodel(network, os.path.join(logdir, "savedmodel"), pixel_range=rng,
                                  metadata={"architecture": cfg.model, "dataset": cfg.dataset,
                                            "model_kwargs": dict(cfg.model_kwargs or {}),
                                            "defense": defense, "eps_pixels": cfg.eps})
-    result = run_evaluation(network, cfg, out_dir=cfg.logdir, row=f"{defense} ({cfg.model})",
+    if not chief:
+        return model, None
+    result = run_evaluation(network, cfg, out_dir=logdir, row=f"{defense} ({cfg.model})",
                             stream=stream, extra_metadata={"defense": defense,
                                                            "train_seconds": round(train_seconds, 1)})
     return model, result
@@ -267,11 +412,17 @@ def script_main(defense: str, defense_kwargs: Optional[Callable[[], dict]] = Non
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
         logging.set_verbosity(logging.WARNING)
+        # The strategy before anything (presets, data info) initialises TensorFlow: logical CPU
+        # devices and multi-worker collectives can only be configured at program start.
+        fv = tfadv_flags.FLAGS
+        strategy = distribute_lib.strategy_from_flags(fv.num_gpus, strategy=fv.strategy,
+                                                      logical_cpus=fv.logical_cpus)
         if resolve is not None:
             cfg, kwargs = resolve(tfadv_flags.FLAGS)
         else:
             cfg = config_from_flags(tfadv_flags.FLAGS)
             kwargs = defense_kwargs() if defense_kwargs else None
-        train(cfg, defense=defense, defense_kwargs=kwargs, flags=tfadv_flags.flag_values())
+        train(cfg, defense=defense, defense_kwargs=kwargs, flags=tfadv_flags.flag_values(),
+              strategy=strategy)
 
     app.run(main)

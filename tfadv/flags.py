@@ -40,7 +40,8 @@ def define_training_flags():
     flags.DEFINE_string("init_checkpoint", None, "Start from these weights (a run directory or "
                         ".weights.h5 of the same architecture), e.g. a natural pre-training run.")
     flags.DEFINE_integer("epochs", None, "Training epochs.")
-    flags.DEFINE_integer("batch_size", None, "Global batch size.")
+    flags.DEFINE_integer("batch_size", None, "GLOBAL batch size: summed over all replicas and "
+                         "workers (per-replica batch = batch_size / replicas; must divide).")
     flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], "Optimizer.")
     flags.DEFINE_float("lr", None, "Initial learning rate.")
     flags.DEFINE_list("lr_boundaries", None, "Epochs at which the LR is multiplied by --lr_decay.")
@@ -50,6 +51,22 @@ def define_training_flags():
     flags.DEFINE_string("logdir", "runs/madry_digits", "Run directory: checkpoints, TensorBoard, "
                         "metadata, SavedModel, robustness report.")
     flags.DEFINE_integer("num_gpus", 0, "0: default device; N: MirroredStrategy over N GPUs.")
+    flags.DEFINE_enum("strategy", "auto", ["auto", "multi_worker"], "auto: --num_gpus decides; "
+                      "multi_worker: MultiWorkerMirroredStrategy over the TF_CONFIG cluster.")
+    flags.DEFINE_integer("logical_cpus", 0, "Testing aid: split the host CPU into N logical "
+                         "devices; --num_gpus=N then mirrors over them when fewer GPUs are visible.")
+    flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16", "fp16"], "Keras dtype policy: fp32, "
+                      "mixed_bfloat16 or mixed_float16 (loss scaling); logits/losses stay fp32.")
+    flags.DEFINE_bool("attack_fp32", False, "With --precision=bf16/fp16, generate the training "
+                      "attack in float32.")
+    flags.DEFINE_bool("xla", False, "Compile the train/test steps with XLA (jit_compile).")
+    flags.DEFINE_enum("lr_scaling", None, ["none", "linear"], "linear: LR = --lr x global batch / "
+                      "256 with a linear warm-up from --lr when above 256 (Goyal et al.; the "
+                      "tensorpack ImageNet code). Default: the preset's.")
+    flags.DEFINE_float("lr_warmup_epochs", None, "Warm-up length of --lr_scaling=linear "
+                       "(default: the preset's, 5).")
+    flags.DEFINE_bool("resume", True, "Continue a killed run from LOGDIR/backup (epoch, weights, "
+                      "optimizer state); --noresume starts afresh and discards the backup.")
     flags.DEFINE_integer("val_limit", None, "Validation examples attacked each epoch (0: none).")
     flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
     flags.DEFINE_string("eval_attacks", None, "Attacks run on the test split after training "

@@ -119,3 +119,53 @@ def dlr_targeted(*, logits, labels, targets):
     target_logit = tf.reduce_sum(
         tf.one_hot(tf.cast(targets, tf.int32), num_classes, dtype=logits.dtype) * logits, axis=-1)
     return -(true_logit - target_logit) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def l2lda_diversity(*, x_adv_1, x_adv_2, z_1, z_2, stability: float = 1e-8):
+    """L2L-DA's diversity ratio (Jang et al. 2019, eq. 7) at one step t, per pair of examples:
+
+        ‖x_adv⁽ᵗ⁾(z₁) − x_adv⁽ᵗ⁾(z₂)‖₁ / ‖z₁ − z₂‖₁,
+
+    with both L1 norms taken as means over their elements and 1e-8 added to the denominator, as
+    the authors' release computes it (``_dsgan_loss``; λ = 0.02 / 0.5 are calibrated to this
+    form). ``x_adv_*``: (B, ...) adversarial images of the same clean images under z₁ and z₂;
+    ``z_*``: (B, D) latents. Returns (B,); eq. 7's 1/T Σ_t is the caller's (see
+    :func:`l2lda_generator_objective`).
+    """
+    x_adv_1 = tf.convert_to_tensor(x_adv_1)
+    x_adv_2 = tf.cast(x_adv_2, x_adv_1.dtype)
+    z_1 = tf.cast(z_1, x_adv_1.dtype)
+    z_2 = tf.cast(z_2, x_adv_1.dtype)
+    if z_1.shape.rank is not None and z_1.shape[-1] == 0:
+        raise ValueError("The diversity loss needs a latent z with at least one dimension. "
+                         f"Received: z_1 of shape {z_1.shape}.")
+    x_axes = tf.range(1, tf.rank(x_adv_1))
+    z_axes = tf.range(1, tf.rank(z_1))
+    numerator = tf.reduce_mean(tf.abs(x_adv_1 - x_adv_2), axis=x_axes)
+    denominator = tf.reduce_mean(tf.abs(z_1 - z_2), axis=z_axes)
+    return numerator / (denominator + tf.cast(stability, x_adv_1.dtype))
+
+
+def l2lda_generator_objective(*, ce_1, ce_2, diversity, lam: float, step_reduction: str = "mean"):
+    """The L2L-DA generator's objective (Jang et al. 2019, eq. 8), per pair of examples:
+
+        L_g = L_cls + λ · L_div,   L_cls = 1/T Σ_t ½(CE(x_adv⁽ᵗ⁾(z₁)) + CE(x_adv⁽ᵗ⁾(z₂)))   (eq. 6)
+                                    L_div = 1/T Σ_t diversity⁽ᵗ⁾                            (eq. 7)
+
+    ``ce_1``, ``ce_2``: (T, B) per-step, per-example cross-entropies of the trajectories under z₁
+    and z₂ (the doubled batch of Algorithm 1, line 2); ``diversity``: (T, B) per-step
+    :func:`l2lda_diversity`. The batch mean of the result is eq. 8 (the mean CE over the doubled
+    batch plus λ times the mean ratio). ``step_reduction="mean"`` is the paper's 1/T Σ_t;
+    ``"sum"`` is the release's (``g_mini_update_style=2`` accumulates both terms over the T steps
+    without dividing). The generator *maximises* this. Returns (B,).
+    """
+    if step_reduction not in ("mean", "sum"):
+        raise ValueError("step_reduction must be 'mean' (eq. 6-7) or 'sum' (the release). "
+                         f"Received: step_reduction={step_reduction!r}.")
+    reduce = tf.reduce_mean if step_reduction == "mean" else tf.reduce_sum
+    ce_1 = tf.convert_to_tensor(ce_1)
+    ce_2 = tf.cast(ce_2, ce_1.dtype)
+    diversity = tf.cast(diversity, ce_1.dtype)
+    cls = reduce(0.5 * (ce_1 + ce_2), axis=0)
+    div = reduce(diversity, axis=0)
+    return cls + tf.cast(lam, ce_1.dtype) * div

@@ -32,6 +32,10 @@ class Preset:
     eval_attacks: str = "clean,fgsm,pgd-20,cw-20"
     eval_step_size: Optional[float] = None
     val_limit: Optional[int] = 1000
+    # "linear": lr is the LR of a 256-image global batch, scaled by global batch / 256 with a
+    # linear warm-up over lr_warmup_epochs when above 256 (the tensorpack ImageNet code).
+    lr_scaling: str = "none"
+    lr_warmup_epochs: float = 5.0
 
 
 def _register(name, preset):
@@ -72,3 +76,14 @@ def for_dataset(dataset: str, image_shape=None) -> str:
         raise ValueError("No preset for an npz dataset of this image shape; pass --preset=mnist|"
                          f"cifar10|digits and the model flags. Received: image_shape={image_shape!r}.")
     return dataset
+
+
+def dataset_preset(dataset: str, data_dir: Optional[str] = None) -> str:
+    """The preset name of a ``--dataset`` value: the dataset's own name, or for an npz file the
+    dataset of its image shape (read from the file)."""
+    image_shape = None
+    if dataset.startswith("npz:"):
+        from tfadv import data as data_lib  # lazy: the data package does not need presets
+
+        image_shape = data_lib.info(dataset, "test", data_dir=data_dir).image_shape
+    return for_dataset(dataset, image_shape)

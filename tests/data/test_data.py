@@ -46,11 +46,11 @@ def random_npz(tmp_path, n_train=30, n_test=10, shape=(6, 5), seed=0, name="smal
 
 
 def test_names():
-    assert set(data.names()) == {"mnist", "cifar10", "cifar100", "svhn", "digits", "npz"}
-    assert "imagenet" not in data.names()
+    assert set(data.names()) == {"mnist", "cifar10", "cifar100", "svhn", "digits", "npz",
+                                 "imagenet"}
 
 
-@pytest.mark.parametrize("bad", ["imagenet", "cifar", "foo:bar"])
+@pytest.mark.parametrize("bad", ["imagenet1k", "cifar", "foo:bar"])
 def test_unknown_dataset(bad):
     with pytest.raises(ValueError, match="Received") as e:
         data.load(bad)
@@ -357,3 +357,10 @@ def test_npz_out_of_range_and_float_labels(tmp_path):
     path = write_npz(tmp_path / "y.npz", x, np.zeros(2, np.float32), x, np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="float32"):
         data.load("npz:" + path)
+
+
+def test_unknown_source_option_names_the_dataset_options():
+    with pytest.raises(ValueError, match=r"takes no option\(s\) \['image_size'\].*Received"):
+        data.load("digits", "test", image_size=32)
+    with pytest.raises(ValueError, match="image_size"):
+        data.info("imagenet", "test", data_dir="/nonexistent", image_sizes=32)

@@ -309,7 +309,7 @@ DEFAULT_CASES = [
           epochs=30, optimizer="adam", eps_y=0.5, label_adversary="ls")),
 ]
 ERROR_CASES = [
-    (["--dataset=imagenet"], "scale-out issue"),
+    (["--dataset=imagenet", "--schedule=short"], "--schedule"),
     (["--random_start=none"], "--bat_model"),
     (["--schedule=short"], "--schedule"),
     (["--eps_y=0.3"], "eps_y"),

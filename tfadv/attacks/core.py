@@ -260,8 +260,13 @@ class IterativeAttack(Attack):
         ``num_steps`` (a Python int or an integer tensor/``tf.Variable``, e.g. a curriculum's k)
         runs this many iterations instead of ``self.num_steps``, which stays the loop's static
         bound: larger tensor values are capped at it.
+
+        Called eagerly, the batch is checked on the host; from the second call against the same
+        model on, the whole attack (clean logits, targets, restarts and the k-step loop) runs as
+        one ``tf.function`` traced once per model and input shape (:meth:`compiled_for`). Inside a
+        ``tf.function`` (a ``train_step``, the evaluation runner) it is traced into the caller's
+        graph. Compiled, the loop never returns to the host between steps.
         """
-        run_kwargs = {}
         if num_steps is not None:
             if type(self)._run is not IterativeAttack._run:
                 raise ValueError(f"{type(self).__name__} has its own loop and takes no per-call "
@@ -269,21 +274,92 @@ class IterativeAttack(Attack):
             if isinstance(num_steps, (int, np.integer)) and not 0 <= num_steps <= self.num_steps:
                 raise ValueError(f"num_steps must lie in [0, {self.num_steps}] (the attack's "
                                  f"num_steps). Received: num_steps={num_steps!r}.")
-            run_kwargs["num_steps"] = num_steps
-        raw_model = model_fn
-        model_fn = as_model_fn(raw_model, self.training)
+        as_model_fn(model_fn, self.training)  # rejects training=True for plain callables
         x = tf.convert_to_tensor(x, tf.float32)
         y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        if self.target == "given" and targets is None:
+            raise ValueError("target='given' needs targets=... in the call. Received: None.")
+        if not tf.executing_eagerly():
+            return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps)
+        compiled = self.compiled_for(model_fn)
+        if compiled is None:
+            # Op by op: the first call against a model, or an attack with a stop criterion.
+            if logits_clean is None:
+                logits_clean = tf.stop_gradient(inference_fn(model_fn)(x))
+            self._validate_eager(x, y, logits_clean)
+            return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps)
+        # Host-side checks need the number of classes: the caller's clean logits, else the logits
+        # of one image (1/B of a forward, instead of a full clean forward).
+        probe = logits_clean if logits_clean is not None else inference_fn(model_fn)(x[:1])
+        self._validate_eager(x, y, probe)
+        # Python numbers become tensors so that new values (an eps warm-up, a curriculum's k) reuse
+        # the trace instead of retracing it.
+        if eps_scale is not None and not isinstance(eps_scale, (tf.Tensor, tf.Variable)):
+            eps_scale = tf.constant(eps_scale, tf.float32)
+        if isinstance(num_steps, (int, np.integer)):
+            num_steps = tf.constant(int(num_steps), tf.int32)
+        if targets is not None:
+            targets = tf.cast(targets, tf.int32)
+        if logits_clean is not None:
+            logits_clean = tf.convert_to_tensor(logits_clean, tf.float32)
+        return compiled(x, y, targets, logits_clean, eps_scale, num_steps)
+
+    _COMPILED_CACHE_SIZE = 8
+
+    def compiled_for(self, model_fn) -> Optional[Callable]:
+        """The ``tf.function`` that runs this attack against ``model_fn`` from an eager call, or
+        None where the call runs op by op.
+
+        Tracing costs about as much as a few eager runs, so the first eager call against a model
+        runs op by op and every later one the compiled attack: one ``tf.function`` per model and
+        BN mode (kept for the last few models), ``reduce_retracing`` (one trace per input shape, a
+        second, shape-relaxed one if the batch size changes). An attack with a ``stop_fn`` always
+        runs op by op when called eagerly: the criterion may be any Python callable and sees
+        eager tensors once per step (wrap the call in ``tf.function`` to compile it, as
+        ``train_step`` does). A shallow copy of the attack (e.g. Dynamic AT's ``with_stop_fn``)
+        never reuses the original's functions.
+        """
+        if self.stop_fn is not None:
+            return None
+        cache = getattr(self, "_traced", None)
+        if cache is None or cache[0] is not self:
+            cache = (self, {})
+            self._traced = cache
+        functions = cache[1]
+        if isinstance(model_fn, ModelFn):
+            key = (id(model_fn.model), model_fn.training)
+        elif isinstance(model_fn, keras.layers.Layer):
+            key = (id(model_fn), self.training)
+        else:
+            key = (id(model_fn), None)
+        entry = functions.pop(key, None)
+        if entry is None:
+            # Seen for the first time: remember the model (keeping it alive, so that its id stays
+            # unique) and run op by op.
+            entry = (model_fn, None)
+            while len(functions) >= self._COMPILED_CACHE_SIZE:
+                functions.pop(next(iter(functions)))
+        elif entry[1] is None:
+            owner = entry[0]
+
+            def attack(x, y, targets, logits_clean, eps_scale, num_steps):
+                return self._attack_graph(owner, x, y, targets, logits_clean, eps_scale, num_steps)
+
+            entry = (owner, tf.function(attack, reduce_retracing=True))
+        functions[key] = entry  # most recently used last
+        return entry[1]
+
+    def _attack_graph(self, model_fn, x, y, targets, logits_clean, eps_scale, num_steps):
+        """The attack as traced into a graph: clean logits (only if targets or the KL loss need
+        them), targets, then ``restarts`` runs of :meth:`_run` keeping the per-example worst case."""
+        run_kwargs = {} if num_steps is None else {"num_steps": num_steps}
+        raw_model = model_fn
+        model_fn = as_model_fn(raw_model, self.training)
         needs_clean = self.target in ("mc", "ll", "random") or self.loss == "kl"
-        eager = tf.executing_eagerly()
-        if logits_clean is None and (needs_clean or eager):
+        if logits_clean is None and needs_clean:
             # Inference-mode clean logits (BAT computes the MC target with BN in inference mode).
             logits_clean = tf.stop_gradient(inference_fn(raw_model)(x))
-        if eager:
-            self._validate_eager(x, y, logits_clean)
         if self.target == "given":
-            if targets is None:
-                raise ValueError("target='given' needs targets=... in the call. Received: None.")
             targets = tf.cast(targets, tf.int32)
         elif self.target is not None:
             targets = targets_lib.select(self.target, logits=logits_clean, labels=y, seed=self.seed)

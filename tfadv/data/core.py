@@ -21,6 +21,7 @@ Adding a dataset is one function in :mod:`tfadv.data.sources` decorated with
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from typing import Optional, Tuple, Union
 
@@ -83,6 +84,9 @@ class Source:
     num_classes: int
     image_shape: Tuple[int, int, int]
     num_examples: Optional[int]
+
+
+_COMMON_SOURCE_ARGS = ("split", "data_dir", "argument", "shuffle_files", "seed")
 
 
 def names():
@@ -154,12 +158,20 @@ def _check_positive_int(value, what: str, *, allow_none: bool = False):
     return value
 
 
-def _source(name: str, split: str, data_dir, *, training: bool, seed, limit):
+def _source(name: str, split: str, data_dir, *, training: bool, seed, limit, options=None):
     key, argument = parse_name(name)
     factory = DATASETS.lookup(key)
     canonical = key if argument is None else f"{key}:{argument}"
+    options = dict(options or {})
+    if options:
+        accepted = inspect.signature(factory).parameters
+        unknown = sorted(k for k in options if k not in accepted)
+        if unknown:
+            raise ValueError(f"Dataset {key!r} takes no option(s) {unknown}; its options are "
+                             f"{sorted(k for k in accepted if k not in _COMMON_SOURCE_ARGS)}. "
+                             f"Received: {options!r}.")
     source = factory(split, data_dir=data_dir, argument=argument,
-                     shuffle_files=training and limit is None, seed=seed)
+                     shuffle_files=training and limit is None, seed=seed, **options)
     return key, canonical, source
 
 
@@ -180,20 +192,22 @@ def _info(canonical, split, source: Source, limit, pixel_range) -> DatasetInfo:
 
 
 def info(name: str, split: str = "train", *, data_dir: Optional[str] = None,
-         pixel_range: Union[str, ranges.PixelRange] = "[0,1]", limit: Optional[int] = None
-         ) -> DatasetInfo:
-    """Returns the :class:`DatasetInfo` that ``load`` would return, without iterating anything."""
+         pixel_range: Union[str, ranges.PixelRange] = "[0,1]", limit: Optional[int] = None,
+         **source_options) -> DatasetInfo:
+    """Returns the :class:`DatasetInfo` that ``load`` would return, without iterating anything.
+    ``source_options`` are the dataset's own keyword options (see :func:`load`)."""
     pixel_range = ranges.get_range(pixel_range)
     _check_positive_int(limit, "limit", allow_none=True)
-    _, canonical, source = _source(name, split, data_dir, training=False, seed=None, limit=limit)
+    _, canonical, source = _source(name, split, data_dir, training=False, seed=None, limit=limit,
+                                   options=source_options)
     return _info(canonical, split, source, limit, pixel_range)
 
 
 def load(name: str, split: str = "train", *, batch_size: int = 128,
          pixel_range: Union[str, ranges.PixelRange] = "[0,1]", training: Optional[bool] = None,
          data_dir: Optional[str] = None, shuffle_buffer: int = 10_000, seed: Optional[int] = None,
-         drop_remainder: bool = False, limit: Optional[int] = None, augment=None
-         ) -> Tuple[tf.data.Dataset, DatasetInfo]:
+         drop_remainder: bool = False, limit: Optional[int] = None, augment=None,
+         **source_options) -> Tuple[tf.data.Dataset, DatasetInfo]:
     """Builds a batched ``tf.data`` pipeline of ``(images, labels)``.
 
     Args:
@@ -217,6 +231,9 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
         augment: ``None``/``True`` for the dataset's default augmentation (CIFAR: pad-4 crop +
             flip; SVHN: pad-4 crop; others none), ``False`` for none, or the name of an
             augmentation in :data:`tfadv.data.augment.AUGMENTATIONS`. Ignored when not training.
+        **source_options: keyword options of the registered dataset function itself (e.g.
+            ImageNet's ``image_size``, ``lmdb``, ``num_workers``, ``shard_index``/``num_shards``);
+            an option the dataset does not take is an error naming the ones it does.
 
     Returns:
         ``(dataset, info)``: ``dataset`` yields ``float32`` images ``(B, H, W, C)`` in
@@ -238,7 +255,7 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
         augment_fn = augment_lib.resolve(key, augment)
 
     key, canonical, source = _source(name, split, data_dir, training=training, seed=seed,
-                                     limit=limit)
+                                     limit=limit, options=source_options)
     height, width, channels = source.image_shape
     ds = source.dataset
     if limit is not None:

@@ -271,3 +271,23 @@ def npz(split, *, data_dir=None, argument=None, shuffle_files=False, seed=None) 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     return Source(ds, num_classes=num_classes, image_shape=tuple(x.shape[1:]),
                   num_examples=len(x))
+
+
+# ----------------------------------------------------------------------------------- imagenet
+
+
+@DATASETS.register("imagenet")
+def imagenet(split, *, data_dir=None, argument=None, shuffle_files=False, seed=None,
+             image_size=224, shard_index=0, num_shards=1, num_workers=None, lmdb=False) -> Source:
+    """ILSVRC12 JPEG folders (or LMDB files) under ``data_dir``, read with tensorpack dataflows
+    (:mod:`tfadv.data.imagenet`; ``test`` is ILSVRC's val folder). :func:`tfadv.data.load` asks for
+    ``shuffle_files`` on training pipelines: that turns on fb.resnet's augmentation (in worker
+    processes) and the per-pass reshuffle. The keyword options are those of
+    :func:`tfadv.data.imagenet.imagenet_source`."""
+    from tfadv.data import imagenet as imagenet_lib
+
+    base, _ = parse_split(split, dataset="imagenet", allow_slicing=False)
+    return imagenet_lib.imagenet_source(
+        split, data_dir=data_dir, training=bool(shuffle_files) and base == "train",
+        image_size=image_size, shard_index=shard_index, num_shards=num_shards,
+        num_workers=num_workers, lmdb=lmdb, seed=seed)

@@ -9,6 +9,7 @@ from tfadv.defenses.dynamic import DynamicAdversarialTraining, dynamic
 from tfadv.defenses.madry import MadryAdversarialTraining, madry
 from tfadv.defenses.natural import NaturalTraining, natural
 from tfadv.defenses.trades import TradesAdversarialTraining, trades
+from tfadv.defenses.l2lda import L2LDA, l2l, l2lda
 from tfadv.registry import Registry
 
 DEFENSES = Registry("defense")
@@ -18,6 +19,8 @@ DEFENSES.register("bat")(bat)
 DEFENSES.register("dynamic", "fosc")(dynamic)
 DEFENSES.register("curriculum", "cat")(curriculum)
 DEFENSES.register("trades")(trades)
+DEFENSES.register("l2lda")(l2lda)
+DEFENSES.register("l2l")(l2l)
 
 
 def get(name: str):
@@ -31,4 +34,5 @@ def names():
 
 __all__ = ["AdversarialModel", "BilateralAdversarialTraining", "CurriculumAdversarialTraining",
            "DynamicAdversarialTraining", "MadryAdversarialTraining",
-           "NaturalTraining", "TradesAdversarialTraining", "bat_config", "get", "names", "DEFENSES"]
+           "L2LDA", "NaturalTraining", "TradesAdversarialTraining", "bat_config", "get", "names",
+           "DEFENSES"]

@@ -10,6 +10,14 @@
 A defense subclass is a loss plus an attack configuration: it overrides ``defense_loss`` (and, where
 the paper needs it, ``make_adversarial``) — never the loop. ``fit()``, callbacks, checkpoints and
 ``tf.distribute`` strategies work unchanged.
+
+Under a strategy (BAT ImageNet sec. 5: synchronous data-parallel training as in the tensorpack code)
+``train_step`` runs once per replica on its slice of the global batch: the examples are made per
+replica, each replica's batch-mean loss is weighted by its share of the GLOBAL batch (so unequal
+or empty final slices still give the global-batch mean; weight decay is added once), the summed
+gradients update the mirrored weights, BatchNorm moving statistics are averaged over the replicas
+(weighted by their examples) so the copies never drift apart, and epoch logs are the metrics
+aggregated over replicas.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from tfadv import distribute as distribute_lib
 from tfadv import losses as losses_lib
 from tfadv.attacks.core import Attack, ModelFn
 
@@ -38,11 +47,14 @@ class AdversarialModel(keras.Model):
         eps_warmup_steps: if > 0, the training attack's eps and step grow linearly from 0 to their
             full value over this many optimizer steps (a curriculum on eps that keeps training from
             stalling at the constant predictor on MNIST at eps 0.3; logged as ``eps_scale``).
+        attack_fp32: under a mixed-precision policy, trace ``make_adversarial`` in float32 (the
+            defense loss and update stay mixed); no effect in float32.
     """
 
     def __init__(self, network: keras.Model, *, attack: Attack, eval_attack: Optional[Attack] = None,
                  weight_decay: float = 0.0, attack_training: bool = False, track_clean: bool = True,
-                 eps_warmup_steps: int = 0, name: Optional[str] = None, **kwargs):
+                 eps_warmup_steps: int = 0, attack_fp32: bool = False, name: Optional[str] = None,
+                 **kwargs):
         if not isinstance(network, keras.Model):
             raise TypeError(f"network must be a keras.Model returning logits. Received: {network!r}.")
         super().__init__(name=name or f"{type(self).__name__.lower()}_{network.name}", **kwargs)
@@ -58,6 +70,7 @@ class AdversarialModel(keras.Model):
             raise ValueError(f"eps_warmup_steps must be a non-negative integer. "
                              f"Received: {eps_warmup_steps!r}.")
         self.eps_warmup_steps = int(eps_warmup_steps)
+        self.attack_fp32 = bool(attack_fp32)
         self.num_classes = int(network.output_shape[-1])
         names = ["loss", "adv_loss", "adv_acc", "clean_loss", "clean_acc"]
         self._trackers = {n: (keras.metrics.SparseCategoricalAccuracy(name=n) if n.endswith("acc")
@@ -136,16 +149,44 @@ class AdversarialModel(keras.Model):
         x = self._check_images(data[0])
         y = self._check_labels(data[1])
         eps_scale = self.eps_scale()  # the value make_adversarial uses at this step
-        x_adv = self.make_adversarial(x, y)
-        with tf.GradientTape() as tape:
+        if self.attack_fp32:
+            with distribute_lib.compute_in_float32(self.network):
+                x_adv = self.make_adversarial(x, y)
+        else:
+            x_adv = self.make_adversarial(x, y)
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        local_n, share = self._global_batch_share(y, replicas)
+        with tf.GradientTape(persistent=replicas > 1) as tape:
             loss, logits_adv = self.defense_loss(x, y, x_adv)
-            total = loss + self.weight_decay_loss()
-            # Gradients are summed over replicas by the optimizer: scale as Keras does.
-            scaled = total / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, total.dtype)
+            loss = tf.cast(loss, tf.float32)
+            decay = self.weight_decay_loss()
+            # The optimizer SUMS the replicas' gradients: this replica's batch mean weighted by its
+            # share of the global batch, plus 1/replicas of the (replicated) weight decay, sums to
+            # the global-batch objective. An empty slice contributes 0 (its mean is NaN).
+            part = share * loss if replicas == 1 else tf.where(local_n > 0, share * loss, 0.0)
+            # scale_loss: the LossScaleOptimizer's factor under fp16 (identity otherwise).
+            if replicas == 1:
+                scaled = self.optimizer.scale_loss(part + decay)
+            else:
+                scaled_part = self.optimizer.scale_loss(part)
+                scaled_decay = self.optimizer.scale_loss(decay / replicas)
         variables = self.network.trainable_variables
-        grads = tape.gradient(scaled, variables)
+        if replicas == 1:
+            grads = tape.gradient(scaled, variables)
+        else:  # BatchNorm on an empty slice yields NaN gradients: zero them, keep the decay share
+            data = tape.gradient(scaled_part, variables)
+            reg = tape.gradient(scaled_decay, variables)
+            grads = [None if g is None and r is None else
+                     (0.0 if g is None else tf.where(local_n > 0, g, tf.zeros_like(g)))
+                     + (0.0 if r is None else r) for g, r in zip(data, reg)]
+            del tape
         self.optimizer.apply_gradients(zip(grads, variables))
-        self._trackers["loss"].update_state(total)
+        if replicas > 1:
+            self._sync_moving_statistics(local_n)
+        # Summed over replicas (value x replicas, weight 1/replicas) this is one entry per step of
+        # the global-batch objective, exactly what a single device records.
+        self._trackers["loss"].update_state(part * replicas + decay, sample_weight=1.0 / replicas)
         self._update_adv(y, logits_adv)
         if self.track_clean:
             self._update_clean(y, self.network(x, training=False))
@@ -162,8 +203,89 @@ class AdversarialModel(keras.Model):
         logits_adv = self.network(x_adv, training=False)
         self._update_clean(y, logits_clean)
         self._update_adv(y, logits_adv)
-        self._trackers["loss"].update_state(tf.reduce_mean(losses_lib.ce(logits=logits_adv, labels=y)))
+        # Per-example CE: the mean over all examples (an empty replica slice adds nothing).
+        self._trackers["loss"].update_state(losses_lib.ce(logits=logits_adv, labels=y))
         return self._results()
+
+    # ----------------------------------------------------------------------------- replicas
+    @staticmethod
+    def _global_batch_share(y, replicas: int):
+        """(examples in this replica's slice, its fraction of the global batch); (n, 1) alone."""
+        local_n = tf.shape(y)[0]
+        if replicas == 1:
+            return local_n, tf.constant(1.0)
+        global_n = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.cast(local_n, tf.float32))
+        return local_n, tf.cast(local_n, tf.float32) / tf.maximum(global_n, 1.0)
+
+    def _sync_moving_statistics(self, local_n):
+        """Sets every float non-trainable variable of the network (BatchNorm moving mean/variance)
+        to its average over the replicas weighted by their examples. Keras assigns them per replica
+        with no aggregation, so without this the mirrored copies drift apart and a checkpoint keeps
+        only replica 0's. The moving averages are linear, so this equals one update with the
+        replicas' example-weighted batch statistics."""
+        variables = [v for v in self.network.non_trainable_variables
+                     if "float" in str(getattr(v, "dtype", ""))]
+        if not variables:
+            return
+        ctx = tf.distribute.get_replica_context()
+        weight = tf.cast(local_n, tf.float32)
+        values = [tf.where(weight > 0, tf.cast(v.value, tf.float32) * weight, 0.0)
+                  for v in variables]
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [weight] + values)
+        for v, total in zip(variables, summed[1:]):
+            v.assign(tf.cast(total / tf.maximum(summed[0], 1.0), v.dtype))
+
+    def make_train_function(self, force=False):
+        self._vector_logs_across_workers()
+        return super().make_train_function(force=force)
+
+    def make_test_function(self, force=False):
+        self._vector_logs_across_workers()
+        return super().make_test_function(force=force)
+
+    def _vector_logs_across_workers(self):
+        """Across workers Keras averages each step log with ``strategy.reduce(MEAN, v, axis=0)``,
+        which rejects scalars: there the (most derived) train/test steps return each log as a
+        one-element vector, which that reduction turns back into a scalar. Nothing changes on one
+        host."""
+        strategy = self.distribute_strategy
+        if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            return
+        for name in ("train_step", "test_step"):
+            if name in self.__dict__:
+                continue
+            step = getattr(self, name)
+
+            def vector_logs(data, step=step):
+                return {k: tf.reshape(v, [1]) for k, v in step(data).items()}
+
+            object.__setattr__(self, name, vector_logs)  # an instance attribute, not tracked
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """The network is built at construction and the metrics are the model's own, so there
+        is nothing to trace on a data batch: mark the wrapper built and build the optimizer. (Keras
+        would first average a distributed batch with ``strategy.reduce``, which fails on the
+        ``(x, y)`` tuple under MultiWorkerMirroredStrategy.) Falls back to Keras when ``compile()``
+        was given a loss or metrics."""
+        if getattr(self, "_compile_metrics", None) is not None or \
+                getattr(self, "_compile_loss", None) is not None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        self.built = True
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def _get_metrics_result_or_logs(self, logs):
+        """Epoch logs: every metric's result read across replicas (sync-on-read sums), plus the
+        step's other logs (schedules such as ``c_t``, ``k``, ``eps_scale``). Keras returns the
+        last step's replica-averaged logs instead whenever a defense logs a non-metric value."""
+        metric_logs = super()._get_metrics_result_or_logs(logs)
+        if not isinstance(logs, dict) or metric_logs is not logs:
+            return metric_logs
+        results = self.get_metrics_result()
+        return {**logs, **{name: value for name, value in results.items() if name in logs}}
 
     def _update_adv(self, y, logits_adv):
         self._trackers["adv_loss"].update_state(losses_lib.ce(logits=logits_adv, labels=y))

@@ -31,6 +31,7 @@ from tfadv import losses as losses_lib
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
 from tfadv.defenses.base import AdversarialModel
+from tfadv.evaluation import specs as specs_lib
 
 LABEL_ADVERSARIES = ("la", "ls", "none")
 
@@ -283,3 +284,19 @@ def _register_presets():
 
 
 _register_presets()
+
+# ImageNet (BAT ICCV sec. 5 "Implementation Details", sec. 5.4, Table 9), following the tensorpack
+# ImageNet-Adversarial-Training code the paper says it uses: ResNet-50 (101/152 with --model), inputs
+# in [-1,1], the two-step MC attack (eps 16, step 8) with beta 100 (bat_model R-MC-LA-ImageNet),
+# 100 epochs, LR 0.1 x0.1 at epochs 30/60/90, global batch 256 (8 GPUs x 32), LR scaled by
+# global batch / 256 with a 5-epoch warm-up above 256, momentum 0.9 (tensorpack: Nesterov), weight
+# decay 1e-4 * sum(w^2)/2 on kernels (tensorpack's l2_regularizer(1e-4) on '.*/W'), evaluation =
+# Table 9's columns (the bat_imagenet suite).
+IMAGENET_PRESET = "bat_imagenet"
+IMAGENET_EVAL = ",".join(specs_lib.SUITES["bat_imagenet"])
+if IMAGENET_PRESET not in presets_lib.PRESETS.names():
+    presets_lib.PRESETS.register(IMAGENET_PRESET)(lambda: presets_lib.Preset(
+        model="resnet50_imagenet", pixel_range="[-1,1]", eps=16.0, step_size=8.0, num_steps=2,
+        epochs=100, batch_size=256, optimizer="sgd", lr=0.1, lr_boundaries=(30, 60, 90),
+        momentum=0.9, weight_decay=1e-4, eval_attacks=IMAGENET_EVAL, val_limit=1000,
+        lr_scaling="linear", lr_warmup_epochs=5.0))

@@ -299,13 +299,8 @@ _register_presets()
 def script_preset(dataset: str, data_dir: Optional[str] = None) -> Optional[str]:
     """The FOSC paper's preset for a script's ``--dataset`` (``mnist``, ``cifar10`` and npz files of
     their image shapes), or None to use the dataset's own preset."""
-    image_shape = None
-    if dataset.startswith("npz:"):
-        from tfadv import data as data_lib
-
-        image_shape = data_lib.info(dataset, "test", data_dir=data_dir).image_shape
     try:
-        base = presets_lib.for_dataset(dataset, image_shape)
+        base = presets_lib.dataset_preset(dataset, data_dir)
     except ValueError:
         return None
     return paper_preset(base.lower())

@@ -127,8 +127,11 @@ class TradesAdversarialTraining(AdversarialModel):
         logits_adv = self.network(x_adv, training=True)
         loss, ce, kl = trades_loss(logits_clean=logits_clean, logits_adv=logits_adv, labels=y,
                                    beta=self.beta)
-        self._trades_trackers["natural_loss"].update_state(ce)
-        self._trades_trackers["kl_loss"].update_state(kl)
+        # Weighted by the slice size, so the epoch value is the global-batch mean under a strategy
+        # (replica slices may be unequal; an empty slice adds nothing instead of its NaN mean).
+        n = tf.cast(tf.shape(y)[0], tf.float32)
+        for name, value in (("natural_loss", ce), ("kl_loss", kl)):
+            self._trades_trackers[name].update_state(tf.where(n > 0, value, 0.0), sample_weight=n)
         return loss, logits_adv
 
     def train_step(self, data):

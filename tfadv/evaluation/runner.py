@@ -13,6 +13,12 @@ it ran on.
 Graph-safe attacks are compiled once with ``tf.function``; the others (``graph_safe = False``:
 host-side control flow, query loops) are called eagerly.
 
+Generator attacks (``tfadv.attacks.generators``: ``needs_preparation = True``) are fitted to the
+model once before their batches: ``prepare_data=`` (training-split batches) is handed to
+``attack.prepare(model_fn, prepare_data, steps=prepare_steps)``; an attack already prepared by the
+caller is used as it is. A resumed run fits such an attack again before its remaining batches
+(the fitted generator is not part of the saved state).
+
 ``state_path=`` makes a long run resumable: after every batch (or every ``save_every_s`` seconds,
 and whenever the run stops, also on an error) the per-attack progress is written atomically to an
 ``.npz`` file; a rerun with the same configuration skips the finished attacks and batches.
@@ -202,7 +208,8 @@ def _summary_name(label: str) -> str:
 
 def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_examples: Optional[int] = None,
              progress=sys.stderr, only_robust: bool = False, state_path: Optional[str] = None,
-             save_every_s: float = 0.0, tensorboard_dir: Optional[str] = None) -> EvaluationResult:
+             save_every_s: float = 0.0, tensorboard_dir: Optional[str] = None,
+             prepare_data=None, prepare_steps: Optional[int] = None) -> EvaluationResult:
     """Evaluates ``model`` (Keras model or logits callable) under each attack spec.
 
     Args:
@@ -218,11 +225,17 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
         save_every_s: with ``state_path``, save at most this often (0: after every batch); the state
             is always saved when an attack finishes and when the run stops on an error.
         tensorboard_dir: write scalars (per-attack accuracy, worst case so far, time) there.
+        prepare_data: batches ``(images, labels)`` (training split) on which attacks with
+            ``needs_preparation`` are fitted before they run (generator attacks).
+        prepare_steps: fitting steps of those attacks that do not set their own.
     """
     rng = ranges_lib.get_range(pixel_range)
     model_fn = as_model_fn(model, False)
-    state = _State(state_path, fingerprint(specs, pixel_range=rng, only_robust=only_robust),
-                   save_every_s)
+    key = fingerprint(specs, pixel_range=rng, only_robust=only_robust)
+    if prepare_steps is not None and any(getattr(getattr(s, "attack", s), "needs_preparation", False)
+                                         for s in specs.values()):
+        key += f"|prepare_steps={int(prepare_steps)}"
+    state = _State(state_path, key, save_every_s)
     writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
     results: Dict[str, AttackResult] = {}
     robust_so_far: Optional[np.ndarray] = None
@@ -233,6 +246,7 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
             attack = getattr(spec, "attack", spec)
             entry = state.entry(label)
             if not entry["done"]:
+                _prepare(model_fn, attack, label, prepare_data, prepare_steps, progress)
                 checked = _run_attack(model_fn, dataset, attack, label, entry, state, rng,
                                       robust_so_far if only_robust else None, num_examples,
                                       progress, checked)
@@ -256,6 +270,22 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
             writer.flush()
             writer.close()
     return EvaluationResult(results=results, num_examples=total, only_robust=bool(only_robust))
+
+
+def _prepare(model_fn, attack, label, data, steps, progress) -> None:
+    """Fits an attack that needs it (a generator attack) to ``model_fn`` before its batches."""
+    if not getattr(attack, "needs_preparation", False) or getattr(attack, "prepared", False):
+        return
+    if data is None:
+        raise ValueError(
+            f"Attack {label!r} ({getattr(attack, 'name', type(attack).__name__)}) must be fitted to "
+            "the model before it attacks: pass prepare_data= (training-split batches) to "
+            "evaluate(), or call attack.prepare(model_fn, dataset) first. Received: prepare_data=None.")
+    start = time.time()
+    summary = attack.prepare(model_fn, data, steps=steps)
+    if progress is not None:
+        progress.write(f"  {label}: fitted in {time.time() - start:.0f}s ({summary})\n")
+        progress.flush()
 
 
 def _result_from_entry(label, entry, attack, name, only_robust) -> AttackResult:

@@ -240,6 +240,12 @@ SUITES = {
     "paper": ("clean", "fgsm", "pgd-20", "pgd-100", "cw-20", "cw_linf(steps=30)", "mifgsm",
               "deepfool(norm=linf)"),
 }
+# BAT ICCV Table 9 (sec. 5 "Evaluation"): eps 16, non-targeted ("nt") and uniformly random-targeted
+# ("rd") PGD on cross-entropy, 10 steps of 1.6 and 100 steps of 1 pixel, random start. Each column
+# is its own attack: run with only_robust off (--only_robust=false) to report them side by side.
+SUITES["bat_imagenet"] = ("clean", "pgd(steps=10,step=1.6,eps=16)", "pgd(steps=100,step=1,eps=16)",
+                          "pgd(steps=10,step=1.6,eps=16,target=random)",
+                          "pgd(steps=100,step=1,eps=16,target=random)")
 # AutoAttack right after the clean pass, so that its accuracy is the standard (exact) AutoAttack
 # number even when later attacks run only on the points it left robust.
 SUITES["full"] = ("clean", "autoattack") + SUITES["paper"][1:] + ("apgd_ce", "apgd_t", "fab_t", "square")

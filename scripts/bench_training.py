@@ -1,0 +1,367 @@
+"""Wall time of one training step of each defense, divided by a clean step, in one run (issue 8).
+
+    python scripts/bench_training.py                       # ResNet-20, batch 128, 32x32x3
+    python scripts/bench_training.py --steps=5 --repeats=3 --json_out=runs/bench_training.json
+    python scripts/bench_training.py --defenses=clean,madry_pgd7 \
+        --variants=fp32,bf16,fp16,fp32+xla,bf16+xla,bf16+attack_fp32
+
+Every defense is built by ``tfadv.defenses.get(name)`` around its own copy of the CIFAR ResNet-20
+of ``models/resnet_cifar.py`` (same weights), compiled with SGD (momentum 0.9) and stepped with
+``train_on_batch`` on the same random batch in [0,1]. Rows:
+
+    clean         natural training (the unit: one forward+backward+update)
+    madry_pgd7    Madry et al., PGD-7 (8/255, step 2/255, uniform start)
+    bat_rmc_la    BAT, R-MC-LA: one MC-targeted step of 8/255 from a random start, adversarial
+                  labels from the same inference-mode clean logits as the target
+    trades_k10    TRADES, K=10 KL steps of 0.007 from a Gaussian start, beta 6
+    dynamic       Dynamic AT, PGD-10 step eps/4 with the FOSC stop (c_max 0.5, epoch 0: the
+                  strongest early stopping) and its FOSC recording
+    l2lda         L2L-DA with its default generator (a "not available" row until
+                  ``tfadv.defenses.get("l2lda")`` works)
+
+``track_clean`` (an extra inference forward for clean training metrics) is off for every row
+unless ``--track_clean``. Each row prints the measured ratio to the clean step, the ideal ratio
+from its count of passes (a forward+backward pass "fb" counts 1 whatever it differentiates, a lone
+inference forward "f" 1/3) and the peak resident memory during its steps (peak GPU memory when a
+GPU is present). The defenses are timed round by round (``--repeats`` rounds of ``--steps`` steps
+after ``--warmup`` untimed steps each) so that a shared machine's load hits every row alike.
+
+``--variants`` (default ``fp32`` only: the table above) repeats every requested defense under
+each precision / XLA variant of ``VARIANTS``, built the way ``tfadv.experiment.train`` builds a
+``--precision``/``--xla``/``--attack_fp32`` run: network, defense and ``compile()`` inside
+``tfadv.distribute.precision_policy`` with ``tfadv.distribute.float32_logits`` on the network,
+``compile(jit_compile=xla)`` (Keras' ``compile`` wraps the optimizer in a LossScaleOptimizer under
+``mixed_float16``, as in training), and ``attack_fp32=True`` given to every defense with an attack
+(not ``clean``). ``fp32`` is always measured (the unit of the extra column). All variants' rows
+are timed in the same rounds; ``x clean step`` is the ratio to the clean step of the SAME variant
+(the targets apply to it) and ``x fp32 (same defense)`` the ratio to the same defense's fp32 row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import NamedTuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+DEFENSES = ("clean", "madry_pgd7", "bat_rmc_la", "trades_k10", "dynamic", "l2lda")
+# Issue 8's targets: training-step time / clean-step time.
+TARGETS = {"madry_pgd7": 8.5, "bat_rmc_la": 2.6, "trades_k10": 13.0}
+
+
+class Variant(NamedTuple):
+    """How a row's defense is built: training's ``--precision``, ``--xla``, ``--attack_fp32``."""
+
+    precision: str = "fp32"     # a key of tfadv.distribute.PRECISIONS
+    xla: bool = False           # compile(jit_compile=...)
+    attack_fp32: bool = False   # trace make_adversarial in float32 under a mixed policy
+
+
+VARIANTS = {
+    "fp32": Variant(),
+    "bf16": Variant(precision="bf16"),
+    "fp16": Variant(precision="fp16"),
+    "fp32+xla": Variant(xla=True),
+    "bf16+xla": Variant(precision="bf16", xla=True),
+    "bf16+attack_fp32": Variant(precision="bf16", attack_fp32=True),
+}
+
+flags.DEFINE_string("model", "resnet20_cifar", "Architecture from the models registry.")
+flags.DEFINE_integer("batch_size", 128, "Images per training step.")
+flags.DEFINE_integer("image_size", 32, "Height and width of the random images.")
+flags.DEFINE_integer("num_classes", 10, "Classes of the network.")
+flags.DEFINE_integer("steps", 3, "Timed training steps per defense and round.")
+flags.DEFINE_integer("repeats", 2, "Rounds (a row's time per step is the median over rounds).")
+flags.DEFINE_integer("warmup", 2, "Untimed steps per defense first (tracing).")
+flags.DEFINE_list("defenses", list(DEFENSES), "Subset of " + ", ".join(DEFENSES))
+flags.DEFINE_list("variants", ["fp32"], "Precision/XLA variants, a subset of " +
+                  ", ".join(VARIANTS) + " (fp32 is always measured).")
+flags.DEFINE_bool("track_clean", False, "Keep the defenses' extra clean-metrics forward.")
+flags.DEFINE_integer("seed", 0, "Seed of the weights and the batch.")
+flags.DEFINE_string("json_out", None, "Also write the rows as JSON here.")
+FLAGS = flags.FLAGS
+
+
+# (forward+backward passes, lone inference forwards) per training step, track_clean off.
+PASSES = {
+    "clean": (1, 0),
+    "madry_pgd7": (7 + 1, 0),           # 7 attack steps + the training pass
+    "bat_rmc_la": (1 + 1, 1),           # 1 attack step + training; 1 clean forward (target, y')
+    "trades_k10": (10 + 2, 1),          # 10 KL steps + training on x and x'; clean forward for KL
+    "dynamic": (10 + 1 + 1, 0),         # <= 10 PGD steps + FOSC recording + training
+}
+
+
+def ideal_ratio(name, track_clean):
+    if name not in PASSES:
+        return None, "n/a"
+    fb, f = PASSES[name]
+    if track_clean and name != "clean":
+        f += 1
+    text = f"{fb} fb" + (f" + {f} f" if f else "")
+    return fb + f / 3.0, ("<= " if name == "dynamic" else "") + text
+
+
+def parse_variants(names):
+    """``--variants`` as ``[(name, Variant)]``, ``fp32`` first and always present."""
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise app.UsageError(f"Unknown variants {unknown}; expected a subset of {list(VARIANTS)}. "
+                             f"Received: variants={','.join(names)}")
+    ordered = ["fp32"] + [n for n in dict.fromkeys(names) if n != "fp32"]
+    return [(n, VARIANTS[n]) for n in ordered]
+
+
+def _bat_rmc_la(get, network, pixel_range, **kwargs):
+    from tfadv.defenses import bat_config
+
+    return get("bat")(network, **bat_config("R-MC-LA", pixel_range=pixel_range),
+                      pixel_range=pixel_range, **kwargs)
+
+
+# Row name -> builder(get, network, pixel_range, **kwargs); get is tfadv.defenses.get.
+BUILDERS = {
+    "clean": lambda get, network, pixel_range, **kw: get("natural")(network, **kw),
+    "madry_pgd7": lambda get, network, pixel_range, **kw: get("madry")(
+        network, num_steps=7, pixel_range=pixel_range, **kw),
+    "bat_rmc_la": _bat_rmc_la,
+    "trades_k10": lambda get, network, pixel_range, **kw: get("trades")(
+        network, num_steps=10, pixel_range=pixel_range, **kw),
+    "dynamic": lambda get, network, pixel_range, **kw: get("dynamic")(
+        network, num_steps=10, pixel_range=pixel_range, **kw),
+    "l2lda": lambda get, network, pixel_range, **kw: get("l2lda")(
+        network, pixel_range=pixel_range, **kw),
+}
+
+
+def build(name, network, pixel_range="[0,1]", track_clean=False, attack_fp32=False):
+    """The defense ``name`` around ``network`` (raises LookupError/ValueError when unavailable).
+    ``attack_fp32`` is passed (as ``tfadv.experiment.train`` does) to every defense with an
+    attack; ``clean`` has none."""
+    from tfadv import defenses
+
+    if name not in BUILDERS:
+        raise app.UsageError(f"Unknown defense; expected one of {DEFENSES}. Received: {name!r}")
+    kwargs = {"track_clean": False if name == "clean" else track_clean}
+    if attack_fp32 and name != "clean":
+        kwargs["attack_fp32"] = True
+    return BUILDERS[name](defenses.get, network, pixel_range, **kwargs)
+
+
+class PeakMemory:
+    """Peak memory during a window: TensorFlow's GPU peak when a GPU is present, else the peak
+    resident set size of this process sampled every 5 ms (``/proc/self/status`` VmRSS)."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.gpu = bool(tf.config.list_physical_devices("GPU"))
+        self.kind = "GPU peak" if self.gpu else "peak RSS"
+        self._peak = 0
+        self._stop = None
+
+    @staticmethod
+    def rss_bytes():
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def __enter__(self):
+        if self.gpu:
+            self.tf.config.experimental.reset_memory_stats("GPU:0")
+            return self
+        self._peak = self.rss_bytes()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.005):
+                self._peak = max(self._peak, self.rss_bytes())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.gpu:
+            self._peak = self.tf.config.experimental.get_memory_info("GPU:0")["peak"]
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, self.rss_bytes())
+        return False
+
+    @property
+    def peak_mib(self):
+        return self._peak / 2 ** 20
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
+
+
+def run_benchmark(*, model, batch_size, image_size, num_classes, steps, repeats, warmup,
+                  defenses, track_clean=False, seed=0, variants=("fp32",)):
+    """Returns the rows (one per variant and defense): seconds per step, ratio to the variant's
+    clean step, ratio to the defense's fp32 row, ideal ratio, peak memory."""
+    import keras
+    import numpy as np
+
+    import models
+    from tfadv import distribute
+
+    unknown = sorted(set(defenses) - set(DEFENSES))
+    if unknown:
+        raise app.UsageError(f"Unknown defenses {unknown}; expected a subset of {DEFENSES}. "
+                             f"Received: defenses={','.join(defenses)}")
+    variant_list = parse_variants(variants)
+    names = ["clean"] + [d for d in dict.fromkeys(defenses) if d != "clean"]
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, (batch_size, image_size, image_size, 3)).astype(np.float32)
+    y = rng.integers(0, num_classes, batch_size).astype(np.int32)
+    keras.utils.set_random_seed(seed)
+    reference = models.build(model, num_classes=num_classes,
+                             input_shape=(image_size, image_size, 3))
+    weights = reference.get_weights()
+    keys = [(v, name) for v, _ in variant_list for name in names]  # (variant, defense)
+    built, status, optimizers = {}, {}, {}
+    for key in keys:
+        vname, name = key
+        variant = VARIANTS[vname]
+        if name == "l2lda":
+            try:
+                from tfadv import defenses as defenses_lib
+
+                defenses_lib.get("l2lda")
+            except (ImportError, ValueError) as e:
+                status[key] = (f"not available (tfadv.defenses.get('l2lda'): "
+                               f"{type(e).__name__}: {str(e).splitlines()[0][:100]})")
+                continue
+        try:
+            # As tfadv.experiment.train: network, defense and compile() under the policy.
+            with distribute.precision_policy(variant.precision):
+                network = models.build(model, num_classes=num_classes,
+                                       input_shape=(image_size, image_size, 3))
+                distribute.float32_logits(network)
+                network.set_weights(weights)
+                defense = build(name, network, track_clean=track_clean,
+                                attack_fp32=variant.attack_fp32)
+                defense.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                                jit_compile=variant.xla)
+            for _ in range(max(warmup, 1)):
+                defense.train_on_batch(x, y)
+            built[key] = defense
+            optimizers[key] = type(defense.optimizer).__name__
+            status[key] = "ok"
+        except Exception as e:  # noqa: BLE001 - one defense failing is a row, not a crash
+            status[key] = f"failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+    times = {key: [] for key in built}
+    peaks = {key: 0.0 for key in built}
+    memory_kind = None
+    for _ in range(repeats):
+        for key, defense in built.items():
+            with PeakMemory() as mem:
+                start = time.perf_counter()
+                for _ in range(steps):
+                    defense.train_on_batch(x, y)
+                times[key].append((time.perf_counter() - start) / steps)
+            peaks[key] = max(peaks[key], mem.peak_mib)
+            memory_kind = mem.kind
+    per_step = {key: median(t) for key, t in times.items()}
+    rows = []
+    for key in keys:
+        vname, name = key
+        variant = VARIANTS[vname]
+        ideal, passes = ideal_ratio(name, track_clean)
+        row = {"defense": name, "variant": vname, "precision": variant.precision,
+               "xla": variant.xla, "attack_fp32": variant.attack_fp32 and name != "clean",
+               "ideal": ideal, "passes": passes, "target": TARGETS.get(name), "verdict": None,
+               "memory": memory_kind, "optimizer": optimizers.get(key)}
+        if key in per_step:
+            sec = per_step[key]
+            clean = per_step.get((vname, "clean"))
+            fp32 = per_step.get(("fp32", name))
+            ratio = sec / clean if clean else None
+            target = TARGETS.get(name)
+            verdict = None if target is None or ratio is None else (
+                "met" if ratio <= target else "MISSED")
+            row.update({"s_per_step": sec, "ratio": ratio, "vs_fp32": sec / fp32 if fp32 else None,
+                        "verdict": verdict, "peak_mib": peaks[key], "status": "ok"})
+        else:
+            row.update({"s_per_step": None, "ratio": None, "vs_fp32": None, "peak_mib": None,
+                        "status": status[key]})
+        rows.append(row)
+    return rows
+
+
+def format_table(rows):
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    kind = next((r["memory"] for r in rows if r["memory"]), "peak memory")
+    # The variant columns only when a variant other than fp32 was measured (the default table
+    # stays as it was).
+    variants = any(r.get("variant", "fp32") != "fp32" for r in rows)
+    if variants:
+        lines = ["| defense | variant | s/step | x clean step | x fp32 (same defense) | "
+                 f"ideal (passes) | target | {kind} (MiB) | status |",
+                 "|---|---|---:|---:|---:|---|---:|---:|---|"]
+    else:
+        lines = ["| defense | s/step | x clean step | ideal (passes) | target | "
+                 f"{kind} (MiB) | status |",
+                 "|---|---:|---:|---|---:|---:|---|"]
+    for r in rows:
+        ideal = "-" if r["ideal"] is None else f"{r['ideal']:.2f} ({r['passes']})"
+        target = "-" if r["target"] is None else f"<= {r['target']:g}" + (
+            f" {r['verdict']}" if r["verdict"] else "")
+        cells = [r["defense"], num(r["s_per_step"], ".3f"), num(r["ratio"], ".2f")]
+        if variants:
+            cells[1:1] = [r["variant"]]
+            cells.append(num(r.get("vs_fp32"), ".2f"))
+        cells += [ideal, target, num(r["peak_mib"], ".0f"), r["status"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    variants = [n for n, _ in parse_variants(FLAGS.variants)]  # fails before TensorFlow loads
+    import tensorflow as tf
+
+    rows = run_benchmark(model=FLAGS.model, batch_size=FLAGS.batch_size,
+                         image_size=FLAGS.image_size, num_classes=FLAGS.num_classes,
+                         steps=FLAGS.steps, repeats=FLAGS.repeats, warmup=FLAGS.warmup,
+                         defenses=FLAGS.defenses, track_clean=FLAGS.track_clean, seed=FLAGS.seed,
+                         variants=variants)
+    print(f"# Training step time: {FLAGS.model}, batch {FLAGS.batch_size}, "
+          f"{FLAGS.image_size}x{FLAGS.image_size}x3, median of {FLAGS.repeats} rounds x "
+          f"{FLAGS.steps} steps, track_clean={FLAGS.track_clean}"
+          + (f", variants {','.join(variants)}" if variants != ["fp32"] else "")
+          + f"; TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores")
+    print(format_table(rows))
+    if FLAGS.json_out:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json_out)), exist_ok=True)
+        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

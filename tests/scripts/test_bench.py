@@ -1,0 +1,143 @@
+"""Tiny smoke runs of scripts/bench_attacks.py and scripts/bench_training.py (issue 8).
+
+The peers (cleverhans, ART, torchattacks) belong to the ``bench`` extra; whichever of them the
+test interpreter lacks must come out as a "not installed" row, never as an error.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.testing import REPO_ROOT
+
+PEERS = {"cleverhans.tf2": "cleverhans", "art": "art", "torchattacks": "torchattacks"}
+
+
+def run_script(name, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", name), *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def installed(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def test_bench_attacks_tiny(tmp_path):
+    out = tmp_path / "bench_attacks.json"
+    frameworks = ["tfadv", "cleverhans.tf2", "art"]
+    stdout = run_script("bench_attacks.py", "--model=digits_cnn", "--batch_size=2",
+                        "--image_size=8", "--num_steps=2", "--repeats=1", "--warmup=1",
+                        "--frameworks=" + ",".join(frameworks),
+                        f"--json_out={out}")
+    assert "| framework | attack | img/s | x own limit | x cleverhans.tf2 | status |" in stdout
+    assert "tfadv PGD-2 / TF limit =" in stdout
+    with open(out) as f:
+        rows = json.load(f)["rows"]
+    by = {(r["framework"], r["kind"]): r for r in rows}
+    for kind in ("pgd", "fgsm"):
+        row = by[("tfadv", kind)]
+        assert row["status"] == "ok" and row["img_per_s"] > 0 and row["vs_own_limit"] > 0
+    assert by[("TF limit", "limit")]["img_per_s"] > 0
+    for fw in ("cleverhans.tf2", "art"):
+        if installed(PEERS[fw]):
+            assert by[(fw, "pgd")]["status"] == "ok"
+        else:
+            (row,) = [r for r in rows if r["framework"] == fw]
+            assert row["status"].startswith("not installed") and row["img_per_s"] is None
+            assert f"| {fw} | - | - | - | - | not installed" in stdout
+
+
+@pytest.mark.slow
+def test_bench_attacks_torch_twin_matches_keras(tmp_path):
+    if not installed("torch"):
+        stdout = run_script("bench_attacks.py", "--batch_size=2", "--image_size=16",
+                            "--num_steps=1", "--repeats=1", "--warmup=0",
+                            "--frameworks=torchattacks")
+        assert "| torchattacks | - | - | - | - | not installed" in stdout
+        return
+    out = tmp_path / "torch.json"
+    stdout = run_script("bench_attacks.py", "--batch_size=2", "--image_size=16", "--num_steps=1",
+                        "--repeats=1", "--warmup=0", "--frameworks=torchattacks",
+                        f"--json_out={out}")
+    with open(out) as f:
+        data = json.load(f)
+    if not installed("torchattacks"):
+        assert data["rows"][0]["status"].startswith("not installed")
+        return
+    (note,) = [n for n in data["notes"] if n.startswith("PyTorch twin")]
+    assert float(note.rsplit(" ", 1)[1]) < 1e-3  # same network, same weights
+    assert {r["kind"] for r in data["rows"] if r["status"] == "ok"} == {"limit", "pgd", "fgsm"}
+
+
+def test_bench_training_tiny(tmp_path):
+    out = tmp_path / "bench_training.json"
+    stdout = run_script("bench_training.py", "--model=digits_cnn", "--batch_size=4",
+                        "--image_size=8", "--steps=1", "--repeats=1", "--warmup=1",
+                        "--defenses=clean,bat_rmc_la", f"--json_out={out}")
+    assert "| defense | s/step | x clean step | ideal (passes) |" in stdout
+    with open(out) as f:
+        rows = {r["defense"]: r for r in json.load(f)["rows"]}
+    assert rows["clean"]["ratio"] == 1.0 and rows["clean"]["peak_mib"] > 0
+    bat = rows["bat_rmc_la"]
+    assert bat["status"] == "ok" and bat["ratio"] > 0 and bat["ideal"] > 2.0
+    assert bat["passes"] == "2 fb + 1 f" and bat["target"] == 2.6
+
+
+def test_bench_training_variants_tiny(tmp_path):
+    out = tmp_path / "bench_training.json"
+    stdout = run_script("bench_training.py", "--model=digits_cnn", "--batch_size=4",
+                        "--image_size=8", "--steps=1", "--repeats=1", "--warmup=1",
+                        "--variants=fp32,bf16,fp32+xla", "--defenses=clean,madry_pgd7",
+                        f"--json_out={out}")
+    assert ("| defense | variant | s/step | x clean step | x fp32 (same defense) | "
+            "ideal (passes) |") in stdout
+    with open(out) as f:
+        rows = {(r["variant"], r["defense"]): r for r in json.load(f)["rows"]}
+    assert set(rows) == {(v, d) for v in ("fp32", "bf16", "fp32+xla")
+                         for d in ("clean", "madry_pgd7")}
+    for (variant, defense), row in rows.items():
+        assert row["status"] == "ok", row
+        assert f"| {defense} | {variant} | " in stdout
+        assert row["vs_fp32"] > 0 and row["ratio"] > 0
+    for defense in ("clean", "madry_pgd7"):
+        assert rows[("fp32", defense)]["vs_fp32"] == 1.0
+        assert rows[("bf16", defense)]["precision"] == "bf16"
+        assert rows[("fp32+xla", defense)]["xla"] is True
+    for variant in ("fp32", "bf16", "fp32+xla"):
+        assert rows[(variant, "clean")]["ratio"] == 1.0  # the variant's own clean step
+    madry = rows[("bf16", "madry_pgd7")]
+    assert madry["vs_fp32"] == pytest.approx(
+        madry["s_per_step"] / rows[("fp32", "madry_pgd7")]["s_per_step"])
+
+
+def test_bench_training_unknown_variant_errors():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "bench_training.py"),
+                           "--variants=fp32,fp64"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "Unknown variants ['fp64']" in proc.stderr and "Received: variants=fp32,fp64" in \
+        proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_training_every_defense_is_a_row(tmp_path):
+    out = tmp_path / "bench_training.json"
+    run_script("bench_training.py", "--model=digits_cnn", "--batch_size=4", "--image_size=8",
+               "--steps=1", "--repeats=1", "--warmup=1", f"--json_out={out}")
+    with open(out) as f:
+        rows = {r["defense"]: r for r in json.load(f)["rows"]}
+    for name in ("clean", "madry_pgd7", "bat_rmc_la", "trades_k10", "dynamic"):
+        assert rows[name]["status"] == "ok" and rows[name]["ratio"] > 0, rows[name]
+    # L2L-DA is a row whatever its state: measured, "not available" or "failed (...)".
+    assert rows["l2lda"]["status"].split(" ")[0] in ("ok", "not", "failed")

@@ -1,0 +1,562 @@
+"""L2L-DA (Jang et al., ICCV 2019): adversarial training against a learned recursive, stochastic
+generator of attacks; and the L2L baseline (Chen et al. 2018, the paper's L2L*).
+
+One training step (Algorithm 1), in ``make_adversarial`` (hook 2) and ``defense_loss`` (hook 1):
+
+1. the batch is doubled, x ← [x; x], y ← [y; y], z ← [z₁; z₂] with z ~ N(0, I) drawn per example
+   (line 2);
+2. the generator's recursion (eq. 5, lines 3-6, :func:`unroll`), δ⁽⁰⁾ = 0, t = 0..T-1:
+       δ⁽ᵗ⁺¹⁾     = Proj_S(δ⁽ᵗ⁾ + ε_step · g_φ(x, y, z, δ⁽ᵗ⁾, ∇̂ₓL(x_adv⁽ᵗ⁾)))
+       x_adv⁽ᵗ⁺¹⁾ = Proj_X(x + δ⁽ᵗ⁺¹⁾)
+   with x_adv⁽⁰⁾ = x, ∇̂ the CE gradient normalised per example and channel
+   (:func:`normalize_gradient`), the classifier in inference mode;
+3. the generator ascends eq. (8), L_cls (eq. 6) + λ·L_div (eq. 7), back-propagating through the
+   whole unrolled recursion (line 9): SGD momentum 0.9, gradient-norm clipping 1.0, weight decay
+   1e-5, its own optimizer;
+4. the classifier descends one mean CE over [x; x_adv⁽ᵀ⁾(z₁); x_adv⁽ᵀ⁾(z₂)] in training mode
+   (line 10, as the release's ``f_update_style=1``), through AdversarialModel's update with the
+   compiled optimizer (global-norm clipping 1.0 added at ``compile``) and weight decay 1e-5.
+
+What the authors' release (YunseokJANG/l2l-da, ``adv_defence/trainer.py``) does where the paper is
+silent, and is followed here:
+
+* the gradient fed to the generator is **detached** (computed on a detached copy of x_adv⁽ᵗ⁾ and
+  ``.detach()``-ed), while the accumulated perturbation δ is **not**: the generator's gradient
+  reaches earlier steps through δ⁽ᵗ⁾ and x_adv⁽ᵗ⁾, never through ∇̂;
+* the classifier is in **eval mode** (BN moving statistics) while the examples are generated and
+  for L_cls; the generator is in train mode (BN batch statistics over the doubled batch);
+* ∇̂ = ∇ / ‖∇ + 1e-15‖₂ over H×W per example and channel; L_div uses means of absolute values
+  (``_dsgan_loss``) and the raw z (not its MLP code);
+* the classifier's update sees [x; x_adv(z₁); x_adv(z₂)] from the generator *before* its update.
+
+Ablations (Table 1): ``recursive=False`` is the one-shot generator (R X): every step restarts from
+δ = 0, so with T = 1 and ε_step = ε it is eq. (4), x_adv = Proj_X(x + ε·g(x, ∇)) (the factory's
+defaults for ``recursive=False``); ``diversity=False`` drops L_div (D X). ``use_delta`` and
+``class_conditional`` are the generator's Table 1(b) switches. ``l2l`` is Chen et al.'s L2L as the
+paper reproduced it (L2L*): one-shot, deterministic (no z), no y, no δ, no gradient normalisation,
+no L_div, with the same U-Net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from tfadv import atomic
+from tfadv import attacks as attacks_lib
+from tfadv import losses as losses_lib
+from tfadv import presets as presets_lib
+from tfadv import ranges as ranges_lib
+from tfadv.attacks.core import as_model_fn
+from tfadv.defenses.base import AdversarialModel
+
+# Sec. 5.1 / the release's run commands: λ per dataset (the config default 4.0 is not used).
+LAMBDA = {"mnist": 0.02, "cifar10": 0.5}
+# Sec. 5.1: ε = 0.3 (MNIST) and 8/255 (CIFAR-10) of [0,1], in pixel levels; ε_step = ε/4; T = 10.
+EPS_PIXELS = {"mnist": 0.3 * ranges_lib.PIXEL_LEVELS, "cifar10": 8.0}
+NUM_STEPS = 10
+STEP_FRACTION = 0.25
+WEIGHT_DECAY = 1e-5
+CLIP_NORM = 1.0
+GRADIENT_STABILIZER = 1e-15  # the release's "DO NOT EDIT! Need a stabilizer in here!!!"
+
+GENERATOR_DIR = "generator"
+GENERATOR_WEIGHTS = "generator.weights.h5"
+GENERATOR_CONFIG = "config.json"
+
+
+# ------------------------------------------------------------------------------------------------
+# The recursion
+
+
+def normalize_gradient(g):
+    """The generator's gradient input (sec. 5.2.1, "normalizes the input gradient"): per example
+    and channel, ∇ / ‖∇ + 1e-15‖₂ with the norm over H×W (the release's ``g_normalize_grad``).
+    ``g``: (B, H, W, C)."""
+    g = tf.convert_to_tensor(g, tf.float32)
+    if g.shape.rank is not None and g.shape.rank != 4:
+        raise ValueError("normalize_gradient expects image gradients of shape (B, H, W, C). "
+                         f"Received: shape={g.shape}.")
+    norm = tf.sqrt(tf.reduce_sum(tf.square(g + GRADIENT_STABILIZER), axis=[1, 2], keepdims=True))
+    return g / norm
+
+
+def _input_gradient(model_fn, x, y, normalize):
+    """∇ₓ Σᵢ CE(f(xᵢ), yᵢ) at ``x``, detached (the release's ``f_grad.detach()``), optionally
+    normalised; also the logits of ``x`` (differentiable w.r.t. whatever produced x)."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        logits = model_fn(x)
+        total = tf.reduce_sum(losses_lib.ce(logits=logits, labels=y))
+    grad = tf.stop_gradient(tape.gradient(total, x))
+    return (normalize_gradient(grad) if normalize else grad), logits
+
+
+def _check_step_args(eps, step_size, num_steps):
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps (T of eq. 5) must be an int >= 1. Received: num_steps={num_steps!r}.")
+    for name, value in (("eps", eps), ("step_size", step_size)):
+        if not tf.is_tensor(value):
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number in input units. "
+                                 f"Received: {name}={value!r}.") from None
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0 in input units. "
+                                 f"Received: {name}={value!r}.")
+
+
+def unroll(generator, model_fn, x, y, z, *, eps, step_size, num_steps, pixel_range, recursive=True,
+           normalize_grad=True, training=False, return_logits=False):
+    """Eq. (5) unrolled for T = ``num_steps`` steps; returns ``[x_adv⁽¹⁾, ..., x_adv⁽ᵀ⁾]``.
+
+        base⁽ᵗ⁾    = δ⁽ᵗ⁾ if recursive else 0                      (δ⁽⁰⁾ = 0)
+        δ⁽ᵗ⁺¹⁾     = clip(base⁽ᵗ⁾ + ε_step · g(x, ∇̂L(x_adv⁽ᵗ⁾), base⁽ᵗ⁾, z, y), −ε, ε)   (Proj_S)
+        x_adv⁽ᵗ⁺¹⁾ = clip(x + δ⁽ᵗ⁺¹⁾, pixel range)                                  (Proj_X)
+
+    x_adv⁽⁰⁾ = x. ``recursive=False`` is the one-shot generator (each step restarts from δ = 0;
+    with T = 1 and ``step_size=eps`` it is eq. 4, L2L). The gradient input is detached and
+    normalised (:func:`normalize_gradient`, unless ``normalize_grad=False``: L2L*'s raw gradient
+    of the summed CE); δ is not detached, so every x_adv⁽ᵗ⁾ is differentiable w.r.t. the
+    generator's variables through all earlier steps.
+
+    Args:
+        generator: from ``models.unet_generator.build_generator``.
+        model_fn: the classifier's logits callable; a Keras model is called in inference mode (the
+            release's ``Classifier.eval()`` during generation).
+        x, y, z: images (B, H, W, C) in ``pixel_range``, int labels (B,), latents (B, latent_dim).
+        eps, step_size: ε and ε_step in input units (sec. 5.1: ε_step = ε/4).
+        num_steps: T >= 1.
+        pixel_range: the range of x (tfadv.ranges).
+        training: the generator's BN mode (True while training it, as the release).
+        return_logits: also return the classifier's logits at every x_adv⁽ᵗ⁾ (one forward per step
+            serves both the next gradient input and L_cls).
+    """
+    _check_step_args(eps, step_size, num_steps)
+    rng = ranges_lib.get_range(pixel_range)
+    model_fn = as_model_fn(model_fn, False)
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+    z = tf.cast(z, tf.float32)
+    eps = tf.cast(eps, tf.float32)
+    step_size = tf.cast(step_size, tf.float32)
+    grad, _ = _input_gradient(model_fn, x, y, normalize_grad)
+    delta = tf.zeros_like(x)
+    x_advs, logits_list = [], []
+    for t in range(num_steps):
+        base = delta if recursive else tf.zeros_like(x)
+        g = tf.cast(generator([x, grad, base, z, y], training=training), tf.float32)
+        delta = tf.clip_by_value(base + step_size * g, -eps, eps)
+        x_adv = tf.clip_by_value(x + delta, rng.low, rng.high)
+        x_advs.append(x_adv)
+        if t + 1 < num_steps:
+            grad, logits = _input_gradient(model_fn, x_adv, y, normalize_grad)
+            logits_list.append(logits)
+        elif return_logits:
+            logits_list.append(model_fn(x_adv))
+    return (x_advs, logits_list) if return_logits else x_advs
+
+
+# ------------------------------------------------------------------------------------------------
+# Saving the generator with the run
+
+
+def save_generator(generator, directory: str, *, epoch: Optional[int] = None) -> str:
+    """Writes ``directory/generator.weights.h5`` and ``directory/config.json`` (the
+    ``build_generator`` arguments), atomically: a reader sees the old pair or the new one."""
+    from models.unet_generator import generator_config
+
+    config = {"builder": "models.unet_generator.build_generator",
+              "kwargs": generator_config(generator)}
+    if epoch is not None:
+        config["epoch"] = int(epoch)
+    with atomic.atomic_path(directory, directory=True) as tmp:
+        os.makedirs(tmp)
+        generator.save_weights(os.path.join(tmp, GENERATOR_WEIGHTS))
+        with open(os.path.join(tmp, GENERATOR_CONFIG), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+    return directory
+
+
+def load_generator(path: str) -> keras.Model:
+    """Rebuilds a generator saved by :func:`save_generator` (or by a training run: pass the run
+    directory or its ``generator/`` folder) and loads its weights."""
+    from models.unet_generator import build_generator
+
+    candidates = [path, os.path.join(path, GENERATOR_DIR)]
+    directory = next((d for d in candidates
+                      if os.path.isfile(os.path.join(d, GENERATOR_CONFIG))), None)
+    if directory is None:
+        raise ValueError(f"No L2L-DA generator here: expected {GENERATOR_CONFIG} and "
+                         f"{GENERATOR_WEIGHTS} in the directory or in its {GENERATOR_DIR}/ "
+                         f"folder. Received: path={path!r}.")
+    try:
+        with open(os.path.join(directory, GENERATOR_CONFIG), encoding="utf-8") as f:
+            config = json.load(f)
+        kwargs = dict(config["kwargs"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"Corrupt generator {GENERATOR_CONFIG} ({e!r}). "
+                         f"Received: path={directory!r}.") from None
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    generator = build_generator(**kwargs)
+    generator.load_weights(os.path.join(directory, GENERATOR_WEIGHTS))
+    return generator
+
+
+class GeneratorCheckpoint(keras.callbacks.Callback):
+    """Saves the generator under ``LOGDIR/generator/`` after every ``every`` epochs (the shared
+    AtomicCheckpoint saves only the classifier)."""
+
+    def __init__(self, directory: str, generator: keras.Model, *, every: int = 1):
+        super().__init__()
+        self.directory = directory
+        self.generator = generator
+        self.every = max(int(every), 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            save_generator(self.generator, self.directory, epoch=epoch + 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The defense
+
+
+def _check_number(value, name, *, minimum=0.0):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= {minimum:g}. Received: {name}={value!r}.") from None
+    if not math.isfinite(v) or v < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}. Received: {name}={value!r}.")
+    return v
+
+
+class L2LDA(AdversarialModel):
+    """L2L-DA / L2L adversarial training (module docstring; Algorithm 1).
+
+    Args (beyond AdversarialModel's, whose ``attack`` is here only the validation attack and
+    the source of the pixel range; ``weight_decay`` applies to every classifier variable, as
+    PyTorch's SGD ``weight_decay`` in the release):
+        generator: the generator g_φ (``models.unet_generator.build_generator``).
+        eps, step_size: ε and ε_step of eq. (5) in input units.
+        num_steps: T of eq. (5).
+        lam: λ of eq. (8) (used only with ``diversity``).
+        recursive: eq. (5) (True) or the one-shot generator (False).
+        diversity: include L_div (eq. 7) in the generator's objective.
+        normalize_grad: normalise the gradient input (:func:`normalize_gradient`).
+        generator_optimizer: the generator's optimizer; default at ``compile`` a copy of the
+            classifier's optimizer configuration (the release: both SGD, LR 0.01, momentum 0.9,
+            the same step schedule).
+        generator_weight_decay: PyTorch-style weight decay c·w added to every generator gradient
+            after clipping (the release's ``weight_decay=1e-5``).
+        clip_norm: global gradient-norm clip of both networks (``clip_grad_norm_(…, 1.0)``);
+            0 disables it. The classifier's is set on the compiled optimizer unless it clips already.
+        step_reduction: ``mean`` (eq. 6-7, 1/T Σ_t) or ``sum`` (the release).
+        seed: seed of the z sampler.
+
+    ``train_step`` also logs ``gen_cls_loss`` (L_cls), ``gen_div`` (L_div, also without
+    ``diversity``), ``gen_objective`` (eq. 8 as optimised) and ``gen_grad_norm`` (the generator's
+    gradient norm before clipping). ``adv_loss``/``adv_acc`` are on x_adv⁽ᵀ⁾(z₁), training mode.
+    """
+
+    def __init__(self, network: keras.Model, *, generator: keras.Model, attack, eps: float,
+                 step_size: float, num_steps: int = NUM_STEPS, lam: float = LAMBDA["cifar10"],
+                 recursive: bool = True, diversity: bool = True, normalize_grad: bool = True,
+                 generator_optimizer=None, generator_weight_decay: float = WEIGHT_DECAY,
+                 clip_norm: float = CLIP_NORM, step_reduction: str = "mean",
+                 seed: Optional[int] = None, **kwargs):
+        if not isinstance(generator, keras.Model) or not hasattr(generator, "l2lda_config"):
+            raise TypeError("generator must be an L2L-DA generator from "
+                            f"models.unet_generator.build_generator. Received: {generator!r}.")
+        _check_step_args(eps, step_size, num_steps)
+        for name, value in (("recursive", recursive), ("diversity", diversity),
+                            ("normalize_grad", normalize_grad)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be a bool. Received: {name}={value!r}.")
+        lam = _check_number(lam, "lam")
+        generator_weight_decay = _check_number(generator_weight_decay, "generator_weight_decay")
+        clip_norm = _check_number(clip_norm, "clip_norm")
+        if step_reduction not in ("mean", "sum"):
+            raise ValueError("step_reduction must be 'mean' (eq. 6-7) or 'sum' (the release). "
+                             f"Received: step_reduction={step_reduction!r}.")
+        config = generator.l2lda_config
+        if diversity and int(config["latent_dim"]) == 0:
+            raise ValueError("The diversity loss (eq. 7) needs a stochastic generator; this one "
+                             "has latent_dim=0. Received: diversity=True, latent_dim=0.")
+        super().__init__(network, attack=attack, **kwargs)
+        if int(config["num_classes"]) != self.num_classes:
+            raise ValueError(f"The generator is conditioned on {config['num_classes']} classes but "
+                             f"the network has {self.num_classes} logits. Received: "
+                             f"generator num_classes={config['num_classes']!r}.")
+        net_shape = tuple(int(d) for d in network.input_shape[1:])
+        if tuple(config["input_shape"]) != net_shape:
+            raise ValueError(f"The generator's input_shape must be the network's {net_shape}. "
+                             f"Received: input_shape={tuple(config['input_shape'])!r}.")
+        if getattr(self.attack, "pixel_range", None) is None:
+            raise ValueError("L2L-DA projects to the attack's pixel range; pass an attack with a "
+                             f"pixel_range (e.g. PGD). Received: attack={attack!r}.")
+        self.pixel_range = self.attack.pixel_range
+        if float(eps) > self.pixel_range.width:
+            raise ValueError(f"eps={eps!r} exceeds the width of {self.pixel_range}: sizes are input "
+                             f"units (8 pixel levels are {self.pixel_range.from_pixels(8):.6g}). "
+                             f"Received: eps={eps!r}.")
+        self.generator = generator
+        self.latent_dim = int(config["latent_dim"])
+        self.eps = float(eps)
+        self.step_size = float(step_size)
+        self.num_steps = int(num_steps)
+        self.lam = lam
+        self.recursive = recursive
+        self.diversity = diversity
+        self.normalize_grad = normalize_grad
+        self.generator_optimizer = generator_optimizer
+        self.generator_weight_decay = generator_weight_decay
+        self.clip_norm = clip_norm
+        self.step_reduction = step_reduction
+        self._z_seed = keras.random.SeedGenerator(seed)
+        self._gen_trackers = {n: keras.metrics.Mean(name=n) for n in
+                              ("gen_cls_loss", "gen_div", "gen_objective", "gen_grad_norm")}
+
+    @property
+    def metrics(self):
+        return super().metrics + list(self._gen_trackers.values())
+
+    def decay_variables(self):
+        """Every trainable classifier variable: the release's PyTorch ``weight_decay`` decays
+        biases and BN parameters too (c·Σ½w² has gradient c·w, PyTorch's convention)."""
+        return list(self.network.trainable_variables)
+
+    def compile(self, optimizer="rmsprop", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        opt = self.optimizer
+        if self.generator_optimizer is None:
+            # The release: g_lr = f_lr, g_momentum = f_momentum, both StepLR'd together.
+            self.generator_optimizer = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+            for attr in ("clipnorm", "clipvalue", "global_clipnorm"):
+                setattr(self.generator_optimizer, attr, None)  # clipped by hand, before decay
+        if self.clip_norm and not (opt.clipnorm or opt.clipvalue or opt.global_clipnorm):
+            opt.global_clipnorm = self.clip_norm
+        self.generator_optimizer.build(self.generator.trainable_variables)
+
+    def training_callbacks(self, logdir: Optional[str] = None) -> list:
+        """Saves the generator under ``logdir/generator/`` every epoch (:class:`GeneratorCheckpoint`)."""
+        if not logdir:
+            return []
+        return [GeneratorCheckpoint(os.path.join(logdir, GENERATOR_DIR), self.generator)]
+
+    # ---------------------------------------------------------------------------------- hooks
+    def sample_z(self, batch_size):
+        """z ~ N(0, I), one row per example (sec. 4.1)."""
+        return keras.random.normal((batch_size, self.latent_dim), seed=self._z_seed)
+
+    def generator_objective(self, x, y, z, *, eps=None, step_size=None):
+        """Eq. (8) on the doubled batch (Algorithm 1, lines 2-8): returns ``(objective, l_cls,
+        l_div, x_adv⁽ᵀ⁾)``, the scalars differentiable w.r.t. the generator's variables.
+        ``x``, ``y``: the single batch (B); ``z``: (2B, latent_dim) = [z₁; z₂]."""
+        batch = tf.shape(x)[0]
+        xx, yy = tf.concat([x, x], 0), tf.concat([y, y], 0)
+        x_advs, logits = unroll(
+            self.generator, self.model_fn(self.attack_training), xx, yy, z,
+            eps=self.eps if eps is None else eps,
+            step_size=self.step_size if step_size is None else step_size,
+            num_steps=self.num_steps, pixel_range=self.pixel_range, recursive=self.recursive,
+            normalize_grad=self.normalize_grad, training=True, return_logits=True)
+        ce = tf.stack([losses_lib.ce(logits=lg, labels=yy) for lg in logits])  # (T, 2B)
+        ce_1, ce_2 = ce[:, :batch], ce[:, batch:]
+        if self.latent_dim:
+            div = tf.stack([losses_lib.l2lda_diversity(x_adv_1=xa[:batch], x_adv_2=xa[batch:],
+                                                       z_1=z[:batch], z_2=z[batch:])
+                            for xa in x_advs])
+        else:
+            div = tf.zeros_like(ce_1)
+        lam = self.lam if self.diversity else 0.0
+        objective = tf.reduce_mean(losses_lib.l2lda_generator_objective(
+            ce_1=ce_1, ce_2=ce_2, diversity=div, lam=lam, step_reduction=self.step_reduction))
+        reduce = tf.reduce_mean if self.step_reduction == "mean" else tf.reduce_sum
+        l_cls = reduce(tf.reduce_mean(ce, axis=1))
+        l_div = reduce(tf.reduce_mean(div, axis=1))
+        return objective, l_cls, l_div, x_advs[-1]
+
+    def make_adversarial(self, x, y):
+        """Algorithm 1, lines 2-9: one generator update ascending eq. (8) through the unrolled
+        recursion; returns the stop-gradient'ed x_adv⁽ᵀ⁾ of the doubled batch, (2B, H, W, C),
+        generated before the update (as the release trains the classifier on ``update_list[-1]``)."""
+        scale = self.eps_scale() if self.eps_warmup_steps else 1.0
+        eps, step_size = self.eps * scale, self.step_size * scale
+        z = self.sample_z(2 * tf.shape(x)[0])
+        variables = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            objective, l_cls, l_div, x_adv = self.generator_objective(x, y, z, eps=eps,
+                                                                      step_size=step_size)
+            # Maximise eq. (8): descend its negative; scaled per replica as AdversarialModel does.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = -objective / tf.cast(replicas, objective.dtype)
+        grads = tape.gradient(loss, variables)
+        grad_norm = tf.linalg.global_norm(grads)
+        if self.clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=grad_norm)
+        if self.generator_weight_decay:
+            grads = [g + self.generator_weight_decay * v for g, v in zip(grads, variables)]
+        self.generator_optimizer.apply_gradients(zip(grads, variables))
+        for name, value in (("gen_cls_loss", l_cls), ("gen_div", l_div),
+                            ("gen_objective", objective), ("gen_grad_norm", grad_norm)):
+            self._gen_trackers[name].update_state(value)
+        return tf.stop_gradient(x_adv)
+
+    def defense_loss(self, x, y, x_adv):
+        """Algorithm 1, line 10 as released (``f_update_style=1``): one mean CE over
+        [x; x_adv(z₁); x_adv(z₂)] in training mode (one forward, so BN sees the 3B batch)."""
+        batch = tf.shape(x)[0]
+        logits = self.network(tf.concat([x, x_adv], 0), training=True)
+        labels = tf.concat([y, y, y], 0)
+        loss = tf.reduce_mean(losses_lib.ce(logits=logits, labels=labels))
+        return loss, logits[batch:2 * batch]
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        logs.update({name: m.result() for name, m in self._gen_trackers.items()})
+        return logs
+
+
+def _defaults(pixel_range, eps, step_size, num_steps, recursive):
+    rng = ranges_lib.get_range(pixel_range)
+    if eps is None:
+        eps = rng.from_pixels(EPS_PIXELS["cifar10"])
+    if num_steps is None:
+        num_steps = NUM_STEPS if recursive else 1
+    if step_size is None:
+        step_size = STEP_FRACTION * eps if recursive else eps
+    return rng, eps, step_size, num_steps
+
+
+def l2lda(network, *, generator=None, eps: Optional[float] = None, step_size: Optional[float] = None,
+          num_steps: Optional[int] = None, lam: float = LAMBDA["cifar10"], recursive: bool = True,
+          diversity: bool = True, latent_dim: int = 8, use_delta: bool = True,
+          class_conditional: bool = True, normalize_grad: bool = True, base_filters: int = 64,
+          pixel_range="[0,1]", attack=None, eval_attack=None, weight_decay: float = WEIGHT_DECAY,
+          generator_weight_decay: float = WEIGHT_DECAY, clip_norm: float = CLIP_NORM,
+          generator_optimizer=None, step_reduction: str = "mean", seed: Optional[int] = None,
+          **kwargs):
+    """Builds an L2L-DA model (``tfadv.defenses.get("l2lda")``).
+
+    Sizes are input units of ``pixel_range``. Defaults are the CIFAR-10 setting of sec. 5.1: ε = 8
+    pixel levels, ε_step = ε/4, T = 10, λ = 0.5 (MNIST: ε = 0.3, λ = 0.02; see :data:`LAMBDA`,
+    :data:`EPS_PIXELS`), weight decay 1e-5 on both networks, clipping 1.0. With
+    ``recursive=False`` T defaults to 1 and ε_step to ε (eq. 4). ``generator`` defaults to a fresh
+    ``build_generator`` with ``latent_dim``, ``use_delta``, ``class_conditional``,
+    ``base_filters``. ``attack`` (the validation attack; the training script passes the PGD of its
+    flags) defaults to PGD-T with ε_step = ε/4 from a uniform start, ``eval_attack`` to ``attack``.
+    """
+    from models.unet_generator import build_generator
+
+    if not isinstance(recursive, bool):
+        raise ValueError(f"recursive must be a bool. Received: recursive={recursive!r}.")
+    if not recursive and num_steps is not None and num_steps != 1 and step_size is None:
+        raise ValueError("The one-shot generator (recursive=False) is eq. (4) with T=1 and a step "
+                         "of eps; pass step_size= to run it for several steps. Received: "
+                         f"num_steps={num_steps!r}, recursive=False.")
+    rng, eps, step_size, num_steps = _defaults(pixel_range, eps, step_size, num_steps, recursive)
+    if attack is None:
+        attack = attacks_lib.get("pgd", eps=eps, step_size=STEP_FRACTION * eps,
+                                 num_steps=NUM_STEPS, random_start="uniform", pixel_range=rng)
+    elif getattr(attack, "pixel_range", None) is not None and attack.pixel_range != rng:
+        raise ValueError(f"The attack's pixel range {attack.pixel_range} differs from "
+                         f"pixel_range={rng}. Received: attack={attack!r}.")
+    if generator is None:
+        if not isinstance(network, keras.Model):
+            raise TypeError(f"network must be a keras.Model returning logits. Received: {network!r}.")
+        generator = build_generator(int(network.output_shape[-1]),
+                                    tuple(int(d) for d in network.input_shape[1:]),
+                                    latent_dim=latent_dim, use_delta=use_delta,
+                                    class_conditional=class_conditional,
+                                    base_filters=base_filters)
+    return L2LDA(network, generator=generator, attack=attack, eval_attack=eval_attack, eps=eps,
+                 step_size=step_size, num_steps=num_steps, lam=lam, recursive=recursive,
+                 diversity=diversity, normalize_grad=normalize_grad,
+                 generator_optimizer=generator_optimizer, weight_decay=weight_decay,
+                 generator_weight_decay=generator_weight_decay, clip_norm=clip_norm,
+                 step_reduction=step_reduction, seed=seed, **kwargs)
+
+
+def l2l(network, *, generator=None, eps: Optional[float] = None, pixel_range="[0,1]",
+        base_filters: int = 64, **kwargs):
+    """Chen et al.'s L2L as the paper reproduces it (L2L*, Table 1-2): the one-shot eq. (4),
+    x_adv = Proj_X(x + ε·g(x, ∇ₓL(x))), with a deterministic U-Net fed the raw gradient (no z, y,
+    δ, gradient normalisation or L_div). Other keyword arguments are :func:`l2lda`'s."""
+    fixed = {"recursive": False, "diversity": False, "latent_dim": 0, "use_delta": False,
+             "class_conditional": False, "normalize_grad": False}
+    clash = {k: kwargs[k] for k in fixed if k in kwargs and kwargs[k] != fixed[k]}
+    if clash:
+        raise ValueError(f"L2L fixes {sorted(fixed)}; use l2lda for other settings. "
+                         f"Received: {clash!r}.")
+    kwargs.update(fixed)
+    return l2lda(network, generator=generator, eps=eps, pixel_range=pixel_range,
+                 base_filters=base_filters, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Script presets (sec. 5.1 and the release's run commands), registered in the shared preset
+# registry for scripts/train_l2lda.py. 100k iterations of batch 100 are 167 epochs of MNIST's 60k
+# training images and 200 of CIFAR-10's 50k; the release's StepLR(max_step // 2, 0.1) is the
+# boundary at half of them (0-based epochs 83 and 100). Sizes are pixel levels of [0,1].
+
+_MNIST = presets_lib.Preset(
+    model="lenet5", pixel_range="[0,1]", eps=EPS_PIXELS["mnist"],
+    step_size=STEP_FRACTION * EPS_PIXELS["mnist"], num_steps=NUM_STEPS, epochs=167,
+    batch_size=100, optimizer="sgd", lr=0.01, lr_boundaries=(83,), lr_decay=0.1, momentum=0.9,
+    weight_decay=WEIGHT_DECAY, eval_attacks="clean,fgsm,pgd-10,pgd-100,cw-100",
+    eval_step_size=STEP_FRACTION * EPS_PIXELS["mnist"])
+_CIFAR10 = presets_lib.Preset(
+    model="resnet20_cifar", pixel_range="[0,1]", eps=EPS_PIXELS["cifar10"],
+    step_size=STEP_FRACTION * EPS_PIXELS["cifar10"], num_steps=NUM_STEPS, epochs=200,
+    batch_size=100, optimizer="sgd", lr=0.01, lr_boundaries=(100,), lr_decay=0.1, momentum=0.9,
+    weight_decay=WEIGHT_DECAY, eval_attacks="clean,fgsm,pgd-10,pgd-100,cw-100",
+    eval_step_size=STEP_FRACTION * EPS_PIXELS["cifar10"])
+
+
+def _digits_preset():
+    # The offline digits default (tfadv's digits preset: eps 25.5, step eps/4) with T = 10 and the
+    # release's weight decay.
+    return dataclasses.replace(presets_lib.get("digits"), num_steps=NUM_STEPS,
+                               weight_decay=WEIGHT_DECAY)
+
+
+#: preset name -> (λ, source). digits are grayscale digits like MNIST: MNIST's λ.
+L2LDA_PRESETS = {"l2lda_mnist": (LAMBDA["mnist"], "sec. 5.1 / the release's MNIST command"),
+                 "l2lda_cifar10": (LAMBDA["cifar10"], "sec. 5.1 / the release's CIFAR command"),
+                 "l2lda_digits": (LAMBDA["mnist"], "digits: MNIST's lambda")}
+
+
+def preset_name(dataset: str) -> str:
+    """``l2lda_<dataset>`` for mnist, cifar10 and digits, else the dataset's own preset."""
+    name = f"l2lda_{str(dataset).lower()}"
+    return name if name in L2LDA_PRESETS else str(dataset)
+
+
+def preset_lambda(name: Optional[str], default: float = LAMBDA["cifar10"]) -> float:
+    """λ of an L2L-DA preset (``default`` for any other preset)."""
+    entry = L2LDA_PRESETS.get(str(name).lower()) if name is not None else None
+    return entry[0] if entry is not None else default
+
+
+def _register_presets():
+    for name, factory in (("l2lda_mnist", lambda: _MNIST), ("l2lda_cifar10", lambda: _CIFAR10),
+                          ("l2lda_digits", _digits_preset)):
+        if name not in presets_lib.PRESETS:
+            presets_lib.PRESETS.register(name)(factory)
+
+
+_register_presets()
+
+
+__all__ = ["L2LDA", "GeneratorCheckpoint", "L2LDA_PRESETS", "LAMBDA", "l2l", "l2lda",
+           "load_generator", "normalize_gradient", "preset_lambda", "preset_name",
+           "save_generator", "unroll"]
