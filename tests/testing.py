@@ -159,3 +159,56 @@ def constant_attack(value):
             return 0
 
     return ConstantAttack()
+
+
+# ---------------------------------------------------------------------------------- scripts
+def run_python(args=(), *, script=None, code=None, check=True, timeout=300):
+    """Runs ``python SCRIPT ARGS`` (or ``python -c CODE ARGS``) in a fresh interpreter at the
+    repository root (absl flags and TF devices are process-global); asserts success if ``check``."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    head = ["-c", code] if code is not None else [script]
+    proc = subprocess.run([sys.executable, *head, *args], capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    return proc
+
+
+_RESOLVE = """
+import importlib.util, json, sys
+name, path, define, fields, cases = sys.argv[1:6]
+spec = importlib.util.spec_from_file_location(name, path)
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+from tfadv import flags as tf_flags
+tf_flags.define_data_flags(); tf_flags.define_attack_flags(); tf_flags.define_training_flags()
+getattr(mod, define)()
+out = []
+for args in json.loads(cases):
+    mod.FLAGS.unparse_flags()
+    mod.FLAGS([name + ".py"] + args)
+    try:
+        cfg, kwargs = mod.resolve(mod.FLAGS)
+    except ValueError as e:
+        out.append({"error": str(e)})
+        continue
+    attack = kwargs.pop("attack")
+    out.append({"cfg": {k: getattr(cfg, k) for k in json.loads(fields)},
+                "attack": attack.get_config(), "kwargs": kwargs, "preset": mod.FLAGS.preset})
+print(json.dumps(out, default=str))
+"""
+
+
+def resolve_script_flags(script, define_flags, cases, fields):
+    """How ``scripts/<script>`` resolves each argument list of ``cases``: a list of
+    ``{"cfg": {field: value}, "attack": config, "kwargs": defense kwargs, "preset": name}`` or
+    ``{"error": message}`` (a ValueError), computed in one fresh interpreter. ``define_flags`` names
+    the script's own flag-defining function; values JSON cannot hold are given as ``str``."""
+    import json
+
+    path = os.path.join(REPO_ROOT, "scripts", script)
+    proc = run_python([os.path.splitext(script)[0], path, define_flags, json.dumps(list(fields)),
+                       json.dumps(cases)], code=_RESOLVE)
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -263,37 +263,8 @@ def test_label_smoothing_model_logs_its_fixed_budget(digits):
 SCRIPT = os.path.join(testing.REPO_ROOT, "scripts", "train_bat.py")
 
 
-def run_python(code, *args, check=True):
-    env = dict(os.environ, PYTHONPATH=testing.REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, cwd=testing.REPO_ROOT, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-RESOLVE = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("train_bat", sys.argv[1])
-mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-from tfadv import flags as tf_flags
-tf_flags.define_data_flags(); tf_flags.define_attack_flags(); tf_flags.define_training_flags()
-mod.define_bat_flags()
-out = []
-for args in json.loads(sys.argv[2]):
-    mod.FLAGS.unparse_flags()
-    mod.FLAGS(["train_bat.py"] + args)
-    try:
-        cfg, kwargs = mod.resolve(mod.FLAGS)
-    except ValueError as e:
-        out.append({"error": str(e)})
-        continue
-    a = kwargs.pop("attack")
-    out.append({"cfg": {k: getattr(cfg, k) for k in ("model", "pixel_range", "eps", "step_size",
-                "num_steps", "epochs", "batch_size", "optimizer", "lr", "lr_boundaries", "momentum",
-                "weight_decay", "random_start")}, "attack": a.get_config(), "kwargs": kwargs})
-print(json.dumps(out))
-"""
+FIELDS = ("model", "pixel_range", "eps", "step_size", "num_steps", "epochs", "batch_size",
+          "optimizer", "lr", "lr_boundaries", "momentum", "weight_decay", "random_start")
 
 DEFAULT_CASES = [
     (["--dataset=cifar10"], dict(model="madry_wrn28", pixel_range="[-1,1]", eps=8.0, step_size=8.0,
@@ -319,8 +290,7 @@ ERROR_CASES = [
 @pytest.fixture(scope="module")
 def resolved():
     cases = [args for args, _ in DEFAULT_CASES + ERROR_CASES]
-    proc = run_python(RESOLVE, SCRIPT, json.dumps(cases))
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return testing.resolve_script_flags("train_bat.py", "define_bat_flags", cases, FIELDS)
 
 
 @pytest.mark.parametrize("index", range(len(DEFAULT_CASES)))

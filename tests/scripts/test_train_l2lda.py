@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -11,41 +9,9 @@ from tests import testing
 
 SCRIPT = os.path.join(testing.REPO_ROOT, "scripts", "train_l2lda.py")
 
-
-def run_python(args, *, code=None, check=True):
-    env = dict(os.environ, PYTHONPATH=testing.REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [sys.executable] + (["-c", code] if code is not None else [SCRIPT]) + list(args)
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=testing.REPO_ROOT,
-                          timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
-
-
-RESOLVE = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("train_l2lda", sys.argv[1])
-mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-from tfadv import flags as tf_flags
-tf_flags.define_data_flags(); tf_flags.define_attack_flags(); tf_flags.define_training_flags()
-mod.define_l2lda_flags()
-out = []
-for args in json.loads(sys.argv[2]):
-    mod.FLAGS.unparse_flags()
-    mod.FLAGS(["train_l2lda.py"] + args)
-    try:
-        cfg, kwargs = mod.resolve(mod.FLAGS)
-    except ValueError as e:
-        out.append({"error": str(e)})
-        continue
-    a = kwargs.pop("attack")
-    kwargs["pixel_range"] = str(kwargs["pixel_range"])
-    out.append({"cfg": {k: getattr(cfg, k) for k in ("model", "pixel_range", "eps", "step_size",
-                "num_steps", "epochs", "batch_size", "optimizer", "lr", "lr_boundaries", "momentum",
-                "weight_decay", "random_start", "eval_attacks", "eval_step_size")},
-                "attack": a.get_config(), "kwargs": kwargs, "preset": mod.FLAGS.preset})
-print(json.dumps(out))
-"""
+FIELDS = ("model", "pixel_range", "eps", "step_size", "num_steps", "epochs", "batch_size",
+          "optimizer", "lr", "lr_boundaries", "momentum", "weight_decay", "random_start",
+          "eval_attacks", "eval_step_size")
 
 DEFAULT_CASES = [
     (["--dataset=mnist"],
@@ -86,8 +52,7 @@ def resolved():
     cases = [args for args, _ in DEFAULT_CASES + ERROR_CASES]
     if os.path.exists(testing.SHARED_MNIST):
         cases.append(NPZ_CASE)
-    proc = run_python([SCRIPT, json.dumps(cases)], code=RESOLVE)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return testing.resolve_script_flags("train_l2lda.py", "define_l2lda_flags", cases, FIELDS)
 
 
 @pytest.mark.parametrize("index", range(len(DEFAULT_CASES)))
@@ -121,9 +86,10 @@ def test_mnist_npz_takes_the_l2lda_mnist_preset(resolved):
 @pytest.mark.slow
 def test_script_trains_on_digits_and_saves_the_generator(tmp_path):
     logdir = str(tmp_path / "l2lda")
-    proc = run_python(["--epochs=1", "--train_limit=64", "--eval_limit=32", "--val_limit=0",
-                       "--num_steps=2", "--base_filters=4", "--eval_attacks=clean,pgd-2",
-                       "--lam=0.3", f"--logdir={logdir}"])
+    proc = testing.run_python(script=SCRIPT, args=[
+        "--epochs=1", "--train_limit=64", "--eval_limit=32", "--val_limit=0",
+        "--num_steps=2", "--base_filters=4", "--eval_attacks=clean,pgd-2",
+        "--lam=0.3", f"--logdir={logdir}"])
     assert "gen_objective" in proc.stdout and "gen_div" in proc.stdout, proc.stdout[-2000:]
     assert "| Acc.(%) | clean | PGD-2 |" in proc.stdout
     with open(os.path.join(logdir, "run_metadata.json")) as f:
@@ -136,4 +102,4 @@ def test_script_trains_on_digits_and_saves_the_generator(tmp_path):
         assert os.path.exists(os.path.join(logdir, name)), name
     load = ("import sys; from tfadv.defenses.l2lda import load_generator; "
             "g = load_generator(sys.argv[1]); print(g.l2lda_config['base_filters'])")
-    assert run_python([logdir], code=load).stdout.strip().splitlines()[-1] == "4"
+    assert testing.run_python([logdir], code=load).stdout.strip().splitlines()[-1] == "4"

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -11,40 +9,8 @@ from tests import testing
 
 SCRIPT = os.path.join(testing.REPO_ROOT, "scripts", "train_trades.py")
 
-
-def run_python(args, *, code=None, check=True):
-    env = dict(os.environ, PYTHONPATH=testing.REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [sys.executable] + (["-c", code] if code is not None else [SCRIPT]) + list(args)
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=testing.REPO_ROOT,
-                          timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
-
-
-RESOLVE = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("train_trades", sys.argv[1])
-mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-from tfadv import flags as tf_flags
-tf_flags.define_data_flags(); tf_flags.define_attack_flags(); tf_flags.define_training_flags()
-mod.define_trades_flags()
-out = []
-for args in json.loads(sys.argv[2]):
-    mod.FLAGS.unparse_flags()
-    mod.FLAGS(["train_trades.py"] + args)
-    try:
-        cfg, kwargs = mod.resolve(mod.FLAGS)
-    except ValueError as e:
-        out.append({"error": str(e)})
-        continue
-    a = kwargs.pop("attack")
-    out.append({"cfg": {k: getattr(cfg, k) for k in ("model", "pixel_range", "eps", "step_size",
-                "num_steps", "epochs", "batch_size", "optimizer", "lr", "lr_boundaries", "momentum",
-                "weight_decay", "random_start", "eval_attacks", "eval_step_size")},
-                "attack": a.get_config(), "kwargs": kwargs, "preset": mod.FLAGS.preset})
-print(json.dumps(out))
-"""
+FIELDS = ("model", "pixel_range", "eps", "step_size", "num_steps", "epochs", "batch_size",
+          "optimizer", "lr", "lr_boundaries", "momentum", "weight_decay", "random_start", "eval_attacks", "eval_step_size")
 
 DEFAULT_CASES = [
     (["--dataset=cifar10"],
@@ -83,8 +49,7 @@ def resolved():
     cases = [args for args, _ in DEFAULT_CASES + ERROR_CASES]
     if os.path.exists(testing.SHARED_MNIST):
         cases.append(NPZ_CASE)
-    proc = run_python([SCRIPT, json.dumps(cases)], code=RESOLVE)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return testing.resolve_script_flags("train_trades.py", "define_trades_flags", cases, FIELDS)
 
 
 @pytest.mark.parametrize("index", range(len(DEFAULT_CASES)))
@@ -116,9 +81,10 @@ def test_mnist_npz_takes_the_trades_mnist_preset(resolved):
 
 def test_script_trains_on_digits(tmp_path):
     logdir = str(tmp_path / "trades")
-    proc = run_python(["--epochs=1", "--train_limit=64", "--eval_limit=32", "--val_limit=0",
-                       "--num_steps=2", "--eval_attacks=clean,pgd-2", "--beta=3",
-                       f"--logdir={logdir}"])
+    proc = testing.run_python(script=SCRIPT, args=[
+        "--epochs=1", "--train_limit=64", "--eval_limit=32", "--val_limit=0",
+        "--num_steps=2", "--eval_attacks=clean,pgd-2", "--beta=3",
+        f"--logdir={logdir}"])
     assert "natural_loss" in proc.stdout and "kl_loss" in proc.stdout, proc.stdout[-2000:]
     assert "| Acc.(%) | clean | PGD-2 |" in proc.stdout
     with open(os.path.join(logdir, "run_metadata.json")) as f:
