@@ -107,7 +107,7 @@ def l2l_losses(generator, model_fn, x, y, *, eps, step_size, num_steps, num_atta
         delta = tf.random.stateless_uniform(x.shape, seed=[seed, a], minval=-eps, maxval=eps)
         x_adv = tf.clip_by_value(x + delta, rng.low, rng.high)
         for t in range(num_steps):
-            with tf.GradientTape() as tape:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(x_adv)
                 total = tf.reduce_sum(_ce(model_fn, x_adv, y))
             grad = tape.gradient(total, x_adv)

@@ -100,7 +100,7 @@ def fosc_and_loss(model_fn, x_adv, x_nat, y, eps, *, norm: str = "linf"):
     """(FOSC, per-example CE, logits) at ``x_adv`` from one forward/backward of ``model_fn``, with
     g = ∇ₓ CE(f(x_adv), y) (the per-example loss the paper's PGD maximises)."""
     x_adv = tf.convert_to_tensor(x_adv, tf.float32)
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x_adv)
         logits = model_fn(x_adv)
         ce = losses_lib.ce(logits=logits, labels=y)

@@ -308,6 +308,40 @@ def test_early_stop_leaves_misclassified_examples_unchanged(digits_model, digits
     assert fooled_stop.mean() >= (predictions(digits_model, x_full) != y).mean() - 0.02
 
 
+@pytest.mark.parametrize("norm,target,restarts", [("linf", None, 1), ("l2", None, 1),
+                                                  ("linf", "mc", 1), ("linf", None, 2)])
+def test_early_stop_compacts_the_batch_without_changing_results(digits_model, digits_test, norm,
+                                                                target, restarts):
+    """Frozen examples are dropped from the forward/backward (issue 8); the iterates are exactly
+    those of the masked full-batch loop."""
+    x, y = digits_test
+    eps = 0.1 if norm == "linf" else 1.0
+    kwargs = dict(eps=eps, num_steps=8, norm=norm, target=target, restarts=restarts,
+                  random_start="none", early_stop=True)
+    attack, masked = attacks.get("pgd", **kwargs), attacks.get("pgd", **kwargs)
+    masked.compact_frozen = False
+    wrapped = testing.EagerBatchSizes(digits_model)
+    x_compact = attack(wrapped, x, y).numpy()  # first call: op by op, sizes visible
+    x_masked = masked(digits_model, x, y).numpy()
+    np.testing.assert_allclose(x_compact, x_masked, atol=1e-6)
+    grads = wrapped.sizes[1:]  # minus the clean forward of a first (validating) call
+    if restarts > 1:  # minus the scoring forwards after each run; the second run starts with
+        assert grads[8] == grads[-1] == len(x)  # the first one's failures only
+        assert grads[9] <= grads[7]
+        grads = grads[:8] + grads[9:-1]
+    assert grads[:8] == sorted(grads[:8], reverse=True)
+    assert grads[-1] < len(x), wrapped.sizes  # later steps ran on fewer examples
+    # Compiled (second call) gives the same result.
+    np.testing.assert_allclose(attack(wrapped, x, y).numpy(), x_compact, atol=1e-6)
+
+
+def test_no_compaction_in_training_mode_or_without_early_stop(digits_model):
+    attack = attacks.get("pgd", eps=0.1, early_stop=True)
+    assert attack._compacts(attacks.ModelFn(digits_model, False))
+    assert not attack._compacts(attacks.ModelFn(digits_model, True))
+    assert not attacks.get("pgd", eps=0.1)._compacts(digits_model)
+
+
 def test_early_stop_keeps_first_success_of_targeted_attack(digits_model, digits_test):
     x, y = digits_test
     pred = predictions(digits_model, x)

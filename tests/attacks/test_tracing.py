@@ -160,3 +160,26 @@ def test_stop_fn_attacks_still_run_op_by_op_when_called_eagerly(restarts):
     attack(model, x, y)
     attack(model, x, y)
     assert seen and all(seen) and counter.traces == 0
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd"])
+def test_eager_calls_do_no_forward_pass_outside_the_compiled_attack(name):
+    """The host-side label check needs the class count: a functional model states it, any other
+    model is probed once on one image and remembered, so calls 2, 3, ... run no eager forward."""
+    from tests import testing
+
+    model = testing.EagerBatchSizes(testing.tiny_cnn(seed=0))
+    attack = attacks.get(name, eps=0.1, **({"num_steps": 2} if name == "pgd" else {}))
+    x = np.random.default_rng(0).uniform(size=(6, 8, 8, 1)).astype("float32")
+    y = np.arange(6, dtype="int32")
+    attack(model, x, y)  # op by op: its forwards are the attack itself
+    model.sizes.clear()
+    for _ in range(4):
+        attack(model, x, y)
+    assert model.sizes == [1]  # one probe, then none
+    with pytest.raises(ValueError, match=r"Labels must be in \[0, 10\)"):
+        attack(model, x, np.full(6, 10, "int32"))  # the remembered count still checks labels
+    functional, counter = counting_model()
+    traces = counter.traces
+    assert attacks.core.output_classes(functional, x) == 10
+    assert counter.traces == traces  # read from the model's outputs: not called

@@ -108,3 +108,18 @@ def test_suite_with_unregistered_attack_names_it(monkeypatch):
     entries.pop("autoattack", None)
     with pytest.raises(ValueError, match=r"not registered.*autoattack"):
         specs_lib.parse_suite("autoattack", eps=8, pixel_range="[0,1]")
+
+
+@pytest.mark.parametrize("text", ["fgsm", "pgd-10", "cw-20", "pgd(steps=5,target=mc)"])
+def test_evaluation_attacks_stop_early_by_default(text):
+    spec = specs_lib.parse(text, eps=8.0, pixel_range="[0,1]")
+    assert spec.attack.early_stop is True
+    assert spec.params["early_stop"] is True
+
+
+def test_early_stop_can_be_switched_off_and_is_checked():
+    spec = specs_lib.parse("pgd(steps=5,early_stop=false)", eps=8.0, pixel_range="[0,1]")
+    assert spec.attack.early_stop is False
+    assert spec.label == "PGD-5 (no early stop)"
+    with pytest.raises(ValueError, match=r"early_stop must be true or false. Received: 'maybe'"):
+        specs_lib.parse("pgd(steps=5,early_stop=maybe)", eps=8.0, pixel_range="[0,1]")

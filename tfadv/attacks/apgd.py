@@ -316,7 +316,7 @@ class APGD(Attack):
         ckpt_table = tf.constant(ckpt_table)
 
         def evaluate(x_adv):
-            with tf.GradientTape() as tape:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(x_adv)
                 logits = fn(x_adv)
                 loss = self._objective(logits, y, targets)

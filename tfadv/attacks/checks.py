@@ -47,14 +47,16 @@ def check_int(value, what: str, minimum: int) -> int:
 
 
 def validate_batch(x, y, logits, pixel_range) -> None:
-    """Eager checks shared by the attacks of this package: a batch, matching labels, range."""
+    """Eager checks shared by the attacks of this package: a batch, matching labels, range.
+
+    ``logits``: the model's logits for some of the images, or the number of classes (an int)."""
     if x.shape.rank is None or x.shape.rank < 2:
         raise ValueError(f"Images must be a batch (B, ...). Received shape: {x.shape}.")
     if y.shape.rank != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
                          f"Received shape: {y.shape}.")
     pixel_range.check_images(x.numpy())
-    num_classes = int(logits.shape[-1])
+    num_classes = logits if isinstance(logits, (int, np.integer)) else int(logits.shape[-1])
     yn = y.numpy()
     if yn.size and (yn.min() < 0 or yn.max() >= num_classes):
         raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={yn.min()}, "

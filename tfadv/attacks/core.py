@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import weakref
 from typing import Callable, Optional
 
 import keras
@@ -65,6 +66,34 @@ def as_model_fn(model, training: bool = False) -> Callable:
                 f"training mode; a plain callable cannot be. Received: {model!r}.")
         return model
     raise TypeError(f"model_fn must map images to logits. Received: {model!r}.")
+
+
+_NUM_CLASSES = weakref.WeakKeyDictionary()
+
+
+def output_classes(model_fn, x) -> int:
+    """The number of logits ``model_fn`` returns, for the host-side label check of an eager call.
+
+    A functional Keras model states it (``outputs``); any other model is probed once on one image
+    (``x[:1]``, inference mode) and remembered for as long as it lives, so that repeated eager calls
+    (FGSM in an evaluation loop) pay no extra forward pass.
+    """
+    model = model_fn.model if isinstance(model_fn, ModelFn) else model_fn
+    outputs = getattr(model, "outputs", None) if isinstance(model, keras.Model) else None
+    if outputs and len(outputs) == 1 and outputs[0].shape[-1] is not None:
+        return int(outputs[0].shape[-1])
+    try:
+        cached = _NUM_CLASSES.get(model)
+    except TypeError:  # not weak-referenceable: probe every call
+        cached = None
+    if cached is not None:
+        return cached
+    count = int(inference_fn(model_fn)(x[:1]).shape[-1])
+    try:
+        _NUM_CLASSES[model] = count
+    except TypeError:
+        pass
+    return count
 
 
 @dataclasses.dataclass
@@ -288,10 +317,10 @@ class IterativeAttack(Attack):
                 logits_clean = tf.stop_gradient(inference_fn(model_fn)(x))
             self._validate_eager(x, y, logits_clean)
             return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps)
-        # Host-side checks need the number of classes: the caller's clean logits, else the logits
-        # of one image (1/B of a forward, instead of a full clean forward).
-        probe = logits_clean if logits_clean is not None else inference_fn(model_fn)(x[:1])
-        self._validate_eager(x, y, probe)
+        # Host-side checks need the number of classes: the caller's clean logits, else the model's
+        # stated or remembered output size (no forward pass per call, see output_classes).
+        classes = logits_clean if logits_clean is not None else output_classes(model_fn, x)
+        self._validate_eager(x, y, classes)
         # Python numbers become tensors so that new values (an eps warm-up, a curriculum's k) reuse
         # the trace instead of retracing it.
         if eps_scale is not None and not isinstance(eps_scale, (tf.Tensor, tf.Variable)):
@@ -402,6 +431,18 @@ class IterativeAttack(Attack):
             x_adv = self._clip(x_adv)
         return tf.where(self._expand(active0, x), x_adv, x), eps, step_size
 
+    #: Early-stopping attacks against an inference-mode model compute every step on the still-active
+    #: examples only (issue 8: evaluation stops attacking examples already misclassified).
+    compact_frozen = True
+
+    def _compacts(self, model_fn) -> bool:
+        """Whether :meth:`_run` may drop frozen examples from the forward/backward: only with
+        ``early_stop`` (no ``stop_fn``, which sees whole batches) and BatchNorm in inference mode,
+        where every example's logits are independent of the rest of the batch. A plain callable
+        counts as inference mode (``as_model_fn`` refuses ``training=True`` for it)."""
+        return (self.compact_frozen and self.early_stop and self.stop_fn is None
+                and not getattr(model_fn, "training", False))
+
     def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None,
              num_steps=None):
         """One run: random start, then ``num_steps`` masked projected steps; the loop ends early
@@ -414,13 +455,17 @@ class IterativeAttack(Attack):
         if num_steps is not None:
             bound = tf.minimum(tf.cast(num_steps, tf.int32), self.num_steps)
 
+        def input_gradient(xs, ys, ts, lcs):
+            # Only x is watched: the model's variable reads are never differentiated here (a
+            # default tape records them too: a larger traced graph, BUILD_NOTES issue 8).
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(xs)
+                logits = model_fn(xs)
+                total = tf.reduce_sum(self._objective(logits, ys, ts, lcs))
+            return logits, tape.gradient(total, xs)
+
         def body(i, x_adv, active):
-            with tf.GradientTape() as tape:
-                tape.watch(x_adv)
-                logits = model_fn(x_adv)
-                objective = self._objective(logits, y, targets, logits_clean)
-                total = tf.reduce_sum(objective)
-            grad = tape.gradient(total, x_adv)
+            logits, grad = input_gradient(x_adv, y, targets, logits_clean)
             if self.early_stop:
                 active = tf.logical_and(active, tf.logical_not(self._success(logits, y, targets)))
             if self.stop_fn is not None:
@@ -431,6 +476,24 @@ class IterativeAttack(Attack):
             x_adv = tf.where(self._expand(active, x), x_new, x_adv)
             return i + 1, x_adv, active
 
+        def compact_body(i, x_adv, active):
+            # The same step as ``body`` with early stopping, computed on the still-active examples
+            # only (gathered, then scattered back): frozen examples cost no forward/backward.
+            idx = tf.where(active)
+
+            def take(t):
+                return None if t is None else tf.gather_nd(t, idx)
+
+            xs, ys, ts = take(x_adv), take(y), take(targets)
+            logits, grad = input_gradient(xs, ys, ts, take(logits_clean))
+            moving = tf.logical_not(self._success(logits, ys, ts))
+            x_new = self._clip(step.project(step.step(xs, grad, step_size), take(x), eps))
+            x_new = tf.where(self._expand(moving, xs), x_new, xs)
+            return (i + 1, tf.tensor_scatter_nd_update(x_adv, idx, x_new),
+                    tf.tensor_scatter_nd_update(active, idx, moving))
+
+        if self._compacts(model_fn):
+            body = compact_body
         if self.num_steps > 0:
             _, x_adv, _ = tf.while_loop(
                 lambda i, _, active: tf.logical_and(i < bound, tf.reduce_any(active)), body,

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
-from tfadv.attacks.core import Attack, as_model_fn, inference_fn
+from tfadv.attacks.core import Attack, as_model_fn, inference_fn, output_classes
 from tfadv.attacks.checks import check_int, check_radius, expand_to, validate_batch
 from tfadv.attacks.registry import ATTACKS
 
@@ -105,7 +105,7 @@ class CarliniWagnerL2(Attack):
         x = tf.convert_to_tensor(x, tf.float32)
         y = tf.cast(tf.convert_to_tensor(y), tf.int32)
         if tf.executing_eagerly():
-            validate_batch(x, y, inference_fn(model_fn)(x[:1]), self.pixel_range)
+            validate_batch(x, y, output_classes(model_fn, x), self.pixel_range)
             return self._compiled_attack()(model_fn, x, y)
         return self._attack(model_fn, x, y)
 
@@ -137,7 +137,7 @@ class CarliniWagnerL2(Attack):
             """Adam on w from 0 for ``max_iterations`` steps with constant c (per example)."""
 
             def body(t, w, m, v, prev, stop, fooled, best_l2, best_x):
-                with tf.GradientTape() as tape:
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(w)
                     x_new = image(w)
                     logits = model_fn(x_new)

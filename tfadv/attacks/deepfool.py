@@ -28,7 +28,7 @@ import tensorflow as tf
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks.checks import check_int, check_radius, expand_to, validate_batch
-from tfadv.attacks.core import Attack, as_model_fn, inference_fn
+from tfadv.attacks.core import Attack, as_model_fn, inference_fn, output_classes
 from tfadv.attacks.registry import ATTACKS
 
 DEEPFOOL_NORMS = ("linf", "l2")
@@ -94,7 +94,7 @@ class DeepFool(Attack):
         x = tf.convert_to_tensor(x, tf.float32)
         y = tf.cast(tf.convert_to_tensor(y), tf.int32)
         if tf.executing_eagerly():
-            validate_batch(x, y, inference_fn(raw_model)(x[:1]), self.pixel_range)
+            validate_batch(x, y, output_classes(raw_model, x), self.pixel_range)
             return self._compiled_attack()(raw_model, x, y)
         return self._attack(raw_model, x, y)
 
@@ -122,7 +122,7 @@ class DeepFool(Attack):
             # All k gradients in one backward pass: x is replicated k times (B·k images, the same
             # batch statistics), replica j differentiates f'_j = z_{others_j} − z_y.
             x_rep = tf.repeat(x_cur, k, axis=0)  # (B·k, ...), replicas of an example adjacent
-            with tf.GradientTape() as tape:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(x_rep)
                 logits_rep = tf.reshape(model_fn(x_rep), [-1, k, int(num_classes)])
                 z_y = tf.gather(logits_rep, y, axis=2, batch_dims=1)  # (B, k)

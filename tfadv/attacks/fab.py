@@ -198,7 +198,7 @@ class FABAttack(Attack):
         """(Δf, Δ∇f) of the chosen boundary at x1: shapes (n,), (n, D)."""
         n = tf.shape(x1)[0]
         if self.targeted:
-            with tf.GradientTape() as tape:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(x1)
                 logits = tf.cast(model_fn(x1), tf.float32)
                 diff = (tf.gather(logits, targets, batch_dims=1)
@@ -206,7 +206,7 @@ class FABAttack(Attack):
                 total = tf.reduce_sum(diff)
             grad = tape.gradient(total, x1)
             return diff, tf.reshape(grad, [n, -1])
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x1)
             logits = tf.cast(model_fn(x1), tf.float32)
         jac = tape.batch_jacobian(logits, x1)                       # (n, K, ...)

@@ -83,7 +83,7 @@ class MomentumIterativeAttack(IterativeAttack):
         decay = tf.constant(self.decay, x.dtype)
 
         def body(i, x_adv, momentum, active):
-            with tf.GradientTape() as tape:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(x_adv)
                 logits = model_fn(x_adv)
                 total = tf.reduce_sum(self._objective(logits, y, targets, logits_clean))

@@ -60,7 +60,7 @@ def fosc_values(model, attack: Attack, x, y, *, eps: float, batch_size: int = 25
 
     def run(xb, yb):
         x_adv = attack(model_fn, xb, yb)
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x_adv)
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=yb, logits=model_fn(x_adv)))

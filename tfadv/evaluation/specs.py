@@ -7,6 +7,12 @@ Grammar (comma-separated list; parentheses hold parameters)::
     pgd-40 | pgd40          PGD on cross-entropy, 40 steps
     cw-20                   PGD on Madry's CW margin (κ=50), 20 steps
     pgd(steps=40,step=2.55,loss=cw,restarts=5,start=uniform,norm=linf,eps=76.5,target=mc)
+    pgd(steps=40,early_stop=false)
+                            fgsm/pgd/cw stop attacking an example once it is misclassified (or hits
+                            its target) and drop it from the remaining steps' forward/backward
+                            (``early_stop``, on by default here: a success is never undone, so
+                            accuracy can only fall, and frozen examples cost nothing); false
+                            reproduces the plain k-step loop
     NAME | NAME-K | NAME(key=value,...)
                             any other attack registered in tfadv.attacks (apgd_ce, square, ...):
                             parameters are passed through to ``tfadv.attacks.get(NAME, ...)``
@@ -33,7 +39,8 @@ from tfadv import ranges as ranges_lib
 _SHORT = re.compile(r"^(pgd|cw)-?(\d+)$")
 _CALL = re.compile(r"^(\w+)\((.*)\)$")
 _NAMED = re.compile(r"^(\w+)(?:-(\d+))?$")
-_KEYS = {"steps", "step", "eps", "loss", "norm", "start", "restarts", "target", "kappa", "seed"}
+_KEYS = {"steps", "step", "eps", "loss", "norm", "start", "restarts", "target", "kappa", "seed",
+         "early_stop"}
 
 
 @dataclasses.dataclass
@@ -70,6 +77,14 @@ def _number(key, value, spec):
         raise ValueError(f"Attack parameter {key} must be a number. Received: {value!r} in {spec!r}.") from None
 
 
+def _switch(key, value, spec):
+    low = str(value).strip().lower()
+    if low not in ("true", "false"):
+        raise ValueError(f"Attack parameter {key} must be true or false. Received: {value!r} in "
+                         f"{spec!r}.")
+    return low == "true"
+
+
 def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = None,
           seed: Optional[int] = None) -> AttackSpec:
     """Turns one spec into an attack. ``eps``/``step_size`` are pixel levels out of 255."""
@@ -79,8 +94,9 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
     if s in ("clean", "noop", "none"):
         return AttackSpec("clean", attacks_lib.get("noop"), {"attack": "noop"})
     if s == "fgsm":
-        return AttackSpec("FGSM", attacks_lib.get("fgsm", eps=rng.from_pixels(eps), pixel_range=rng),
-                          {"attack": "fgsm", "eps": eps})
+        return AttackSpec("FGSM", attacks_lib.get("fgsm", eps=rng.from_pixels(eps), pixel_range=rng,
+                                                  early_stop=True),
+                          {"attack": "fgsm", "eps": eps, "early_stop": True})
     params = {}
     m = _SHORT.match(s)
     if m:
@@ -113,7 +129,8 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
                   loss=loss, norm=params.get("norm", "linf"), random_start=params.get("start", "uniform"),
                   restarts=int(_number("restarts", params.get("restarts", 1), spec)),
                   target=None if target in (None, "none") else target, pixel_range=rng,
-                  seed=int(params["seed"]) if "seed" in params else seed)
+                  seed=int(params["seed"]) if "seed" in params else seed,
+                  early_stop=_switch("early_stop", params.get("early_stop", "true"), spec))
     if "kappa" in params:
         kwargs["kappa"] = _number("kappa", params["kappa"], spec)
     attack = attacks_lib.get("pgd", **kwargs)
@@ -131,6 +148,8 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
         extras.append(f"start {kwargs['random_start']}")
     if a_eps != eps:
         extras.append(f"eps {a_eps:g}")
+    if not kwargs["early_stop"]:
+        extras.append("no early stop")
     if extras:
         label += " (" + ", ".join(extras) + ")"
     return AttackSpec(label, attack, {"attack": "pgd", "eps_pixels": a_eps, "step_pixels": step_px, **{
