@@ -318,7 +318,9 @@ def test_early_stop_compacts_the_batch_without_changing_results(digits_model, di
     eps = 0.1 if norm == "linf" else 1.0
     kwargs = dict(eps=eps, num_steps=8, norm=norm, target=target, restarts=restarts,
                   random_start="none", early_stop=True)
-    attack, masked = attacks.get("pgd", **kwargs), attacks.get("pgd", **kwargs)
+    # One pass per step (no sub-batches), so that each step's batch size is one recorded call.
+    attack = attacks.get("pgd", sub_batches=1, **kwargs)
+    masked = attacks.get("pgd", **kwargs)
     masked.compact_frozen = False
     wrapped = testing.EagerBatchSizes(digits_model)
     x_compact = attack(wrapped, x, y).numpy()  # first call: op by op, sizes visible

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
+from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks import targets as targets_lib
 
@@ -178,6 +179,9 @@ class IterativeAttack(Attack):
         stop_fn: optional per-example criterion ``StepState -> bool``; examples for which it is true
             stop moving for the rest of the run (Dynamic AT's FOSC control).
         seed: op seed for the random start and random targets.
+        sub_batches: how many concurrent sub-batches each forward/backward is cut into (``None``:
+            automatic, 1 where a GPU is visible; see :mod:`tfadv.attacks.gradients`). Only speed
+            depends on it; training-mode models are never split.
     """
 
     name = "pgd"
@@ -187,8 +191,10 @@ class IterativeAttack(Attack):
                  target: Optional[str] = None, restarts: int = 1, pixel_range="[0,1]",
                  training: bool = False, gaussian_std: float = 1e-3, kappa: float = 50.0,
                  early_stop: bool = False, stop_fn: Optional[Callable] = None,
-                 seed: Optional[int] = None, name: Optional[str] = None):
+                 seed: Optional[int] = None, name: Optional[str] = None,
+                 sub_batches: Optional[int] = None):
         self.pixel_range = ranges_lib.get_range(pixel_range)
+        self.sub_batches = gradients_lib.check_sub_batches(sub_batches)
         self.norm = norm
         self._step = steps_lib.get(norm)
         self.eps = self._check_size(eps, "eps", allow_zero=True)
@@ -455,14 +461,12 @@ class IterativeAttack(Attack):
         if num_steps is not None:
             bound = tf.minimum(tf.cast(num_steps, tf.int32), self.num_steps)
 
+        sub_batches = gradients_lib.resolve_sub_batches(self.sub_batches, model_fn)
+
         def input_gradient(xs, ys, ts, lcs):
-            # Only x is watched: the model's variable reads are never differentiated here (a
-            # default tape records them too: a larger traced graph, BUILD_NOTES issue 8).
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(xs)
-                logits = model_fn(xs)
-                total = tf.reduce_sum(self._objective(logits, ys, ts, lcs))
-            return logits, tape.gradient(total, xs)
+            logits, _, grad = gradients_lib.input_gradient(
+                model_fn, self._objective, xs, (ys, ts, lcs), sub_batches=sub_batches)
+            return logits, grad
 
         def body(i, x_adv, active):
             logits, grad = input_gradient(x_adv, y, targets, logits_clean)
