@@ -154,39 +154,29 @@ def tf_rows(network, x, y, eps, step, k):
     import tensorflow as tf
 
     from tfadv import attacks
-    from tfadv import losses
     from tfadv.attacks import core
     from tfadv.attacks import gradients
 
     xt, yt = tf.constant(x), tf.constant(y)
+    model_fn = core.ModelFn(network, training=False)
 
-    @tf.function
-    def input_gradient(images, labels):
-        # Only the input is watched, as in tfadv's attack core (a default tape also records the
-        # model's variable reads: a larger graph, the same speed on CPU once Grappler prunes it).
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(images)
-            loss = tf.reduce_sum(losses.ce(logits=network(images, training=False), labels=labels))
-        return tape.gradient(loss, images)
+    def compiled_pass(sub_batches):
+        # tfadv's own input-gradient pass (the tape watches only the input), compiled alone.
+        @tf.function
+        def input_gradient(images, labels):
+            return gradients.input_gradient(model_fn, gradients.ce_objective, images, (labels,),
+                                            sub_batches=sub_batches)[2]
+
+        return lambda: input_gradient(xt, yt).numpy()
 
     pgd = attacks.get("pgd", eps=eps, step_size=step, num_steps=k, random_start="uniform")
     fgsm = attacks.get("fgsm", eps=eps)
-    rows = {"limit": lambda: input_gradient(xt, yt).numpy()}
+    rows = {"limit": compiled_pass(1)}
     sub_batches = gradients.auto_sub_batches()
     if sub_batches > 1:
         # The same pass cut into the concurrent sub-batches tfadv's attacks use on this machine
         # (tfadv.attacks.gradients): what the attacks can reach, beside the one-pass limit.
-        model_fn = core.ModelFn(network, training=False)
-
-        def objective(logits, labels):
-            return losses.ce(logits=logits, labels=labels)
-
-        @tf.function
-        def split_gradient(images, labels):
-            return gradients.input_gradient(model_fn, objective, images, (labels,),
-                                            sub_batches=sub_batches)[2]
-
-        rows["limit_split"] = lambda: split_gradient(xt, yt).numpy()
+        rows["limit_split"] = compiled_pass(sub_batches)
     rows["pgd"] = lambda: pgd(network, xt, yt).numpy()
     rows["fgsm"] = lambda: fgsm(network, xt, yt).numpy()
     return rows

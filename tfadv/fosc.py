@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfadv import losses as losses_lib
+from tfadv.attacks import gradients as gradients_lib
 
 NORMS = ("linf", "l2")
 REFERENCES = ("natural", "start")
@@ -100,12 +100,8 @@ def fosc_and_loss(model_fn, x_adv, x_nat, y, eps, *, norm: str = "linf"):
     """(FOSC, per-example CE, logits) at ``x_adv`` from one forward/backward of ``model_fn``, with
     g = ∇ₓ CE(f(x_adv), y) (the per-example loss the paper's PGD maximises)."""
     x_adv = tf.convert_to_tensor(x_adv, tf.float32)
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x_adv)
-        logits = model_fn(x_adv)
-        ce = losses_lib.ce(logits=logits, labels=y)
-        total = tf.reduce_sum(ce)
-    grad = tape.gradient(total, x_adv)
+    logits, ce, grad = gradients_lib.input_gradient(model_fn, gradients_lib.ce_objective, x_adv,
+                                                    (y,))
     return fosc(grad, x_adv, x_nat, eps, norm=norm), ce, logits
 
 

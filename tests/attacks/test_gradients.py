@@ -6,13 +6,9 @@ import tensorflow as tf
 
 from tests import testing
 from tfadv import attacks
-from tfadv import losses
 from tfadv.attacks import core
 from tfadv.attacks import gradients
-
-
-def ce_objective(logits, labels):
-    return losses.ce(logits=logits, labels=labels)
+from tfadv.attacks.gradients import ce_objective
 
 
 def reference(model, x, y):

@@ -21,6 +21,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfadv import losses as losses_lib
+
 #: Upper bound on the automatic number of concurrent sub-batches (each is one more traced copy of
 #: the model's forward/backward in the attack's graph).
 MAX_SUB_BATCHES = 8
@@ -112,6 +114,11 @@ def minimum_size(example_shape) -> int:
     return max(MIN_SUB_BATCH, -(-MIN_SUB_BATCH_VALUES // max(values, 1)))
 
 
+def ce_objective(logits, labels):
+    """Per-example softmax cross-entropy as a positional objective for :func:`input_gradient`."""
+    return losses_lib.ce(logits=logits, labels=labels)
+
+
 def _pass(model_fn, objective, x, args):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         # Only x is watched: the model's variable reads are never differentiated here (a default
@@ -134,8 +141,8 @@ def input_gradient(model_fn: Callable, objective: Callable, x: tf.Tensor,
     of near-equal size (``min_size`` None: :func:`minimum_size` of one example's shape; c is
     computed in the graph when the batch size is dynamic, so a batch that shrinks, e.g. under
     early-stop compaction, uses fewer of the S traced branches); their passes have no data
-    dependence on one another and run concurrently. The caller guarantees per-example independence (inference-mode
-    BatchNorm, see :func:`resolve_sub_batches`).
+    dependence on one another and run concurrently. The caller guarantees per-example
+    independence (inference-mode BatchNorm, see :func:`resolve_sub_batches`).
     """
     if sub_batches <= 1:
         return _pass(model_fn, objective, x, args)

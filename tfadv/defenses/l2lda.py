@@ -53,6 +53,7 @@ from tfadv import attacks as attacks_lib
 from tfadv import losses as losses_lib
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.core import as_model_fn
 from tfadv.defenses.base import AdversarialModel
 
@@ -90,11 +91,8 @@ def normalize_gradient(g):
 def _input_gradient(model_fn, x, y, normalize):
     """∇ₓ Σᵢ CE(f(xᵢ), yᵢ) at ``x``, detached (the release's ``f_grad.detach()``), optionally
     normalised; also the logits of ``x`` (differentiable w.r.t. whatever produced x)."""
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x)
-        logits = model_fn(x)
-        total = tf.reduce_sum(losses_lib.ce(logits=logits, labels=y))
-    grad = tf.stop_gradient(tape.gradient(total, x))
+    logits, _, grad = gradients_lib.input_gradient(model_fn, gradients_lib.ce_objective, x, (y,))
+    grad = tf.stop_gradient(grad)
     return (normalize_gradient(grad) if normalize else grad), logits
 
 

@@ -25,6 +25,7 @@ import tensorflow as tf
 from tfadv import atomic
 from tfadv import attacks as attacks_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.core import Attack, as_model_fn
 from tfadv.evaluation import diagnostics as diag_lib
 from tfadv.evaluation import plots
@@ -60,11 +61,7 @@ def fosc_values(model, attack: Attack, x, y, *, eps: float, batch_size: int = 25
 
     def run(xb, yb):
         x_adv = attack(model_fn, xb, yb)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x_adv)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=yb, logits=model_fn(x_adv)))
-        g = tape.gradient(loss, x_adv)
+        _, _, g = gradients_lib.input_gradient(model_fn, gradients_lib.ce_objective, x_adv, (yb,))
         if g is None:
             g = tf.zeros_like(x_adv)
         return fosc(g, x_adv, xb, eps)

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfadv import attacks as attacks_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.core import Attack, as_model_fn
 from tfadv.evaluation import runner
 
@@ -162,11 +163,7 @@ def input_gradients(model, x, y, *, batch_size: int = 256):
 
     @tf.function(reduce_retracing=True)
     def grad_fn(xb, yb):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(xb)
-            logits = model_fn(xb)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
-        g = tape.gradient(loss, xb)
+        logits, _, g = gradients_lib.input_gradient(model_fn, gradients_lib.ce_objective, xb, (yb,))
         if g is None:
             g = tf.zeros_like(xb)
         g = tf.reshape(g, [tf.shape(xb)[0], -1])
