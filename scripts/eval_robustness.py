@@ -21,10 +21,22 @@ Generator attacks (advgan, gap, l2lda(generator_path=RUN_DIR)) are first fitted 
 --finetune_images training images (--finetune_split, batches of --finetune_batch_size) for
 --finetune_steps steps unless their spec sets finetune_steps=N.
 --tensorboard writes summaries to OUT_DIR/tensorboard; --resume keeps the progress in
-OUT_DIR/eval_state.npz and continues an interrupted run with the same configuration.
+OUT_DIR/eval_state.npz and continues an interrupted run with the same configuration: the same
+model (SavedModel fingerprint or checkpoint SHA-256), dataset, split, --limit (number of images),
+--batch_size, eps, attacks, --seed, --only_robust and pixel range; a state file of anything else is
+refused with the fields that differ (delete it or choose another --out_dir), a corrupt one too.
+
+Where reports go: OUT_DIR is checked to be writable before the model is evaluated. By default it
+is RUN/eval/SLUG inside the run directory the model came from (never the training run's own
+robustness.md/json), else MODEL_PATH_eval/SLUG beside a bare SavedModel; SLUG is the suite or
+attack list and the eps (e.g. ``paper_eps25.5``). Reports already in OUT_DIR are replaced only when
+they record the same evaluation (same model, data and attacks: a rerun); reports of another run or
+evaluation are refused unless --overwrite, and the script always says what it wrote or replaced.
 """
 
+import hashlib
 import os
+import re
 import sys
 
 import tensorflow as tf
@@ -35,6 +47,8 @@ from tfadv import checkpoints as ckpt_lib
 from tfadv import data as data_lib
 from tfadv import evaluation as eval_lib
 from tfadv import ranges as ranges_lib
+from tfadv.evaluation import report as report_lib
+from tfadv.evaluation import runner as runner_lib
 from tfadv.evaluation import specs as specs_lib
 from tfadv.loading import load_for_evaluation
 
@@ -51,7 +65,10 @@ flags.DEFINE_enum("suite", None, sorted(specs_lib.SUITES),
                   "A fixed attack suite instead of --attacks: autoattack, paper or full.")
 flags.DEFINE_boolean("only_robust", None, "Run each attack only on the points still robust under the "
                      "previous ones (default: on with --suite, off with --attacks).")
-flags.DEFINE_string("out_dir", None, "Where to write robustness.{md,json} (default: beside the model).")
+flags.DEFINE_string("out_dir", None, "Where to write robustness.{md,json} (default: RUN/eval/SLUG "
+                    "in the model's run directory, else MODEL_PATH_eval/SLUG; see the docstring).")
+flags.DEFINE_boolean("overwrite", False, "Replace reports in --out_dir that another run or another "
+                     "evaluation wrote (without it such reports are refused).")
 flags.DEFINE_integer("seed", 0, "Seed of random starts.")
 flags.DEFINE_boolean("diagnostics", False, "Run the gradient-masking checklist (PASS/WARN lines).")
 flags.DEFINE_boolean("analyses", False, "Write gradient-magnitude/FOSC statistics and PNG plots.")
@@ -70,13 +87,38 @@ FLAGS = flags.FLAGS
 STATE_FILE = "eval_state.npz"
 
 
-def default_out_dir(model_path: str) -> str:
-    """The run directory the model came from, else ``MODEL_PATH_eval`` beside a bare SavedModel."""
+def default_out_dir(model_path: str, slug: str) -> str:
+    """RUN/eval/SLUG in the run directory the model came from, else MODEL_PATH_eval/SLUG."""
     path = os.path.abspath(model_path.rstrip("/"))
     for candidate in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
         if os.path.isfile(os.path.join(candidate, ckpt_lib.RUN_CONFIG)):
-            return candidate
-    return path + "_eval"
+            return os.path.join(candidate, "eval", slug)
+    return os.path.join(path + "_eval", slug)
+
+
+def out_dir_slug(suite, attacks, eps) -> str:
+    """``SUITE_epsE`` or the attack list made a file name (``clean_fgsm_pgd-20_cw-20_eps8``)."""
+    name = re.sub(r"[^A-Za-z0-9.\-]+", "_", suite or attacks).strip("_")[:80]
+    return f"{name}_eps{eps:g}"
+
+
+def check_reports(out_dir: str, evaluation_id: str) -> str:
+    """What writing the reports will do (a sentence); refuses to replace another run's reports."""
+    paths, previous = report_lib.existing_report(out_dir)
+    if not paths:
+        return "new reports"
+    if previous == evaluation_id:
+        return "replacing the reports of the same evaluation"
+    origin = (f"evaluation {previous}" if previous else
+              "a training run or an evaluation that recorded no evaluation_id")
+    if not FLAGS.overwrite:
+        raise app.UsageError(
+            f"The output directory already holds reports of another run ({origin}): "
+            f"{', '.join(paths)}. Reports are not replaced silently: choose another --out_dir, or "
+            f"pass --overwrite to replace them. Received: {out_dir!r}.")
+    print(f"Replacing {', '.join(paths)} (--overwrite; they were written by {origin})",
+          file=sys.stderr, flush=True)
+    return f"replacing the reports of {origin}"
 
 
 def threat_model(specs) -> str:
@@ -106,23 +148,36 @@ def main(argv):
     else:
         specs = eval_lib.parse_list(FLAGS.attacks, **kwargs)
     only_robust = bool(FLAGS.suite) if FLAGS.only_robust is None else FLAGS.only_robust
+    out_dir = FLAGS.out_dir or default_out_dir(FLAGS.model_path,
+                                               out_dir_slug(FLAGS.suite, FLAGS.attacks, eps))
+    report_lib.check_writable(out_dir)  # before the data and the attacks, not after an hour
     ds, ds_info = data_lib.load(dataset, FLAGS.split, batch_size=FLAGS.batch_size,
                                 pixel_range=pixel_range, data_dir=FLAGS.data_dir, limit=FLAGS.limit,
                                 training=False)
     if ds_info.num_classes != info["num_classes"]:
         raise ValueError(f"The model has {info['num_classes']} classes but {dataset} has "
                          f"{ds_info.num_classes}. Received: --dataset={dataset}.")
-    out_dir = FLAGS.out_dir or default_out_dir(FLAGS.model_path)
-    os.makedirs(out_dir, exist_ok=True)
+    needs_preparation = any(getattr(spec.attack, "needs_preparation", False)
+                            for spec in specs.values())
+    identity = {"model": info["model_id"], "dataset": dataset, "split": FLAGS.split,
+                "limit": FLAGS.limit, "num_examples": ds_info.num_examples,
+                "batch_size": FLAGS.batch_size, "eps_pixels": eps, "seed": FLAGS.seed}
+    if needs_preparation:
+        identity["finetune"] = [FLAGS.finetune_split, FLAGS.finetune_images, FLAGS.finetune_batch_size]
+    key = runner_lib.fingerprint(specs, pixel_range=pixel_range, only_robust=only_robust,
+                                 identity=identity, prepare_steps=FLAGS.finetune_steps)
+    evaluation_id = hashlib.sha256(key.encode()).hexdigest()[:16]
     tb_dir = os.path.join(out_dir, "tensorboard") if FLAGS.tensorboard else None
     state_path = os.path.join(out_dir, STATE_FILE) if FLAGS.resume else None
     if state_path and os.path.exists(state_path):
+        runner_lib.check_state(state_path, key)  # another model, data or attacks: refused here
         print(f"Resuming from {state_path}", file=sys.stderr, flush=True)
+    replacing = check_reports(out_dir, evaluation_id)
     print(f"Evaluating {info['source']} ({info['architecture']}) on {dataset}/{FLAGS.split} "
           f"({ds_info.num_examples} images), eps {eps:g}/255 of {pixel_range}"
           f"{', only on points still robust' if only_robust else ''}", flush=True)
     prepare_data = None
-    if any(getattr(spec.attack, "needs_preparation", False) for spec in specs.values()):
+    if needs_preparation:
         prepare_data, _ = data_lib.load(dataset, FLAGS.finetune_split,
                                         batch_size=FLAGS.finetune_batch_size, pixel_range=pixel_range,
                                         data_dir=FLAGS.data_dir, limit=FLAGS.finetune_images,
@@ -130,19 +185,22 @@ def main(argv):
     result = eval_lib.evaluate(model, ds, specs, pixel_range=pixel_range,
                                num_examples=ds_info.num_examples, only_robust=only_robust,
                                state_path=state_path, tensorboard_dir=tb_dir,
-                               prepare_data=prepare_data, prepare_steps=FLAGS.finetune_steps)
+                               prepare_data=prepare_data, prepare_steps=FLAGS.finetune_steps,
+                               identity=identity)
     rng = ranges_lib.get_range(pixel_range)
     meta = {"model_path": os.path.abspath(FLAGS.model_path), "dataset": dataset, "split": FLAGS.split,
             "threat_model": threat_model(specs), "eps_pixels": eps, "pixel_range": pixel_range,
             "architecture": info["architecture"], "suite": FLAGS.suite,
-            "attacks": {label: spec.params for label, spec in specs.items()}}
+            "attacks": {label: spec.params for label, spec in specs.items()},
+            "model_id": info["model_id"], "evaluation_id": evaluation_id}
 
     eval_lib.write(result, out_dir, metadata=meta, row=info["architecture"], tensorboard_dir=tb_dir)
     print()
     print(eval_lib.markdown_table(result, row=info["architecture"]))
     print()
     print(eval_lib.details_table(result), flush=True)
-    print(f"\nWrote {os.path.join(out_dir, 'robustness.md')} and robustness.json", file=sys.stderr)
+    print(f"\nWrote {os.path.join(out_dir, 'robustness.md')} and robustness.json ({replacing})",
+          file=sys.stderr)
 
     diag = None
     if FLAGS.diagnostics or FLAGS.analyses:

@@ -5,12 +5,17 @@ The JSON file has the shape of a RobustBench model card (``dataset``, ``threat_m
 ``attacks`` (per-attack numbers) and ``additional`` (everything else: pixel range, split, the
 attack parameters, how the run was made). ``accuracy`` and ``num_examples`` are kept at the top
 level for tfadv's own tools. Files are written atomically.
+
+:func:`check_writable` refuses a directory that cannot take the reports before any work is done;
+:func:`existing_report` says what a directory's reports already are (their ``evaluation_id``), so
+that a caller never replaces another run's reports without saying so.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -131,3 +136,43 @@ def write(result: EvaluationResult, directory: str, *, metadata: dict, row: str 
     if tensorboard_dir:
         write_tensorboard(result, tensorboard_dir, row=row)
     return obj
+
+
+def check_writable(directory: str) -> None:
+    """Raises ValueError naming ``directory`` when files cannot be written there.
+
+    Creates the missing directories, writes and removes a probe file atomically, then removes the
+    directories it created: the file system is left as it was.
+    """
+    directory = os.path.abspath(directory)
+    missing = []
+    parent = directory
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, ".write-probe")
+        atomic.write_text(probe, "probe\n")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"Cannot write reports to this directory ({type(e).__name__}: "
+                         f"{e.strerror or e}). Received: {directory!r}.") from None
+    finally:
+        for path in missing:  # deepest first
+            if os.path.isdir(path):
+                os.rmdir(path)
+
+
+def existing_report(directory: str, *, stem: str = "robustness") -> Tuple[List[str], Optional[str]]:
+    """``(paths, evaluation_id)``: the DIRECTORY/STEM.{md,json} that exist and the
+    ``additional.evaluation_id`` their JSON records (None when absent or unreadable)."""
+    paths = [os.path.join(directory, f"{stem}.{ext}") for ext in ("md", "json")]
+    paths = [p for p in paths if os.path.exists(p)]
+    try:
+        with open(os.path.join(directory, f"{stem}.json"), encoding="utf-8") as f:
+            additional = json.load(f).get("additional") or {}
+        evaluation_id = additional.get("evaluation_id")
+    except (OSError, ValueError, AttributeError):
+        evaluation_id = None
+    return paths, evaluation_id

@@ -21,7 +21,11 @@ caller is used as it is. A resumed run fits such an attack again before its rema
 
 ``state_path=`` makes a long run resumable: after every batch (or every ``save_every_s`` seconds,
 and whenever the run stops, also on an error) the per-attack progress is written atomically to an
-``.npz`` file; a rerun with the same configuration skips the finished attacks and batches.
+``.npz`` file; a rerun with the same configuration skips the finished attacks and batches. The
+configuration (:func:`fingerprint`) covers the attacks, pixel range, only_robust, the model (a hash
+of its weights unless ``identity={"model": ...}`` names it) and the number of examples, plus what
+the caller adds in ``identity=`` (dataset, split, limit, eps, seed, ...): a state file of another
+configuration is refused with the fields that differ, a corrupt one with "delete it".
 """
 
 from __future__ import annotations
@@ -33,16 +37,19 @@ import os
 import re
 import sys
 import time
+import zipfile
+import zlib
 from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tfadv import atomic
+from tfadv import identity as identity_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.core import as_model_fn
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -122,8 +129,14 @@ def _attack_name(spec, attack) -> str:
     return str(params.get("attack") or getattr(attack, "name", "") or "")
 
 
-def fingerprint(specs, *, pixel_range, only_robust) -> str:
-    """A string identifying a run's configuration (what a resumed run must match)."""
+def fingerprint(specs, *, pixel_range, only_robust, identity: Optional[dict] = None,
+                prepare_steps: Optional[int] = None) -> str:
+    """A JSON object identifying a run's configuration (what a resumed run must match).
+
+    ``identity``: fields naming what is evaluated beyond the attacks (model, dataset, split, limit,
+    number of examples, eps, seed, ...), one JSON value each. ``prepare_steps`` counts only when
+    an attack needs preparation.
+    """
     items = []
     for label, spec in specs.items():
         attack = getattr(spec, "attack", spec)
@@ -132,15 +145,48 @@ def fingerprint(specs, *, pixel_range, only_robust) -> str:
         except Exception:  # noqa: BLE001 - a custom attack without a serialisable config
             config = {"name": getattr(attack, "name", type(attack).__name__)}
         items.append([label, type(attack).__name__, config, getattr(spec, "params", None)])
-    return json.dumps({"version": STATE_VERSION, "pixel_range": str(ranges_lib.get_range(pixel_range)),
-                       "only_robust": bool(only_robust), "attacks": items},
-                      sort_keys=True, default=str)
+    config = {"version": STATE_VERSION, "pixel_range": str(ranges_lib.get_range(pixel_range)),
+              "only_robust": bool(only_robust), "attacks": items}
+    if prepare_steps is not None and any(getattr(getattr(s, "attack", s), "needs_preparation", False)
+                                         for s in specs.values()):
+        config["prepare_steps"] = int(prepare_steps)
+    clash = sorted(set(identity or {}) & set(config))
+    if clash:
+        raise ValueError(f"identity= must not redefine the fields fingerprint() sets itself. "
+                         f"Received: {clash}.")
+    config.update(identity or {})
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _differences(saved: str, key: str) -> str:
+    """``field: VALUE in the file, VALUE now`` for every top-level field two fingerprints differ in."""
+    try:
+        old = json.loads(saved)
+    except (TypeError, ValueError):
+        old = None
+    old = old if isinstance(old, dict) else {}
+    new = json.loads(key)
+    absent = object()
+
+    def show(config, name):
+        text = json.dumps(config[name], sort_keys=True, default=str) if name in config else "(absent)"
+        return text if len(text) <= 120 else text[:117] + "..."
+
+    names = sorted(n for n in set(old) | set(new) if old.get(n, absent) != new.get(n, absent))
+    return "; ".join(f"{n}: {show(old, n)} in the file, {show(new, n)} now" for n in names)
+
+
+def check_state(path: str, key: str) -> None:
+    """Raises the ValueError ``evaluate(state_path=path)`` would raise at its start when the state
+    file there is corrupt or belongs to another configuration ``key`` (:func:`fingerprint`)."""
+    _State(path, key, 0.0)
 
 
 class _State:
     """Per-attack progress of a run, saved atomically as ``.npz`` (arrays + a JSON header)."""
 
     ARRAYS = ("correct", "linf", "l2", "nan", "oor")
+    ENTRY_KEYS = ("label", "done", "batches", "seconds", "points_attacked", "examples")
 
     def __init__(self, path: Optional[str], key: str, save_every_s: float):
         self.path, self.key, self.save_every_s = path, key, float(save_every_s)
@@ -156,17 +202,23 @@ class _State:
             with np.load(self.path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 arrays = {k: data[k] for k in data.files if k != "header"}
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"Cannot read the evaluation state file; delete it to start over. "
-                             f"Received: {self.path!r} ({e}).") from None
-        if header.get("fingerprint") != self.key:
+            saved_key = header["fingerprint"]
+            attacks = [dict(entry) for entry in header["attacks"]]
+            missing = sorted({k for entry in attacks for k in self.ENTRY_KEYS if k not in entry})
+            if missing:
+                raise KeyError(f"attack entries without {missing}")
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
+                zlib.error) as e:
+            raise ValueError(f"Corrupt evaluation state file ({type(e).__name__}: {e}); delete it "
+                             f"to start over. Received: {self.path!r}.") from None
+        if saved_key != self.key:
             raise ValueError(
-                "The evaluation state file was written for a different configuration (attacks, their "
-                "parameters, pixel range or only_robust); delete it or choose another path to start "
-                f"over. Received: {self.path!r}.")
+                f"The evaluation state file was written for a different configuration "
+                f"({_differences(saved_key, self.key)}); it is not reused: delete it, or choose "
+                f"another state path (eval_robustness.py: another --out_dir), to start over. "
+                f"Received: {self.path!r}.")
         self.labels = arrays.get("labels", np.zeros([0], np.int64))
-        for i, entry in enumerate(header["attacks"]):
-            entry = dict(entry)
+        for i, entry in enumerate(attacks):
             for name in self.ARRAYS:
                 entry[name] = [arrays[f"a{i}_{name}"]] if f"a{i}_{name}" in arrays else []
             self.attacks[entry["label"]] = entry
@@ -209,7 +261,8 @@ def _summary_name(label: str) -> str:
 def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_examples: Optional[int] = None,
              progress=sys.stderr, only_robust: bool = False, state_path: Optional[str] = None,
              save_every_s: float = 0.0, tensorboard_dir: Optional[str] = None,
-             prepare_data=None, prepare_steps: Optional[int] = None) -> EvaluationResult:
+             prepare_data=None, prepare_steps: Optional[int] = None,
+             identity: Optional[dict] = None) -> EvaluationResult:
     """Evaluates ``model`` (Keras model or logits callable) under each attack spec.
 
     Args:
@@ -228,13 +281,15 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
         prepare_data: batches ``(images, labels)`` (training split) on which attacks with
             ``needs_preparation`` are fitted before they run (generator attacks).
         prepare_steps: fitting steps of those attacks that do not set their own.
+        identity: with ``state_path``, what else the state must match (JSON values): e.g.
+            ``{"model": ..., "dataset": ..., "split": ..., "limit": ...}``. Without a ``"model"``
+            entry the model is identified by a hash of its weights (a callable holding no variables
+            must name itself); ``num_examples``, when given, is added as ``"num_examples"``.
     """
     rng = ranges_lib.get_range(pixel_range)
     model_fn = as_model_fn(model, False)
-    key = fingerprint(specs, pixel_range=rng, only_robust=only_robust)
-    if prepare_steps is not None and any(getattr(getattr(s, "attack", s), "needs_preparation", False)
-                                         for s in specs.values()):
-        key += f"|prepare_steps={int(prepare_steps)}"
+    key = fingerprint(specs, pixel_range=rng, only_robust=only_robust, prepare_steps=prepare_steps,
+                      identity=_state_identity(model, identity, num_examples) if state_path else None)
     state = _State(state_path, key, save_every_s)
     writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
     results: Dict[str, AttackResult] = {}
@@ -270,6 +325,21 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
             writer.flush()
             writer.close()
     return EvaluationResult(results=results, num_examples=total, only_robust=bool(only_robust))
+
+
+def _state_identity(model, identity, num_examples) -> dict:
+    """``identity`` completed with the model's weights hash and ``num_examples``."""
+    identity = dict(identity or {})
+    if identity.get("model") is None:
+        identity["model"] = identity_lib.of_weights(model)
+        if identity["model"] is None:
+            raise ValueError(
+                "A resumable evaluation (state_path=) must know which model its state belongs to: "
+                "pass a Keras model (or tf.Module) holding its weights, or identity={'model': ...}. "
+                f"Received: model={model!r}.")
+    if num_examples is not None:
+        identity.setdefault("num_examples", int(num_examples))
+    return identity
 
 
 def _prepare(model_fn, attack, label, data, steps, progress) -> None:
