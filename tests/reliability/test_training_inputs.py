@@ -91,7 +91,8 @@ def test_validation_is_a_held_out_training_slice_by_default(tmp_path):
     with open(os.path.join(logdir, "run_metadata.json")) as f:
         validation = json.load(f)["validation"]
     assert validation == {"source": "heldout", "train_split": "train[:-16]",
-                          "split": "train[-16:]", "limit": None, "num_examples": 16}
+                          "split": "train[-16:]", "limit": None, "num_examples": 16,
+                          "capped_from": None}
     assert "Validation: 16 held-out training images (train[-16:]" in proc.stdout, proc.stdout
     # The slices partition the training split: validation images are never trained on.
     full, head, tail = (data.load("digits", split, batch_size=2000, training=False)[0]

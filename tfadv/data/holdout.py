@@ -21,6 +21,7 @@ read the test split, or the test set steers training. :func:`validation_plan` re
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Optional
 
 from tfadv.data import core
@@ -41,6 +42,7 @@ class ValidationPlan:
         split: the split validation reads (``"train[-N:]"``, ``"test"``), None without validation.
         limit: ``limit`` for loading ``split`` (the test split's ``--val_limit``), else None.
         num_examples: validation examples per epoch (0 without validation).
+        capped_from: the ``--val_limit`` asked for when the held-out cap made it smaller, else None.
     """
 
     source: str
@@ -48,6 +50,7 @@ class ValidationPlan:
     split: Optional[str]
     limit: Optional[int]
     num_examples: int
+    capped_from: Optional[int] = None
 
     def describe(self) -> str:
         """One line for the training log."""
@@ -56,8 +59,10 @@ class ValidationPlan:
         if self.source == "test":
             return (f"Validation: {self.num_examples} images of the TEST split (--val_split=test): "
                     f"the test set is seen during training")
+        capped = (f"; --val_limit={self.capped_from} capped at {MAX_HELDOUT_FRACTION:.0%} of the "
+                  f"training split" if self.capped_from is not None else "")
         return (f"Validation: {self.num_examples} held-out training images ({self.split}, "
-                f"excluded from training, which reads {self.train_split})")
+                f"excluded from training, which reads {self.train_split}{capped})")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -70,8 +75,8 @@ def check_val_split(val_split) -> str:
 
 
 def check_val_limit(val_limit) -> Optional[int]:
-    if val_limit is not None and (isinstance(val_limit, bool) or not isinstance(val_limit, int)
-                                  or val_limit < 0):
+    if val_limit is not None and (isinstance(val_limit, bool)
+                                  or not isinstance(val_limit, numbers.Integral) or val_limit < 0):
         raise ValueError(f"--val_limit must be an integer >= 0 (0: no validation) or unset. "
                          f"Received: {val_limit!r}.")
     return val_limit
@@ -106,4 +111,6 @@ def validation_plan(name: str, val_split: str = "heldout", val_limit: Optional[i
             f"validation examples (at most {MAX_HELDOUT_FRACTION:.0%} of it). Pass "
             f"--val_split=test to validate on the test split or --val_limit=0 for no validation. "
             f"Received: --val_split={val_split!r}, --val_limit={val_limit!r}.")
-    return ValidationPlan("heldout", f"train[:-{size}]", f"train[-{size}:]", None, size)
+    capped_from = val_limit if val_limit is not None and val_limit > size else None
+    return ValidationPlan("heldout", f"train[:-{size}]", f"train[-{size}:]", None, size,
+                          capped_from)
