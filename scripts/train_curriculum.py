@@ -8,8 +8,9 @@ not improved for --patience epochs; batches mix strengths 0..k.
 
 On mnist/cifar10 (and npz files of their shapes) unset flags take the FOSC paper's setting shared by
 all its defenses (presets fosc_mnist / fosc_cifar10: K = 10 steps of eps/4 with random start, SGD 0.01
-momentum 0.9, weight decay 1e-4, 50 / 120 epochs); patience 10 (Cai et al.). The validation split is
-the first --val_limit test images (needed: k follows its PGD-k accuracy). The current k is logged as
+momentum 0.9, weight decay 1e-4, 50 / 120 epochs); patience 10 (Cai et al.). Validation (needed: k
+follows its PGD-k accuracy) uses the last --val_limit training images, held out of training
+(--val_split=test: the test split instead). The current k is logged as
 `k`. Sizes are pixel levels out of 255. Run with --helpfull for every flag.
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import numbers
 import os
 import re
 from typing import Optional
@@ -56,7 +57,10 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.directory = os.path.join(logdir, CHECKPOINT_DIR)
         self.network = network
-        self.every = max(int(every), 1)
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"every (epochs between checkpoints) must be an integer >= 1. "
+                             f"Received: every={every!r}.")
+        self.every = every
         self.keep = max(int(keep), 1)
 
     def on_epoch_end(self, epoch, logs=None):

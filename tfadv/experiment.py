@@ -14,6 +14,7 @@ and XLA; a killed run continues from ``LOGDIR/backup`` (``--resume``).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import sys
 import time
@@ -75,12 +76,17 @@ class TrainConfig:
     train_limit: Optional[int] = None
     eval_limit: Optional[int] = None
     val_limit: Optional[int] = 1000
+    # "heldout": validate on the last examples of the training split, excluded from training
+    # (tfadv.data.holdout); "test": on the test split, only when asked for.
+    val_split: str = "heldout"
     checkpoint_every: int = 1
     eval_attacks: str = "clean,fgsm,pgd-20"
     eval_step_size: Optional[float] = None
     verbose: int = 2
 
     def validate(self):
+        """Checks every field (the evaluation attacks parsed included) so that a bad value stops
+        the run before anything is loaded, written or trained."""
         ranges_lib.get_range(self.pixel_range)
         ranges_lib.check_pixel_size(self.eps, name="eps")
         ranges_lib.check_pixel_size(self.step_size, name="step_size", allow_subpixel=True)
@@ -107,7 +113,23 @@ class TrainConfig:
         for name in ("num_gpus", "logical_cpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0. Received: {getattr(self, name)!r}.")
+        self._validate_inputs()
         return self
+
+    def _validate_inputs(self):
+        if not self.lr > 0 or self.lr == float("inf"):
+            raise ValueError(f"--lr must be a finite number > 0. Received: {self.lr!r}.")
+        for name, optional in (("checkpoint_every", False), ("train_limit", True),
+                               ("eval_limit", True)):
+            value = getattr(self, name)
+            if (value is not None or not optional) and (
+                    isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise ValueError(f"--{name} must be an integer >= 1{' or unset' if optional else ''}."
+                                 f" Received: {value!r}.")
+        data_lib.holdout.check_val_limit(self.val_limit)
+        data_lib.holdout.check_val_split(self.val_split)
+        eval_lib.parse_list(self.eval_attacks, eps=self.eps, pixel_range=self.pixel_range,
+                            step_size=self.eval_step_size, seed=self.seed)
 
 
 LR_SCALINGS = ("none", "linear")
@@ -178,7 +200,8 @@ def config_from_flags(flag_values) -> TrainConfig:
         lr_scaling=pick_new("lr_scaling", preset.lr_scaling),
         lr_warmup_epochs=pick_new("lr_warmup_epochs", preset.lr_warmup_epochs),
         resume=pick_new("resume", True), train_limit=fv.train_limit, eval_limit=fv.eval_limit,
-        val_limit=pick("val_limit", preset.val_limit), checkpoint_every=fv.checkpoint_every,
+        val_limit=pick("val_limit", preset.val_limit), val_split=pick_new("val_split", "heldout"),
+        checkpoint_every=fv.checkpoint_every,
         eval_attacks=pick("eval_attacks", preset.eval_attacks),
         eval_step_size=pick("eval_step_size", preset.eval_step_size), verbose=fv.verbose).validate()
 
@@ -313,16 +336,18 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
     chief = distribute_lib.is_chief(strategy)
     logdir = distribute_lib.worker_logdir(cfg.logdir, strategy)
     rng = ranges_lib.get_range(cfg.pixel_range)
-    train_ds, info = data_lib.load(cfg.dataset, "train", batch_size=cfg.batch_size,
+    validation = data_lib.validation_plan(cfg.dataset, cfg.val_split, cfg.val_limit,
+                                          data_dir=cfg.data_dir, **(cfg.data_options or {}))
+    train_ds, info = data_lib.load(cfg.dataset, validation.train_split, batch_size=cfg.batch_size,
                                    pixel_range=rng, data_dir=cfg.data_dir, seed=cfg.seed,
                                    limit=cfg.train_limit, **(cfg.data_options or {}))
     steps_per_epoch = steps_per_epoch_for(info.num_examples, cfg.batch_size, replicas)
     train_ds = distributed_dataset(train_ds, replicas=replicas, steps=steps_per_epoch)
     val_ds = None
-    if cfg.val_limit != 0:
-        val_ds, _ = data_lib.load(cfg.dataset, "test", batch_size=max(cfg.batch_size, 100),
-                                  pixel_range=rng, data_dir=cfg.data_dir, limit=cfg.val_limit,
-                                  **(cfg.data_options or {}))
+    if validation.split is not None:  # the held-out training slice unless --val_split=test
+        val_ds, _ = data_lib.load(cfg.dataset, validation.split, batch_size=max(cfg.batch_size, 100),
+                                  pixel_range=rng, data_dir=cfg.data_dir, limit=validation.limit,
+                                  training=False, **(cfg.data_options or {}))
         val_ds = distributed_dataset(val_ds, replicas=1)
     os.makedirs(logdir, exist_ok=True)
     ckpt_lib.write_run_config(logdir, model=cfg.model, num_classes=info.num_classes,
@@ -331,7 +356,8 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
     callbacks_lib.write_run_metadata(logdir, flags=flags or dataclasses.asdict(cfg), seed=cfg.seed,
                                      extra={"config": dataclasses.asdict(cfg), "defense": defense,
                                             "replicas": replicas, "per_replica_batch": per_replica,
-                                            "base_lr": base_lr(cfg)})
+                                            "base_lr": base_lr(cfg),
+                                            "validation": validation.as_dict()})
     import models  # architecture registry
 
     with strategy.scope(), distribute_lib.precision_policy(cfg.precision):
@@ -362,6 +388,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                  f"{info.image_shape}, {info.num_classes} classes) with {cfg.model}; "
                  f"eps {cfg.eps:g}/255 of {rng} = {rng.from_pixels(cfg.eps):.5g} input units, "
                  f"{cfg.num_steps} steps of {cfg.step_size:g}/255; logdir {logdir}\n")
+    stream.write(validation.describe() + "\n")
     if replicas > 1 or cfg.precision != "fp32" or cfg.xla or cfg.lr_scaling != "none":
         stream.write(f"{replicas} replica(s) ({type(strategy).__name__}), global batch "
                      f"{cfg.batch_size} = {per_replica} per replica; precision {cfg.precision}"

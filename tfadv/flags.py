@@ -67,7 +67,12 @@ def define_training_flags():
                        "(default: the preset's, 5).")
     flags.DEFINE_bool("resume", True, "Continue a killed run from LOGDIR/backup (epoch, weights, "
                       "optimizer state); --noresume starts afresh and discards the backup.")
-    flags.DEFINE_integer("val_limit", None, "Validation examples attacked each epoch (0: none).")
+    flags.DEFINE_integer("val_limit", None, "Validation examples attacked each epoch (0: none; "
+                         "default: the preset's; held out: capped at a tenth of the training set).")
+    flags.DEFINE_enum("val_split", "heldout", ["heldout", "test"], "Validation data during "
+                      "training: heldout = the last --val_limit training examples, excluded from "
+                      "training (see tfadv.data.holdout); test = the test split (then the test set "
+                      "steers training, and the run records it).")
     flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
     flags.DEFINE_string("eval_attacks", None, "Attacks run on the test split after training "
                         "(see scripts/eval_robustness.py --helpfull).")

@@ -48,7 +48,7 @@ def test_train_bat_imagenet_on_8_logical_cpus(tmp_path):
     proc = testing.run_python(script=SCRIPT, timeout=600, args=[
         "--dataset=imagenet", f"--data_dir={root}", "--num_gpus=8", "--logical_cpus=8",
         "--image_size=32", "--model=resnet_imagenet", "--model_kwargs=depth=18,width=8",
-        "--epochs=1", "--batch_size=16", "--val_limit=8", "--eval_limit=6", "--data_workers=2",
+        "--epochs=1", "--batch_size=16", "--val_limit=8", "--val_split=test", "--eval_limit=6", "--data_workers=2",
         "--eval_attacks=clean,pgd(steps=2,step=8,eps=16,target=random)", f"--logdir={logdir}"])
     assert "Training bat on imagenet (24 images, (32, 32, 3), 3 classes)" in proc.stdout, proc.stdout
     assert "PGD-2" in proc.stdout and "true_mass" in proc.stdout

@@ -10,9 +10,13 @@ mapped from uint8 with :meth:`tfadv.ranges.PixelRange.from_uint8`: ``[0,1]`` is 
 Registered datasets (:func:`names`): ``mnist``, ``cifar10``, ``cifar100``, ``svhn`` (tfds, must be
 prepared in ``--data_dir``; nothing is downloaded), ``digits`` (scikit-learn's bundled 8x8 digits,
 the offline default for quick runs) and ``npz:PATH`` (a Keras-layout npz file).
+
+:func:`validation_plan` (:mod:`tfadv.data.holdout`) picks the validation examples of a training
+run: by default a held-out slice of the training split, excluded from training.
 """
 
 from tfadv.data import sources as _sources  # noqa: F401  (registers the datasets)
+from tfadv.data import holdout
 from tfadv.data.augment import AUGMENTATIONS, DEFAULT_AUGMENTATION
 from tfadv.data.core import (
     DATASETS,
@@ -23,6 +27,7 @@ from tfadv.data.core import (
     load,
     names,
 )
+from tfadv.data.holdout import VAL_SPLITS, ValidationPlan, validation_plan
 
 __all__ = [
     "AUGMENTATIONS",
@@ -31,7 +36,11 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotPreparedError",
     "Source",
+    "VAL_SPLITS",
+    "ValidationPlan",
+    "holdout",
     "info",
     "load",
     "names",
+    "validation_plan",
 ]

@@ -129,7 +129,8 @@ def parse_split(split: str, *, dataset: str, allow_slicing: bool = True) -> Tupl
     """Validates a split and returns ``(base, split)``, e.g. ``("train", "train[:1000]")``.
 
     Accepted: ``"train"``, ``"test"``, and, when ``allow_slicing``, tfds slicing syntax on them
-    (``"train[:1000]"``, ``"test[:10%]"``).
+    (``"train[:1000]"``, ``"test[:10%]"``; in-memory datasets take integer slices only, see
+    :func:`slice_arrays`).
     """
     if not isinstance(split, str):
         raise ValueError(f"A split must be a string such as 'train'. Received: {split!r}.")
@@ -148,6 +149,32 @@ def parse_split(split: str, *, dataset: str, allow_slicing: bool = True) -> Tupl
             f"limit=N to take the first N examples. Received: {split!r}."
         )
     return base, base + (match.group("slice") or "")
+
+
+_INT_SLICE_RE = re.compile(r"^\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+
+
+def slice_arrays(split: str, arrays, *, dataset: str):
+    """``arrays`` (same length, the whole base split) cut to ``split``'s slice.
+
+    In-memory datasets take integer slices with Python's meaning, in the split's own order:
+    ``"train[:-100]"`` (all but the last 100), ``"train[-100:]"``, ``"test[10:20]"``. Other slice
+    forms, and a slice that selects nothing, are errors naming the split.
+    """
+    base, full = parse_split(split, dataset=dataset)
+    text = full[len(base):]
+    if not text:
+        return arrays
+    match = _INT_SLICE_RE.match(text)
+    if not match:
+        raise ValueError(f"Dataset '{dataset}' takes integer slices such as '{base}[:-100]' or "
+                         f"'{base}[-100:]'. Received: {split!r}.")
+    bounds = slice(*(int(v) if v else None for v in (match.group("start"), match.group("stop"))))
+    out = [a[bounds] for a in arrays]
+    if len(out[0]) == 0:
+        raise ValueError(f"Split {split!r} of dataset '{dataset}' selects no examples (the split "
+                         f"has {len(arrays[0])}). Received: {split!r}.")
+    return out
 
 
 def _check_positive_int(value, what: str, *, allow_none: bool = False):
@@ -214,8 +241,8 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
         name: a registered dataset (:func:`names`): ``mnist``, ``cifar10``, ``cifar100``,
             ``svhn`` (tfds, must be prepared in ``data_dir``), ``digits`` (scikit-learn, offline),
             or ``npz:PATH`` (a Keras-layout npz file).
-        split: ``"train"`` or ``"test"``; tfds datasets also take slices such as
-            ``"train[:1000]"``.
+        split: ``"train"`` or ``"test"``, or a slice of one: ``"train[:-1000]"`` (tfds slicing
+            for tfds datasets; integer slices for ``digits``, ``npz:PATH`` and ``imagenet``).
         batch_size: examples per batch.
         pixel_range: ``"[0,1]"`` or ``"[-1,1]"`` (or a PixelRange); images are mapped with
             :meth:`PixelRange.from_uint8`, so ``[-1,1]`` is exactly ``2*(x/255-0.5)``.

@@ -51,7 +51,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfadv.data.core import DatasetNotPreparedError, Source, parse_split
+from tfadv.data.core import DatasetNotPreparedError, Source, parse_split, slice_arrays
 
 #: The image size of the paper's ResNets (Table 9) and of tensorpack's ``ImageNetModel``.
 DEFAULT_IMAGE_SIZE = 224
@@ -433,6 +433,14 @@ class _EpochRecords:
             yield [record, label, int(seeds[i])]
 
 
+def _slice_records(records, split: str):
+    """A slice (``train[-1000:]``) of a fixed ``RandomState(0)`` permutation of the records (train
+    records are sorted by class: a plain tail would be the last classes), kept in record order."""
+    (picked,) = slice_arrays(split, (np.random.RandomState(0).permutation(len(records)),),
+                             dataset="imagenet")
+    return [records[i] for i in np.sort(picked)]
+
+
 def _default_workers() -> int:
     return min(16, os.cpu_count() or 1)
 
@@ -444,7 +452,9 @@ def imagenet_source(split: str, *, data_dir: Optional[str], training: bool,
     """ILSVRC12 ``split`` as a :class:`Source` of uint8 ``(image_size, image_size, 3)`` images.
 
     Args:
-        split: ``train`` or ``test`` (ILSVRC's val folder).
+        split: ``train`` or ``test`` (ILSVRC's val folder), or an integer slice of one
+            (``train[:-1000]``, ``train[-1000:]``) of a fixed seeded permutation of its records
+            (:func:`_slice_records`), so that a slice holds every class.
         data_dir: the ILSVRC12 root (see the module docstring for the layout).
         training: fb.resnet training augmentation + reshuffling every pass (else the val
             transform, fixed order).
@@ -464,11 +474,14 @@ def imagenet_source(split: str, *, data_dir: Optional[str], training: bool,
     if data_dir is None:
         raise _not_prepared(data_dir, "no data directory was given (pass --data_dir=ILSVRC12 root)")
     data_dir = os.path.expanduser(data_dir)
+    base, full = parse_split(split, dataset="imagenet")
     if lmdb:
-        path, records, synsets = _lmdb_records(data_dir, split)
+        path, records, synsets = _lmdb_records(data_dir, base)
     else:
         path = None
-        records, synsets = list_images(data_dir, split)
+        records, synsets = list_images(data_dir, base)
+    if full != base:
+        records = _slice_records(records, split)
     records = records[shard_index::num_shards]
     if not records:
         raise ValueError(f"Shard {shard_index} of {num_shards} is empty: the split has fewer "
@@ -531,7 +544,7 @@ def load(split: str = "train", *, data_dir: Optional[str], batch_size: int = 32,
     rng = ranges.get_range(pixel_range)
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(limit, "limit", allow_none=True)
-    base, _ = parse_split(split, dataset="imagenet", allow_slicing=False)
+    base, _ = parse_split(split, dataset="imagenet")
     training = base == "train" if training is None else bool(training)
     source = imagenet_source(split, data_dir=data_dir, training=training, image_size=image_size,
                              shard_index=shard_index, num_shards=num_shards,

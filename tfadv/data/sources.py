@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tfadv.data.core import DATASETS, DatasetNotPreparedError, Source, parse_split
+from tfadv.data.core import DATASETS, DatasetNotPreparedError, Source, parse_split, slice_arrays
 
 REQUIRED_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -148,10 +148,11 @@ def digits(split, *, data_dir=None, argument=None, shuffle_files=False, seed=Non
 
     The offline default for quick runs: shape ``(8, 8, 1)``, 10 classes, no augmentation. Pixel
     values 0..16 become uint8 ``round(x*255/16)``. Fixed stratified split, ~80/20, seeded with
-    ``np.random.RandomState(0)``: 1,438 train / 359 test (see :func:`digits_arrays`).
+    ``np.random.RandomState(0)``: 1,438 train / 359 test (see :func:`digits_arrays`). Integer
+    slices (``train[:-143]``) index that order (:func:`tfadv.data.core.slice_arrays`).
     """
-    base, _ = parse_split(split, dataset="digits", allow_slicing=False)
-    x, y = digits_arrays()[base]
+    base, _ = parse_split(split, dataset="digits")
+    x, y = slice_arrays(split, digits_arrays()[base], dataset="digits")
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     return Source(ds, num_classes=10, image_shape=(8, 8, 1), num_examples=len(x))
 
@@ -209,12 +210,37 @@ def _validate_npz_labels(path: str, key: str, y: np.ndarray) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _npz_shape(archive, key: str):
+    """The shape of ``archive[key]`` read from its .npy header, without loading the array."""
+    with archive.zip.open(key + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, _ = read_header(f)
+    return tuple(shape) + ((1,) if len(shape) == 3 else ())
+
+
+def _npz_num_classes(path: str, labels: dict) -> int:
+    """The class count of the training labels (10 if the largest is below 10, else ``max + 1``);
+    a test label outside it is an error, so that neither split changes the model's class count."""
+    train, test = labels["train"], labels["test"]
+    num_classes = 10 if int(train.max()) < 10 else int(train.max()) + 1
+    outside = test[test >= num_classes]
+    if outside.size:
+        raise _npz_error(path, f"y_test holds labels outside the {num_classes} classes of y_train "
+                               f"(0..{num_classes - 1}); the model would get the wrong class count. "
+                               f"Received: y_test label(s) {sorted(set(outside.tolist()))}.")
+    return num_classes
+
+
 def load_npz(path: str, split: str):
     """Loads and validates one split of a Keras-layout npz file.
 
-    Returns ``(x uint8 (N,H,W,C), y int64 (N,), num_classes)``. ``num_classes`` looks at the
-    labels of both splits so train and test agree: 10 if the largest label is below 10 (MNIST-,
-    CIFAR-10-, SVHN-like files, even when a subset misses a class), else ``max + 1``.
+    Returns ``(x uint8 (N,H,W,C), y int64 (N,), num_classes)``. Both splits are checked on every
+    call (before any training step): neither may be empty, their image shapes must agree, and
+    ``num_classes`` comes from the *training* labels -- 10 if the largest is below 10 (MNIST-,
+    CIFAR-10-, SVHN-like files, even when a subset misses a class), else ``max + 1`` -- with a test
+    label outside that range an error naming it.
     """
     expanded = os.path.expanduser(path)
     if not os.path.isfile(expanded):
@@ -242,15 +268,22 @@ def load_npz(path: str, split: str):
         except ValueError as e:  # Object arrays need pickle.
             raise _npz_error(path, f"holds arrays that need pickle ({e}). "
                                    f"Received: {path!r}.") from e
+        shapes = {s: _npz_shape(archive, f"x_{s}") for s in ("train", "test")}
     x = _validate_npz_images(path, f"x_{split}", x)
     labels = {s: _validate_npz_labels(path, f"y_{s}", y) for s, y in labels.items()}
+    for s, shape in shapes.items():
+        if not shape or shape[0] == 0 or labels[s].size == 0:
+            raise _npz_error(path, f"x_{s} and y_{s} must hold at least one example. "
+                                   f"Received: x_{s} shape {shape}, y_{s} shape {labels[s].shape}.")
+    if shapes["train"][1:] != shapes["test"][1:]:
+        raise _npz_error(path, f"x_train and x_test must have the same image shape (H,W,C). "
+                               f"Received: x_train {shapes['train'][1:]}, "
+                               f"x_test {shapes['test'][1:]}.")
     y = labels[split]
     if len(x) != len(y):
         raise _npz_error(path, f"x_{split} and y_{split} must have the same length. "
                                f"Received: len(x_{split})={len(x)}, len(y_{split})={len(y)}.")
-    max_label = max((int(v.max()) for v in labels.values() if v.size), default=-1)
-    num_classes = 10 if max_label < 10 else max_label + 1
-    return x, y, num_classes
+    return x, y, _npz_num_classes(path, labels)
 
 
 @DATASETS.register("npz")
@@ -260,14 +293,18 @@ def npz(split, *, data_dir=None, argument=None, shuffle_files=False, seed=None) 
     The file holds ``x_train``, ``y_train``, ``x_test``, ``y_test`` (all four required): images
     uint8 ``(N,H,W)`` or ``(N,H,W,C)`` (a channel axis is added to the former; integer or float
     arrays holding whole numbers 0..255 are accepted, float images in [0,1] are refused), labels
-    non-negative integers ``(N,)`` or ``(N,1)``. ``num_classes`` is 10 if the largest label (over
-    both splits) is below 10, else ``max + 1``. Loaded with ``np.load(allow_pickle=False)`` into
+    non-negative integers ``(N,)`` or ``(N,1)`` (float labels are refused, whole-valued or not: a
+    class id is stored as an integer). Neither split may be empty and both must have the same image
+    shape. ``num_classes`` is 10 if the largest training label is below 10, else ``max + 1``; a test
+    label outside those classes is an error. Split slices (``train[:-100]``) index the file's
+    order. Loaded with ``np.load(allow_pickle=False)`` into
     memory and served with ``tf.data.Dataset.from_tensor_slices``. No augmentation by default.
     """
-    base, _ = parse_split(split, dataset=f"npz:{argument}", allow_slicing=False)
+    base, _ = parse_split(split, dataset=f"npz:{argument}")
     if not argument:
         raise ValueError(f"Dataset 'npz' needs a path: --dataset=npz:PATH. Received: {argument!r}.")
     x, y, num_classes = load_npz(argument, base)
+    x, y = slice_arrays(split, (x, y), dataset=f"npz:{argument}")
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     return Source(ds, num_classes=num_classes, image_shape=tuple(x.shape[1:]),
                   num_examples=len(x))
@@ -286,7 +323,7 @@ def imagenet(split, *, data_dir=None, argument=None, shuffle_files=False, seed=N
     :func:`tfadv.data.imagenet.imagenet_source`."""
     from tfadv.data import imagenet as imagenet_lib
 
-    base, _ = parse_split(split, dataset="imagenet", allow_slicing=False)
+    base, _ = parse_split(split, dataset="imagenet")
     return imagenet_lib.imagenet_source(
         split, data_dir=data_dir, training=bool(shuffle_files) and base == "train",
         image_size=image_size, shard_index=shard_index, num_shards=num_shards,
