@@ -183,10 +183,13 @@ def _source(name: str, split: str, data_dir, *, training: bool, seed, limit, opt
             raise ValueError(f"Dataset {key!r} takes no option(s) {unknown}; its options are "
                              f"{sorted(k for k in accepted if k not in own)} (shards: load's "
                              f"shard_index/num_shards). Received: {options!r}.")
+    shuffle_files = training and limit is None
     if all(k in accepted for k in _SHARD_ARGS):
         options.update(zip(_SHARD_ARGS, shard))
-    source = factory(split, data_dir=data_dir, argument=argument,
-                     shuffle_files=training and limit is None, seed=seed, **options)
+    elif shard[1] > 1:  # Dataset.shard needs the same order on every worker (tfds: unseeded)
+        shuffle_files = False
+    source = factory(split, data_dir=data_dir, argument=argument, shuffle_files=shuffle_files,
+                     seed=seed, **options)
     return key, canonical, source
 
 
@@ -290,7 +293,8 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
             first ``limit``, taken before shuffling and batching; all shards have the same size
             ``floor(min(N, limit) / num_shards)``, so at most ``num_shards - 1`` examples are in
             none. ImageNet splits its file list before decoding; other sources use
-            ``tf.data.Dataset.shard`` (tfds: each host reads every file and keeps its share).
+            ``tf.data.Dataset.shard`` on their fixed order (tfds: files unshuffled; each host
+            reads every file and keeps its share).
         **source_options: keyword options of the registered dataset function itself (e.g.
             ImageNet's ``image_size``, ``lmdb``, ``num_workers``); an option the dataset does not
             take is an error naming the ones it does.
