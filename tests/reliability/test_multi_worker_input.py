@@ -43,18 +43,25 @@ def _indexed_npz(path, n=NUM_EXAMPLES):
 
 
 class _OneOfTwoWorkers:
-    """Stands for worker ``index`` of a 2-worker MultiWorkerMirroredStrategy (one replica each):
-    builds that worker's input pipeline from its InputContext, in this process."""
+    """Stands for worker ``index`` of a 2-worker MultiWorkerMirroredStrategy with ``replicas``
+    replicas per worker: builds that worker's input pipeline from its InputContext, here."""
 
-    num_replicas_in_sync = 2
-
-    def __init__(self, index):
-        self.index = index
+    def __init__(self, index, replicas):
+        self.index, self.replicas = index, replicas
 
     def distribute_datasets_from_function(self, dataset_fn):
         return dataset_fn(tf.distribute.InputContext(num_input_pipelines=2,
                                                      input_pipeline_id=self.index,
-                                                     num_replicas_in_sync=2))
+                                                     num_replicas_in_sync=2 * self.replicas))
+
+
+def _epochs_read(dataset, steps, replicas):
+    """The per-replica image batches of EPOCHS epochs, as fit reads them: a fresh pass per epoch
+    (one replica per worker), else ``steps`` steps of ``replicas`` batches from one iterator."""
+    if replicas == 1:
+        return [[x.numpy() for x, _ in dataset] for _ in range(EPOCHS)]
+    iterator = iter(dataset)
+    return [[next(iterator)[0].numpy() for _ in range(steps * replicas)] for _ in range(EPOCHS)]
 
 
 def _assert_epochs_split(per_worker, expected):
@@ -79,8 +86,10 @@ def test_npz_shards_are_disjoint_and_cover_the_examples(tmp_path):
         _assert_epochs_split(per_worker, expected)
 
 
-def test_digits_training_input_of_two_workers_splits_the_epoch(tmp_path):
-    cfg = experiment.TrainConfig(dataset="digits", batch_size=GLOBAL_BATCH, train_limit=None,
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_digits_training_input_of_two_workers_splits_the_epoch(replicas):
+    global_batch = GLOBAL_BATCH * replicas
+    cfg = experiment.TrainConfig(dataset="digits", batch_size=global_batch, train_limit=None,
                                  seed=0).validate()
     full, full_info = data.load("digits", "train", batch_size=500, training=False)
     images = [image.tobytes() for x, _ in full for image in x.numpy()]
@@ -89,13 +98,13 @@ def test_digits_training_input_of_two_workers_splits_the_epoch(tmp_path):
     expected = collections.Counter(images[:2 * (full_info.num_examples // 2)])
     read, steps = [collections.Counter() for _ in range(EPOCHS)], []
     for worker in range(2):
-        inputs = experiment.train_input(cfg, _OneOfTwoWorkers(worker))
+        inputs = experiment.train_input(cfg, _OneOfTwoWorkers(worker, replicas))
         assert inputs.info.num_examples == full_info.num_examples // 2
         steps.append(inputs.steps)
-        for epoch in range(EPOCHS):  # fit iterates the per-worker dataset afresh every epoch
-            batches = [x.numpy() for x, _ in inputs.dataset]
-            assert len(batches) == inputs.steps
-            assert all(len(b) == GLOBAL_BATCH // 2 for b in batches[:-1])  # per-replica batch
+        for epoch, batches in enumerate(_epochs_read(inputs.dataset, inputs.steps, replicas)):
+            assert len(batches) == inputs.steps * replicas
+            # Per-replica batches of global / (2 workers x replicas), but the ragged last step.
+            assert {len(b) for b in batches[:-replicas]} == {GLOBAL_BATCH // 2}
             read[epoch].update(image.tobytes() for b in batches for image in b)
     assert steps[0] == steps[1]  # collectives need the same number of steps on every worker
     for epoch in range(EPOCHS):
