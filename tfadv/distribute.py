@@ -6,6 +6,10 @@
   when fewer than N GPUs are visible.
 * ``--strategy=multi_worker``: ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``
   (validated here, so a malformed value fails with the value instead of a collective timeout).
+* Training input (:func:`distribute_input`): ``strategy.distribute_datasets_from_function`` builds
+  one pipeline per worker from its ``InputContext``: a disjoint shard of the examples (taken before
+  shuffling; ImageNet's file list before decoding), batched to the worker's share of the global
+  batch and split into its replicas' consecutive per-replica batches.
 * ``--precision=fp32|bf16|fp16``: the Keras dtype policy (``mixed_bfloat16`` / ``mixed_float16``);
   logits are computed in float32 (the output layer's policy) so losses are float32, and
   ``compute_in_float32`` traces a block (the attack) in float32.
@@ -14,9 +18,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -154,6 +159,103 @@ def global_batch_check(batch_size: int, strategy: tf.distribute.Strategy) -> int
                          f"{replicas} replicas (per-replica batch = batch_size / replicas). "
                          f"Received: batch_size={batch_size}.")
     return batch_size // replicas
+
+
+# ------------------------------------------------------------------------------------ input
+def steps_per_epoch(num_examples: int, batch_size: int, replicas: int = 1) -> int:
+    """Steps in one pass of ``num_examples`` in batches of ``batch_size`` split over ``replicas``:
+    a final batch with fewer examples than replicas is dropped (:func:`split_over_replicas`)."""
+    full, rest = divmod(int(num_examples), int(batch_size))
+    return full + (1 if rest and rest >= replicas else 0)
+
+
+def split_over_replicas(ds: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
+    """Splits every ``(images, labels)`` batch of ``ds`` into ``replicas`` consecutive per-replica
+    batches, as ``experimental_distribute_dataset`` splits a batch of one input pipeline: a batch of
+    ``k`` examples gives pieces of ``ceil(k / replicas)`` (a full batch: equal pieces; a ragged last
+    one, e.g. 5 over 2: 3 + 2, 5 over 4: 2 + 2 + 1 + 0). A final batch with fewer examples than
+    replicas is dropped, as :func:`steps_per_epoch` counts. One replica: ``ds`` unchanged."""
+    if replicas == 1:
+        return ds
+
+    def pieces(images, labels):
+        size = tf.shape(labels)[0]
+        part = (size + replicas - 1) // replicas
+        starts = tf.minimum(tf.range(replicas) * part, size)
+        ends = tf.minimum(starts + part, size)
+        return tf.data.Dataset.from_tensor_slices((starts, ends)).map(
+            lambda start, end: (images[start:end], labels[start:end]))
+
+    return ds.filter(lambda images, labels: tf.shape(labels)[0] >= replicas).flat_map(pieces)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInput:
+    """A training input: ``dataset`` (what ``fit`` takes), the ``info`` of this worker's shard
+    (its ``num_examples`` are the shard's) and the ``steps`` of one epoch, the same on every
+    worker."""
+
+    dataset: object
+    info: object
+    steps: int
+
+
+#: ``load_shard(shard_index, num_shards, batch_size) -> (batched tf.data.Dataset, info)``: one
+#: input pipeline's share of the training examples (equal on every pipeline, taken before
+#: shuffling), in batches of ``batch_size``; ``info.num_examples`` counts the share.
+LoadShard = Callable[[int, int, int], Tuple[tf.data.Dataset, object]]
+
+
+def worker_input(load_shard: LoadShard, context: tf.distribute.InputContext, *,
+                 global_batch: int) -> WorkerInput:
+    """The per-worker training pipeline of ``context``'s input pipeline.
+
+    Shard ``context.input_pipeline_id`` of ``context.num_input_pipelines`` (disjoint shards of equal
+    size whose union is the data set, less at most ``num_input_pipelines - 1`` examples: see
+    :func:`tfadv.data.load`), in batches of this worker's share of ``global_batch``
+    (``per-replica batch x local replicas``). With one replica per worker that is the dataset:
+    ``steps`` batches, iterated afresh every epoch as a plain dataset is. With several, every batch
+    is split into its replicas' consecutive per-replica batches (:func:`split_over_replicas`) and
+    the passes are repeated, since ``fit`` would count the ``replicas x steps`` per-replica batches
+    as steps: it takes ``steps`` per epoch, one pass (an extra iterator, such as the one Keras opens
+    to build the model, can read ahead into the next pass of a tiny data set and so advance the
+    seeded reshuffles by one epoch). With one input pipeline the replicas of a step receive the
+    same global batch, split the same way, as ``experimental_distribute_dataset`` gives them.
+    """
+    per_replica = context.get_per_replica_batch_size(global_batch)
+    replicas = context.num_replicas_in_sync // context.num_input_pipelines
+    ds, info = load_shard(context.input_pipeline_id, context.num_input_pipelines,
+                          per_replica * replicas)
+    steps = steps_per_epoch(info.num_examples, per_replica * replicas, replicas)
+    if steps < 1:
+        raise ValueError(f"Each of the {context.num_input_pipelines} input pipeline(s) holds "
+                         f"{info.num_examples} example(s), fewer than its {replicas} replica(s): "
+                         f"no step is possible. Received: num_examples={info.num_examples}.")
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = ds.with_options(options)
+    if replicas > 1:
+        ds = split_over_replicas(ds, replicas).repeat()
+    return WorkerInput(ds, info, steps)
+
+
+def distribute_input(strategy: tf.distribute.Strategy, load_shard: LoadShard, *,
+                     global_batch: int) -> WorkerInput:
+    """The training input of ``strategy``: ``strategy.distribute_datasets_from_function`` over
+    :func:`worker_input` (each host builds and reads only its own shard; under the default
+    strategy, the plain dataset)."""
+    built = []
+
+    def dataset_fn(context):
+        built.append(worker_input(load_shard, context, global_batch=global_batch))
+        return built[-1].dataset
+
+    distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    if len({b.steps for b in built}) != 1:  # built eagerly, once per local input pipeline
+        raise ValueError(f"The local input pipelines must each take the same number of steps. "
+                         f"Received: steps={[b.steps for b in built]}.")
+    return dataclasses.replace(built[0], dataset=distributed)
 
 
 # ------------------------------------------------------------------------------------ precision

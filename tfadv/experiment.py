@@ -296,17 +296,38 @@ def run_evaluation(model, cfg: TrainConfig, *, out_dir: str, row: str, stream=sy
 
 
 def steps_per_epoch_for(num_examples: int, batch_size: int, replicas: int = 1) -> int:
-    """Optimizer steps per epoch; with several replicas a final batch smaller than the replica count
-    is dropped (:func:`distributed_dataset`)."""
-    full, rest = divmod(int(num_examples), int(batch_size))
-    return full + (1 if rest and (replicas == 1 or rest >= replicas) else 0)
+    """Optimizer steps per epoch of one input pipeline; with several replicas a final batch smaller
+    than the replica count is dropped (:func:`tfadv.distribute.steps_per_epoch`)."""
+    return distribute_lib.steps_per_epoch(num_examples, batch_size, replicas)
+
+
+def train_input(cfg: TrainConfig, strategy, split: str = "train") -> distribute_lib.WorkerInput:
+    """The training input ``fit`` reads: one pipeline per worker from
+    ``strategy.distribute_datasets_from_function`` (:func:`tfadv.distribute.distribute_input`),
+    each a disjoint, equal shard of the (first ``train_limit``) training examples, shuffled and
+    batched on its own host; ``steps`` per epoch, the same on every worker. ``split`` is the
+    training split or slice (``train[:-N]`` when a held-out slice validates)."""
+    options = dict(cfg.data_options or {})
+    for key in ("shard_index", "num_shards"):
+        if key in options:
+            raise ValueError(f"data_options cannot set {key}: each worker's shard comes from the "
+                             f"strategy's input pipelines. Received: data_options={options!r}.")
+
+    def load_shard(shard_index, num_shards, batch_size):
+        return data_lib.load(cfg.dataset, split, batch_size=batch_size,
+                             pixel_range=cfg.pixel_range, data_dir=cfg.data_dir, seed=cfg.seed,
+                             limit=cfg.train_limit, shard_index=shard_index,
+                             num_shards=num_shards, **options)
+
+    return distribute_lib.distribute_input(strategy, load_shard, global_batch=cfg.batch_size)
 
 
 def distributed_dataset(ds, *, replicas: int, steps: Optional[int] = None):
-    """Pipeline options for a strategy: deterministic order and DATA auto-sharding (each worker of a
-    multi-worker run takes its share of every global batch, whatever the source's files). With
-    several replicas a final batch with fewer examples than replicas is dropped (so no replica
-    slice is empty) and the cardinality is kept known."""
+    """Pipeline options for an evaluation pipeline given to ``fit`` (``validation_data``):
+    deterministic order and DATA auto-sharding (each worker of a multi-worker run takes its share of
+    every global batch). With several replicas a final batch with fewer examples than replicas is
+    dropped (so no replica slice is empty) and the cardinality is kept known. Training input is
+    :func:`train_input`."""
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -338,11 +359,8 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
     rng = ranges_lib.get_range(cfg.pixel_range)
     validation = data_lib.validation_plan(cfg.dataset, cfg.val_split, cfg.val_limit,
                                           data_dir=cfg.data_dir, **(cfg.data_options or {}))
-    train_ds, info = data_lib.load(cfg.dataset, validation.train_split, batch_size=cfg.batch_size,
-                                   pixel_range=rng, data_dir=cfg.data_dir, seed=cfg.seed,
-                                   limit=cfg.train_limit, **(cfg.data_options or {}))
-    steps_per_epoch = steps_per_epoch_for(info.num_examples, cfg.batch_size, replicas)
-    train_ds = distributed_dataset(train_ds, replicas=replicas, steps=steps_per_epoch)
+    inputs = train_input(cfg, strategy, split=validation.train_split)
+    train_ds, info, steps_per_epoch = inputs.dataset, inputs.info, inputs.steps
     val_ds = None
     if validation.split is not None:  # the held-out training slice unless --val_split=test
         val_ds, _ = data_lib.load(cfg.dataset, validation.split, batch_size=max(cfg.batch_size, 100),
@@ -395,8 +413,9 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                      f"{' (attack fp32)' if cfg.attack_fp32 else ''}; XLA {cfg.xla}; "
                      f"LR {base_lr(cfg):g} ({cfg.lr_scaling} scaling)\n")
     start = time.time()
-    model.fit(train_ds, epochs=cfg.epochs, validation_data=val_ds, callbacks=callbacks,
-              verbose=cfg.verbose, shuffle=False)  # the pipeline shuffles (seeded)
+    model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+              validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose,
+              shuffle=False)  # the pipeline shuffles (seeded) and repeats: one pass per epoch
     train_seconds = time.time() - start
     stream.write(f"Training took {train_seconds:.1f} s"
                  + (f" (resumed at epoch {resume.resumed_epoch})" if resume.resumed_epoch else "")

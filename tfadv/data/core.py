@@ -4,6 +4,7 @@ A *source* (see :mod:`tfadv.data.sources`) yields unbatched ``(uint8 image (H,W,
 label)`` pairs in a fixed order. :func:`load` adds, in this order:
 
 1. ``take(limit)`` -- the first ``limit`` examples, before any shuffling;
+   with ``num_shards > 1``, then this input pipeline's share of them (see :func:`load`);
 2. training only: ``shuffle`` (seeded when ``seed`` is given, reshuffled every iteration);
 3. training only: the dataset's per-image augmentation (:mod:`tfadv.data.augment`), on uint8
    images, with stateless per-example seeds from ``tf.data.Dataset.random`` (deterministic when
@@ -78,15 +79,23 @@ class Source:
         num_classes: number of classes.
         image_shape: ``(H, W, C)``.
         num_examples: size of ``dataset`` (``None`` if unknown).
+        split_examples: for a source that shards itself (its function takes ``shard_index`` and
+            ``num_shards``, e.g. ImageNet's file list split before decoding), the size of the
+            whole split, of which ``dataset`` is shard ``shard_index`` (``records[i::n]``);
+            ``None`` otherwise.
     """
 
     dataset: tf.data.Dataset
     num_classes: int
     image_shape: Tuple[int, int, int]
     num_examples: Optional[int]
+    split_examples: Optional[int] = None
 
 
 _COMMON_SOURCE_ARGS = ("split", "data_dir", "argument", "shuffle_files", "seed")
+#: Keyword options of a source that shards itself (before decoding); other sources are sharded
+#: with ``tf.data.Dataset.shard`` in :func:`load`.
+_SHARD_ARGS = ("shard_index", "num_shards")
 
 
 def names():
@@ -185,21 +194,68 @@ def _check_positive_int(value, what: str, *, allow_none: bool = False):
     return value
 
 
-def _source(name: str, split: str, data_dir, *, training: bool, seed, limit, options=None):
+def _source(name: str, split: str, data_dir, *, training: bool, seed, limit, options=None,
+            shard=(0, 1)):
+    """``(key, canonical name, Source)``; ``shard`` is ``(shard_index, num_shards)``, passed to
+    sources that take them (they shard themselves and report ``split_examples``)."""
     key, argument = parse_name(name)
     factory = DATASETS.lookup(key)
     canonical = key if argument is None else f"{key}:{argument}"
     options = dict(options or {})
+    accepted = inspect.signature(factory).parameters
+    own = _COMMON_SOURCE_ARGS + _SHARD_ARGS
     if options:
-        accepted = inspect.signature(factory).parameters
-        unknown = sorted(k for k in options if k not in accepted)
+        unknown = sorted(k for k in options if k not in accepted or k in _SHARD_ARGS)
         if unknown:
             raise ValueError(f"Dataset {key!r} takes no option(s) {unknown}; its options are "
-                             f"{sorted(k for k in accepted if k not in _COMMON_SOURCE_ARGS)}. "
-                             f"Received: {options!r}.")
-    source = factory(split, data_dir=data_dir, argument=argument,
-                     shuffle_files=training and limit is None, seed=seed, **options)
+                             f"{sorted(k for k in accepted if k not in own)} (shards: load's "
+                             f"shard_index/num_shards). Received: {options!r}.")
+    shuffle_files = training and limit is None
+    if all(k in accepted for k in _SHARD_ARGS):
+        options.update(zip(_SHARD_ARGS, shard))
+    elif shard[1] > 1:  # Dataset.shard needs the same order on every worker (tfds: unseeded)
+        shuffle_files = False
+    source = factory(split, data_dir=data_dir, argument=argument, shuffle_files=shuffle_files,
+                     seed=seed, **options)
     return key, canonical, source
+
+
+def _check_shard(shard_index, num_shards) -> Tuple[int, int]:
+    _check_positive_int(num_shards, "num_shards")
+    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or \
+            not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be an integer in [0, num_shards={num_shards}). "
+                         f"Received: shard_index={shard_index!r}.")
+    return shard_index, num_shards
+
+
+def _take_shard(source: Source, limit, shard):
+    """This input pipeline's share of the first ``limit`` examples of ``source``, and its size
+    (``None``: unsharded, the count of :func:`_info`).
+
+    With ``num_shards = n > 1`` every shard gets the same number of examples,
+    ``floor(min(N, limit) / n)``: shard ``i`` is examples ``i, i+n, i+2n, ...`` of the first
+    ``n * floor(min(N, limit) / n)`` (the last ``min(N, limit) % n``, at most ``n - 1``, are in no
+    shard), so the shards are disjoint, their union is that prefix, and every worker of a
+    multi-worker run takes the same number of steps (its collectives would hang otherwise).
+    """
+    shard_index, num_shards = shard
+    ds = source.dataset
+    if num_shards == 1:
+        return (ds if limit is None else ds.take(limit)), None
+    self_sharded = source.split_examples is not None
+    total = source.split_examples if self_sharded else source.num_examples
+    if total is None:
+        raise ValueError(f"Cannot split a dataset of unknown size into {num_shards} equal shards. "
+                         f"Received: num_shards={num_shards!r}.")
+    available = total if limit is None else min(total, limit)
+    per_shard = available // num_shards
+    if per_shard < 1:
+        raise ValueError(f"num_shards is larger than the {available} examples; every shard needs "
+                         f"at least one. Received: num_shards={num_shards!r}.")
+    if self_sharded:  # ``records[i::n]``: its first per_shard are examples i, i+n, ... as below
+        return ds.take(per_shard), per_shard
+    return ds.take(per_shard * num_shards).shard(num_shards, shard_index), per_shard
 
 
 def _info(canonical, split, source: Source, limit, pixel_range) -> DatasetInfo:
@@ -234,6 +290,7 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
          pixel_range: Union[str, ranges.PixelRange] = "[0,1]", training: Optional[bool] = None,
          data_dir: Optional[str] = None, shuffle_buffer: int = 10_000, seed: Optional[int] = None,
          drop_remainder: bool = False, limit: Optional[int] = None, augment=None,
+         shard_index: int = 0, num_shards: int = 1,
          **source_options) -> Tuple[tf.data.Dataset, DatasetInfo]:
     """Builds a batched ``tf.data`` pipeline of ``(images, labels)``.
 
@@ -258,16 +315,25 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
         augment: ``None``/``True`` for the dataset's default augmentation (CIFAR: pad-4 crop +
             flip; SVHN: pad-4 crop; others none), ``False`` for none, or the name of an
             augmentation in :data:`tfadv.data.augment.AUGMENTATIONS`. Ignored when not training.
+        shard_index, num_shards: this input pipeline's share (one per worker host of a
+            multi-worker run): examples ``shard_index, shard_index + num_shards, ...`` of the
+            first ``limit``, taken before shuffling and batching; all shards have the same size
+            ``floor(min(N, limit) / num_shards)``, so at most ``num_shards - 1`` examples are in
+            none. ImageNet splits its file list before decoding; other sources use
+            ``tf.data.Dataset.shard`` on their fixed order (tfds: files unshuffled; each host
+            reads every file and keeps its share).
         **source_options: keyword options of the registered dataset function itself (e.g.
-            ImageNet's ``image_size``, ``lmdb``, ``num_workers``, ``shard_index``/``num_shards``);
-            an option the dataset does not take is an error naming the ones it does.
+            ImageNet's ``image_size``, ``lmdb``, ``num_workers``); an option the dataset does not
+            take is an error naming the ones it does.
 
     Returns:
         ``(dataset, info)``: ``dataset`` yields ``float32`` images ``(B, H, W, C)`` in
-        ``pixel_range`` and ``int32`` labels ``(B,)``; ``info`` is a :class:`DatasetInfo`.
+        ``pixel_range`` and ``int32`` labels ``(B,)``; ``info`` is a :class:`DatasetInfo` (its
+        ``num_examples`` counts this shard's examples).
     """
     pixel_range = ranges.get_range(pixel_range)
     _check_positive_int(batch_size, "batch_size")
+    shard = _check_shard(shard_index, num_shards)
     _check_positive_int(shuffle_buffer, "shuffle_buffer")
     _check_positive_int(limit, "limit", allow_none=True)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -282,11 +348,9 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
         augment_fn = augment_lib.resolve(key, augment)
 
     key, canonical, source = _source(name, split, data_dir, training=training, seed=seed,
-                                     limit=limit, options=source_options)
+                                     limit=limit, options=source_options, shard=shard)
     height, width, channels = source.image_shape
-    ds = source.dataset
-    if limit is not None:
-        ds = ds.take(limit)
+    ds, shard_examples = _take_shard(source, limit, shard)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if augment_fn is not None:
@@ -303,4 +367,7 @@ def load(name: str, split: str = "train", *, batch_size: int = 128,
 
     ds = ds.map(to_range, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds, _info(canonical, split, source, limit, pixel_range)
+    info = _info(canonical, split, source, limit, pixel_range)
+    if shard_examples is not None:
+        info = dataclasses.replace(info, num_examples=shard_examples)
+    return ds, info

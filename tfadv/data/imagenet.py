@@ -29,6 +29,9 @@ Per image (decoded with Pillow as RGB uint8):
 * val (``fbresnet_augmentor(False)``): shortest side resized to ``round(image_size*256/224)``
   (256 for 224) with bicubic interpolation, centre crop ``image_size``.
 
+A multi-worker run gives each host its shard (``shard_index``/``num_shards``, from the strategy's
+``InputContext``): a disjoint part of the file list, split off before anything is decoded, so the
+hosts split every epoch between them instead of each decoding (and auto-sharding) all of it.
 Training images are produced in ``num_workers`` processes (tensorpack ``MultiProcessMapData`` over
 ZMQ pipes) as one endless stream of epochs, each a fresh seeded shuffle of this shard's records, as
 tensorpack trains; every pass of the ``tf.data`` pipeline takes the next ``len(shard)`` images of
@@ -460,8 +463,13 @@ def imagenet_source(split: str, *, data_dir: Optional[str], training: bool,
             transform, fixed order).
         image_size: output side (224 in the paper; tests use 32). The val resize side scales with
             it (256/224).
-        shard_index, num_shards: this input pipeline's shard (one per worker host): the sorted
-            record list is split as ``records[shard_index::num_shards]``.
+        shard_index, num_shards: this input pipeline's shard (one per worker host), split off
+            the sorted record list before anything is decoded: ``records[shard_index::num_shards]``
+            (evaluation: disjoint, covering). Training shards all have ``floor(N / num_shards)``
+            records (the last ``N % num_shards``, at most ``num_shards - 1``, are in none), so
+            every worker's pass is the same number of steps and each image is read by exactly
+            one worker once per epoch; :func:`tfadv.data.load` takes the same prefix per shard
+            in evaluation (``Source.split_examples`` is ``N``).
         num_workers: decoding/augmenting processes for training (default ``min(16, cpus)``; 0:
             in the calling thread, fully deterministic with ``seed``). Evaluation always decodes
             in order in the calling thread.
@@ -482,6 +490,9 @@ def imagenet_source(split: str, *, data_dir: Optional[str], training: bool,
         records, synsets = list_images(data_dir, base)
     if full != base:
         records = _slice_records(records, split)
+    split_examples = len(records)
+    if training:  # equal shards: the workers' passes must have the same number of steps
+        records = records[:len(records) - len(records) % num_shards]
     records = records[shard_index::num_shards]
     if not records:
         raise ValueError(f"Shard {shard_index} of {num_shards} is empty: the split has fewer "
@@ -523,7 +534,7 @@ def imagenet_source(split: str, *, data_dir: Optional[str], training: bool,
         tf.TensorSpec((image_size, image_size, 3), tf.uint8), tf.TensorSpec((), tf.int32)))
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(records)))
     return Source(ds, num_classes=len(synsets), image_shape=(image_size, image_size, 3),
-                  num_examples=len(records))
+                  num_examples=len(records), split_examples=split_examples)
 
 
 def load(split: str = "train", *, data_dir: Optional[str], batch_size: int = 32,
@@ -539,7 +550,7 @@ def load(split: str = "train", *, data_dir: Optional[str], batch_size: int = 32,
     (``[-1,1]``: ``2*(x/255-0.5)``) → prefetch.
     """
     from tfadv import ranges
-    from tfadv.data.core import DatasetInfo, _check_positive_int
+    from tfadv.data.core import DatasetInfo, _check_positive_int, _take_shard
 
     rng = ranges.get_range(pixel_range)
     _check_positive_int(batch_size, "batch_size")
@@ -549,10 +560,11 @@ def load(split: str = "train", *, data_dir: Optional[str], batch_size: int = 32,
     source = imagenet_source(split, data_dir=data_dir, training=training, image_size=image_size,
                              shard_index=shard_index, num_shards=num_shards,
                              num_workers=num_workers, lmdb=lmdb, seed=seed)
-    ds = source.dataset if limit is None else source.dataset.take(limit)
+    ds, shard_examples = _take_shard(source, limit, (shard_index, num_shards))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda x, y: (rng.from_uint8(x), y), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True).prefetch(tf.data.AUTOTUNE)
     n = source.num_examples if limit is None else min(limit, source.num_examples)
+    n = n if shard_examples is None else shard_examples
     return ds, DatasetInfo(name="imagenet", split=split.strip(), num_classes=source.num_classes,
                            image_shape=source.image_shape, num_examples=n, pixel_range=rng)
