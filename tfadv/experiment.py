@@ -8,7 +8,9 @@ Scale-out (BAT ImageNet sec. 5, following the tensorpack ImageNet code): ``--bat
 GLOBAL batch, split evenly over the replicas of ``--num_gpus``/``--strategy``; ``--lr_scaling=linear``
 multiplies ``--lr`` (the LR of a 256-image batch) by global batch / 256 and warms it up linearly from
 ``--lr`` over ``--lr_warmup_epochs`` when above 256; ``--precision``/``--xla`` pick the dtype policy
-and XLA; a killed run continues from ``LOGDIR/backup`` (``--resume``).
+and XLA; a killed run continues from ``LOGDIR/backup`` (``--resume``) when its configuration
+matches the one LOGDIR records, and a different one is refused unless ``--overwrite``
+(:mod:`tfadv.rundir`); nothing is written before every argument has been used once.
 """
 
 from __future__ import annotations
@@ -344,7 +346,16 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
         kwargs.update(defense_kwargs or {})
         model = defenses_lib.get(defense)(network, **kwargs)
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=bool(cfg.xla))
-    # Everything that can fail on a bad argument has run; only now is LOGDIR written.
+    resume = ckpt_lib.ResumeCheckpoint(logdir)
+    callbacks = [resume,  # first: restores the epoch/weights before the others start
+                 callbacks_lib.LearningRateLogger(),
+                 *model.training_callbacks(logdir),  # the defense's schedules and their logs
+                 keras.callbacks.TensorBoard(os.path.join(logdir, "tensorboard")),
+                 # After ResumeCheckpoint; writes the final weights too, before the export below.
+                 ckpt_lib.AtomicCheckpoint(logdir, network, every=cfg.checkpoint_every),
+                 *extra_callbacks]
+    # Everything that can fail on a bad argument has run; only now is LOGDIR written, if it
+    # holds no other run (tfadv.rundir).
     eval_lib.parse_list(cfg.eval_attacks, eps=cfg.eps, pixel_range=cfg.pixel_range,
                         step_size=cfg.eval_step_size, seed=cfg.seed)
     kwargs_record = rundir_lib.plain(defense_kwargs or {})
@@ -359,14 +370,6 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                                             "defense_kwargs": kwargs_record,
                                             "replicas": replicas, "per_replica_batch": per_replica,
                                             "base_lr": base_lr(cfg)})
-    resume = ckpt_lib.ResumeCheckpoint(logdir)
-    callbacks = [resume,  # first: restores the epoch/weights before the others start
-                 callbacks_lib.LearningRateLogger(),
-                 *model.training_callbacks(logdir),  # the defense's schedules and their logs
-                 keras.callbacks.TensorBoard(os.path.join(logdir, "tensorboard")),
-                 # After ResumeCheckpoint; writes the final weights too, before the export below.
-                 ckpt_lib.AtomicCheckpoint(logdir, network, every=cfg.checkpoint_every),
-                 *extra_callbacks]
     stream.write(f"Training {defense} on {cfg.dataset} ({info.num_examples} images, "
                  f"{info.image_shape}, {info.num_classes} classes) with {cfg.model}; "
                  f"eps {cfg.eps:g}/255 of {rng} = {rng.from_pixels(cfg.eps):.5g} input units, "
