@@ -362,14 +362,15 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
     rundir_lib.prepare(logdir, rundir_lib.identity(dataclasses.asdict(cfg), defense, kwargs_record),
                        resume=cfg.resume, overwrite=cfg.overwrite, stream=stream)
     os.makedirs(logdir, exist_ok=True)
-    ckpt_lib.write_run_config(logdir, model=cfg.model, num_classes=info.num_classes,
-                              input_shape=info.image_shape, pixel_range=rng.name, dataset=cfg.dataset,
-                              model_kwargs=cfg.model_kwargs)
+    # The metadata first: a directory killed between the two still names the run it belongs to.
     callbacks_lib.write_run_metadata(logdir, flags=flags or dataclasses.asdict(cfg), seed=cfg.seed,
                                      extra={"config": dataclasses.asdict(cfg), "defense": defense,
                                             "defense_kwargs": kwargs_record,
                                             "replicas": replicas, "per_replica_batch": per_replica,
                                             "base_lr": base_lr(cfg)})
+    ckpt_lib.write_run_config(logdir, model=cfg.model, num_classes=info.num_classes,
+                              input_shape=info.image_shape, pixel_range=rng.name, dataset=cfg.dataset,
+                              model_kwargs=cfg.model_kwargs)
     stream.write(f"Training {defense} on {cfg.dataset} ({info.num_examples} images, "
                  f"{info.image_shape}, {info.num_classes} classes) with {cfg.model}; "
                  f"eps {cfg.eps:g}/255 of {rng} = {rng.from_pixels(cfg.eps):.5g} input units, "

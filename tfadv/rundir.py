@@ -3,12 +3,12 @@
 ``LOGDIR/run_metadata.json`` records the run's resolved configuration (``config``, ``defense`` and
 ``defense_kwargs``). A new start in LOGDIR (:func:`prepare`):
 
-* removes the temporaries a killed atomic write left there (and says which);
 * continues the run when the configuration that defines it matches (:func:`identity`: everything
   but the fields that may change between a run and its resumption, :data:`NOT_IDENTITY`);
 * refuses a different configuration, naming the differing keys, a ``--noresume`` start and a
   directory that holds files but no run, unless ``overwrite``: then everything in LOGDIR is moved
-  (never deleted) to the sibling ``LOGDIR.replaced-<UTC time>`` and the move is printed.
+  (never deleted) to the sibling ``LOGDIR.replaced-<UTC time>`` and the move is printed;
+* once allowed to start, removes the temporaries a killed atomic write left (and says which).
 """
 
 from __future__ import annotations
@@ -100,24 +100,27 @@ def move_aside(logdir: str, entries, stream=sys.stdout) -> str:
 def prepare(logdir: str, run: dict, *, resume: bool = True, overwrite: bool = False,
             stream=sys.stdout) -> bool:
     """Makes ``logdir`` ready for the run whose :func:`identity` is ``run``; returns whether it
-    continues the run already there. Raises ValueError, having changed nothing but stale
-    temporaries, when it may not write there."""
+    continues the run already there. Raises ValueError, having changed nothing, when it may not
+    write there; otherwise removes the temporaries a killed write left (and says which)."""
     if os.path.exists(logdir) and not os.path.isdir(logdir):
         raise ValueError(f"--logdir must be a directory; this is a file. Received: {logdir!r}.")
     if not os.path.isdir(logdir):
         return False
+    entries = [n for n in os.listdir(logdir) if n != WORKERS_DIR and not atomic.is_temporary(n)]
+    resumed = bool(entries) and not overwrite and _check_owner(logdir, entries, run, resume=resume)
+    if entries and overwrite:
+        move_aside(logdir, entries, stream)
     stale = atomic.remove_stale(logdir, skip=(WORKERS_DIR,))
     if stale:
         stream.write(f"Removed {len(stale)} temporary file(s) an interrupted write left in "
                      f"{logdir}: {', '.join(os.path.relpath(p, logdir) for p in stale)}\n")
-    entries = [n for n in os.listdir(logdir) if n != WORKERS_DIR]
-    if not entries:
-        return False
-    meta = read_metadata(logdir)
-    if overwrite:
-        move_aside(logdir, entries, stream)
-        return False
+    return resumed
+
+
+def _check_owner(logdir: str, entries, run: dict, *, resume: bool) -> bool:
+    """True when the run in ``logdir`` is ``run`` and may be resumed; else a ValueError."""
     remedy = "Pass a new --logdir, or --overwrite to move the old run aside (nothing is deleted)."
+    meta = read_metadata(logdir)
     if meta is None:
         raise ValueError(f"The run directory is not empty and holds no tfadv run (no readable "
                          f"{RUN_METADATA}; it contains {', '.join(sorted(entries)[:8])}). "
