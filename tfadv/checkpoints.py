@@ -219,6 +219,22 @@ def latest_epoch(directory: str) -> Optional[int]:
         return None
 
 
+def _check_final(logdir: str, epoch: Optional[int], path: str) -> None:
+    """Refuses a run directory whose training got further than its latest checkpoint: its
+    checkpoint would stand for a model the run no longer has (nor exported)."""
+    try:
+        with open(os.path.join(logdir, BACKUP_DIR, BACKUP_INDEX), encoding="utf-8") as f:
+            trained = int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if epoch is not None and trained > epoch:
+        raise ValueError(f"The run trained to epoch {trained} ({BACKUP_DIR}/{BACKUP_INDEX}) but its "
+                         f"latest checkpoint is epoch {epoch}: its final weights were never "
+                         f"checkpointed (killed before it finished, or written before final "
+                         f"checkpoints were kept). Re-run its training command to finish it, or "
+                         f"name a .weights.h5 file. Received: {path!r}.")
+
+
 def resolve(path: str):
     """Returns (weights_file, logdir) for a log directory, its checkpoints/ folder or a weights file.
 
@@ -232,7 +248,9 @@ def resolve(path: str):
         directory = path if os.path.basename(os.path.normpath(path)) == CHECKPOINT_DIR else os.path.join(path, CHECKPOINT_DIR)
         found = latest_checkpoint(directory)
         if found:
-            return found, os.path.dirname(os.path.abspath(directory))
+            logdir = os.path.dirname(os.path.abspath(directory))
+            _check_final(logdir, latest_epoch(directory), path)
+            return found, logdir
     raise ValueError(f"No checkpoint found: expected a run directory with {CHECKPOINT_DIR}/ckpt-*.weights.h5 "
                      f"or a .weights.h5 file. Received: {path!r}.")
 

@@ -161,13 +161,25 @@ def test_the_final_weights_are_checkpointed_whatever_checkpoint_every(tmp_path):
     assert _logits_agree(logdir)
 
 
-def test_a_kill_before_the_final_checkpoint_is_repaired_on_the_next_start(run_dir):
-    logdir, _ = run_dir
-    # Killed after the last epoch's backup, before its checkpoint and the export.
+def _lose_final_checkpoint(logdir):
+    """The state of a run killed after its last epoch's backup, before its checkpoint and export
+    (or of a run whose epochs are no multiple of its checkpoint_every, before the fix)."""
     directory = os.path.join(logdir, "checkpoints")
     os.remove(os.path.join(directory, "ckpt-0002.weights.h5"))
     with open(os.path.join(directory, checkpoints.CHECKPOINT_INDEX), "w") as f:
         json.dump({"latest": "ckpt-0001.weights.h5", "epoch": 1}, f)
+
+
+def test_a_run_directory_without_its_final_checkpoint_is_not_evaluated(run_dir):
+    logdir, _ = run_dir
+    _lose_final_checkpoint(logdir)
+    with pytest.raises(ValueError, match=r"trained to epoch 2.*latest checkpoint is epoch 1.*Received"):
+        loading.load_for_evaluation(logdir)
+
+
+def test_a_kill_before_the_final_checkpoint_is_repaired_on_the_next_start(run_dir):
+    logdir, _ = run_dir
+    _lose_final_checkpoint(logdir)
     shutil.rmtree(os.path.join(logdir, "savedmodel"))
     _train(_cfg(logdir))
     assert os.path.basename(checkpoints.resolve(logdir)[0]) == "ckpt-0002.weights.h5"
