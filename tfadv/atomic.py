@@ -47,6 +47,30 @@ def atomic_path(path: str, *, directory: bool = False):
             os.remove(tmp)
 
 
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of :func:`atomic_path`'s temporaries (``.tmp-*-BASE`` files,
+    ``.BASE.tmp-*`` directories, ``.BASE.old-*`` replaced directories): what a killed write leaves."""
+    return name.startswith(".tmp-") or (name.startswith(".") and (".tmp-" in name or ".old-" in name))
+
+
+def remove_stale(directory: str, *, skip=()) -> list:
+    """Removes the temporaries a killed :func:`atomic_path` write left anywhere under ``directory``
+    (not descending into the top-level entries named in ``skip``); returns their paths."""
+    removed = []
+    for root, dirs, files in os.walk(directory):
+        if root == directory:
+            dirs[:] = [d for d in dirs if d not in skip]
+        for name in [d for d in dirs if is_temporary(d)]:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed.append(os.path.join(root, name))
+            dirs.remove(name)
+        for name in files:
+            if is_temporary(name):
+                os.remove(os.path.join(root, name))
+                removed.append(os.path.join(root, name))
+    return sorted(removed)
+
+
 def write_text(path: str, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -51,7 +51,10 @@ def read_run_config(logdir: str) -> dict:
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
-    """Saves the *network's* weights after every ``every`` epochs, atomically, keeping ``keep``."""
+    """Saves the *network's* weights after every ``every`` epochs, atomically, keeping ``keep``,
+    and always the final weights when training ends (whatever ``every``), so that a run
+    directory resolves to the weights its SavedModel is exported from. Place it after
+    :class:`ResumeCheckpoint`: a resumed run's epoch is the one that callback restored."""
 
     def __init__(self, logdir: str, network: keras.Model, *, every: int = 1, keep: int = 3):
         super().__init__()
@@ -62,12 +65,27 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                              f"Received: every={every!r}.")
         self.every = every
         self.keep = max(int(keep), 1)
+        self.epoch = 0
+
+    def on_train_begin(self, logs=None):
+        # fit() starts at the epoch ResumeCheckpoint restored (0 for a fresh run).
+        self.epoch = int(getattr(self.model, "_initial_epoch", None) or 0)
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0:
-            save(self.directory, self.network, epoch + 1)
-            for old in list_checkpoints(self.directory)[:-self.keep]:
-                os.remove(old)
+        self.epoch = epoch + 1
+        if self.epoch % self.every == 0:
+            self._save()
+
+    def on_train_end(self, logs=None):
+        if self.epoch and latest_epoch(self.directory) != self.epoch:
+            self._save()
+
+    def _save(self):
+        latest = save(self.directory, self.network, self.epoch)
+        # The newest ``keep`` by epoch, never the file checkpoint.json now names.
+        older = [p for p in list_checkpoints(self.directory) if p != latest]
+        for old in older[:max(len(older) - (self.keep - 1), 0)]:
+            os.remove(old)
 
 
 BACKUP_DIR = "backup"
@@ -175,17 +193,68 @@ def list_checkpoints(directory: str):
     return sorted(files, key=lambda p: int(_CKPT_RE.search(p).group(1)))
 
 
+def latest_checkpoint(directory: str) -> Optional[str]:
+    """The weights file ``checkpoint.json`` names (it must exist); without an index (checkpoints
+    written by hand) the highest-numbered ``ckpt-*.weights.h5``; None when there is none."""
+    index = os.path.join(directory, CHECKPOINT_INDEX)
+    if not os.path.isfile(index):
+        found = list_checkpoints(directory)
+        return found[-1] if found else None
+    try:
+        with open(index, encoding="utf-8") as f:
+            latest = str(json.load(f)["latest"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"Corrupt {CHECKPOINT_INDEX} ({type(e).__name__}: {e}). "
+                         f"Received: {index!r}.") from None
+    weights = os.path.join(directory, os.path.basename(latest))
+    if not os.path.isfile(weights):
+        raise ValueError(f"{CHECKPOINT_INDEX} names the latest checkpoint {latest!r}, which is "
+                         f"missing, so this run directory has no final weights to load. "
+                         f"Received: {index!r}.")
+    return weights
+
+
+def latest_epoch(directory: str) -> Optional[int]:
+    """The epoch ``checkpoint.json`` records, or None when there is no (readable) index."""
+    try:
+        with open(os.path.join(directory, CHECKPOINT_INDEX), encoding="utf-8") as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_final(logdir: str, epoch: Optional[int], path: str) -> None:
+    """Refuses a run directory whose training got further than its latest checkpoint: its
+    checkpoint would stand for a model the run no longer has (nor exported)."""
+    try:
+        with open(os.path.join(logdir, BACKUP_DIR, BACKUP_INDEX), encoding="utf-8") as f:
+            trained = int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if epoch is not None and trained > epoch:
+        raise ValueError(f"The run trained to epoch {trained} ({BACKUP_DIR}/{BACKUP_INDEX}) but its "
+                         f"latest checkpoint is epoch {epoch}: its final weights were never "
+                         f"checkpointed (killed before it finished, or written before final "
+                         f"checkpoints were kept). Re-run its training command to finish it, or "
+                         f"name a .weights.h5 file. Received: {path!r}.")
+
+
 def resolve(path: str):
-    """Returns (weights_file, logdir) for a log directory, its checkpoints/ folder or a weights file."""
+    """Returns (weights_file, logdir) for a log directory, its checkpoints/ folder or a weights file.
+
+    A directory resolves to the checkpoint its ``checkpoint.json`` names (:func:`latest_checkpoint`).
+    """
     if os.path.isfile(path):
         directory = os.path.dirname(os.path.abspath(path))
         logdir = os.path.dirname(directory) if os.path.basename(directory) == CHECKPOINT_DIR else directory
         return path, logdir
     if os.path.isdir(path):
         directory = path if os.path.basename(os.path.normpath(path)) == CHECKPOINT_DIR else os.path.join(path, CHECKPOINT_DIR)
-        found = list_checkpoints(directory)
+        found = latest_checkpoint(directory)
         if found:
-            return found[-1], os.path.dirname(os.path.abspath(directory))
+            logdir = os.path.dirname(os.path.abspath(directory))
+            _check_final(logdir, latest_epoch(directory), path)
+            return found, logdir
     raise ValueError(f"No checkpoint found: expected a run directory with {CHECKPOINT_DIR}/ckpt-*.weights.h5 "
                      f"or a .weights.h5 file. Received: {path!r}.")
 

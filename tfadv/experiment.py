@@ -8,7 +8,9 @@ Scale-out (BAT ImageNet sec. 5, following the tensorpack ImageNet code): ``--bat
 GLOBAL batch, split evenly over the replicas of ``--num_gpus``/``--strategy``; ``--lr_scaling=linear``
 multiplies ``--lr`` (the LR of a 256-image batch) by global batch / 256 and warms it up linearly from
 ``--lr`` over ``--lr_warmup_epochs`` when above 256; ``--precision``/``--xla`` pick the dtype policy
-and XLA; a killed run continues from ``LOGDIR/backup`` (``--resume``).
+and XLA; a killed run continues from ``LOGDIR/backup`` (``--resume``) when its configuration
+matches the one LOGDIR records, and a different one is refused unless ``--overwrite``
+(:mod:`tfadv.rundir`); nothing is written before every argument has been used once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tfadv import evaluation as eval_lib
 from tfadv import export as export_lib
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
+from tfadv import rundir as rundir_lib
 
 
 @dataclasses.dataclass
@@ -73,6 +76,7 @@ class TrainConfig:
     lr_scaling: str = "none"
     lr_warmup_epochs: float = 5.0
     resume: bool = True
+    overwrite: bool = False  # move a different run in LOGDIR aside (tfadv.rundir) instead of failing
     train_limit: Optional[int] = None
     eval_limit: Optional[int] = None
     val_limit: Optional[int] = 1000
@@ -199,7 +203,8 @@ def config_from_flags(flag_values) -> TrainConfig:
         attack_fp32=pick_new("attack_fp32", False), xla=pick_new("xla", False),
         lr_scaling=pick_new("lr_scaling", preset.lr_scaling),
         lr_warmup_epochs=pick_new("lr_warmup_epochs", preset.lr_warmup_epochs),
-        resume=pick_new("resume", True), train_limit=fv.train_limit, eval_limit=fv.eval_limit,
+        resume=pick_new("resume", True), overwrite=pick_new("overwrite", False),
+        train_limit=fv.train_limit, eval_limit=fv.eval_limit,
         val_limit=pick("val_limit", preset.val_limit), val_split=pick_new("val_split", "heldout"),
         checkpoint_every=fv.checkpoint_every,
         eval_attacks=pick("eval_attacks", preset.eval_attacks),
@@ -367,15 +372,6 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                                   pixel_range=rng, data_dir=cfg.data_dir, limit=validation.limit,
                                   training=False, **(cfg.data_options or {}))
         val_ds = distributed_dataset(val_ds, replicas=1)
-    os.makedirs(logdir, exist_ok=True)
-    ckpt_lib.write_run_config(logdir, model=cfg.model, num_classes=info.num_classes,
-                              input_shape=info.image_shape, pixel_range=rng.name, dataset=cfg.dataset,
-                              model_kwargs=cfg.model_kwargs)
-    callbacks_lib.write_run_metadata(logdir, flags=flags or dataclasses.asdict(cfg), seed=cfg.seed,
-                                     extra={"config": dataclasses.asdict(cfg), "defense": defense,
-                                            "replicas": replicas, "per_replica_batch": per_replica,
-                                            "base_lr": base_lr(cfg),
-                                            "validation": validation.as_dict()})
     import models  # architecture registry
 
     with strategy.scope(), distribute_lib.precision_policy(cfg.precision):
@@ -394,14 +390,31 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
         model = defenses_lib.get(defense)(network, **kwargs)
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=bool(cfg.xla))
     resume = ckpt_lib.ResumeCheckpoint(logdir)
-    if not cfg.resume:
-        resume.discard()
     callbacks = [resume,  # first: restores the epoch/weights before the others start
                  callbacks_lib.LearningRateLogger(),
                  *model.training_callbacks(logdir),  # the defense's schedules and their logs
                  keras.callbacks.TensorBoard(os.path.join(logdir, "tensorboard")),
+                 # After ResumeCheckpoint; writes the final weights too, before the export below.
                  ckpt_lib.AtomicCheckpoint(logdir, network, every=cfg.checkpoint_every),
                  *extra_callbacks]
+    # Everything that can fail on a bad argument has run; only now is LOGDIR written, if it
+    # holds no other run (tfadv.rundir).
+    eval_lib.parse_list(cfg.eval_attacks, eps=cfg.eps, pixel_range=cfg.pixel_range,
+                        step_size=cfg.eval_step_size, seed=cfg.seed)
+    kwargs_record = rundir_lib.plain(defense_kwargs or {})
+    rundir_lib.prepare(logdir, rundir_lib.identity(dataclasses.asdict(cfg), defense, kwargs_record),
+                       resume=cfg.resume, overwrite=cfg.overwrite, stream=stream)
+    os.makedirs(logdir, exist_ok=True)
+    # The metadata first: a directory killed between the two still names the run it belongs to.
+    callbacks_lib.write_run_metadata(logdir, flags=flags or dataclasses.asdict(cfg), seed=cfg.seed,
+                                     extra={"config": dataclasses.asdict(cfg), "defense": defense,
+                                            "defense_kwargs": kwargs_record,
+                                            "replicas": replicas, "per_replica_batch": per_replica,
+                                            "base_lr": base_lr(cfg),
+                                            "validation": validation.as_dict()})
+    ckpt_lib.write_run_config(logdir, model=cfg.model, num_classes=info.num_classes,
+                              input_shape=info.image_shape, pixel_range=rng.name, dataset=cfg.dataset,
+                              model_kwargs=cfg.model_kwargs)
     stream.write(f"Training {defense} on {cfg.dataset} ({info.num_examples} images, "
                  f"{info.image_shape}, {info.num_classes} classes) with {cfg.model}; "
                  f"eps {cfg.eps:g}/255 of {rng} = {rng.from_pixels(cfg.eps):.5g} input units, "

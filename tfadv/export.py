@@ -21,8 +21,35 @@ METADATA_FILE = "tfadv_metadata.json"
 FORMAT_VERSION = 1
 
 
-def export_savedmodel(network: keras.Model, path: str, *, pixel_range, metadata: Optional[dict] = None) -> str:
-    """Writes ``network`` (images -> logits) as a SavedModel at ``path`` and returns ``path``."""
+def check_target(path: str, *, overwrite: bool = True, flag: str = "path") -> None:
+    """Raises ValueError unless ``path`` may receive an export: absent, an empty directory, or a
+    tfadv SavedModel when ``overwrite`` (anything else, e.g. a run directory, is never replaced)."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path):
+        raise ValueError(f"The SavedModel directory is an existing file. Received: {flag}={path!r}.")
+    contents = sorted(os.listdir(path))
+    if not contents:
+        return
+    if is_savedmodel(path) and os.path.isfile(os.path.join(path, METADATA_FILE)):
+        if overwrite:
+            return
+        raise ValueError(f"A tfadv SavedModel is already there; pass --overwrite to replace it. "
+                         f"Received: {flag}={path!r}.")
+    shown = ", ".join(contents[:8]) + (f" and {len(contents) - 8} more" if len(contents) > 8 else "")
+    raise ValueError(f"The SavedModel directory exists, is not empty and is not a tfadv SavedModel "
+                     f"(it contains {shown}); an export would replace all of it, so it is refused. "
+                     f"Choose a new or empty directory. Received: {flag}={path!r}.")
+
+
+def export_savedmodel(network: keras.Model, path: str, *, pixel_range, metadata: Optional[dict] = None,
+                      overwrite: bool = True) -> str:
+    """Writes ``network`` (images -> logits) as a SavedModel at ``path`` and returns ``path``.
+
+    ``path`` may be absent, empty, or a tfadv SavedModel (replaced atomically unless
+    ``overwrite=False``): :func:`check_target`.
+    """
+    check_target(path, overwrite=overwrite)
     rng = ranges_lib.get_range(pixel_range)
     input_shape = tuple(int(d) for d in network.input_shape[1:])
     meta = {

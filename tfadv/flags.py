@@ -66,7 +66,11 @@ def define_training_flags():
     flags.DEFINE_float("lr_warmup_epochs", None, "Warm-up length of --lr_scaling=linear "
                        "(default: the preset's, 5).")
     flags.DEFINE_bool("resume", True, "Continue a killed run from LOGDIR/backup (epoch, weights, "
-                      "optimizer state); --noresume starts afresh and discards the backup.")
+                      "optimizer state) when its configuration matches; --noresume starts "
+                      "afresh, which a --logdir holding a run allows only with --overwrite.")
+    flags.DEFINE_bool("overwrite", False, "Start afresh in a --logdir that holds another run "
+                      "(a different configuration, or with --noresume): move its files aside to "
+                      "LOGDIR.replaced-<UTC time> first. Without it such a start is refused.")
     flags.DEFINE_integer("val_limit", None, "Validation examples attacked each epoch (0: none; "
                          "default: the preset's; held out: capped at a tenth of the training set).")
     flags.DEFINE_enum("val_split", "heldout", ["heldout", "test"], "Validation data during "

@@ -13,8 +13,11 @@ def load_for_evaluation(path: str):
     """Returns ``(model_fn_or_network, info)`` where info has pixel_range, num_classes, architecture,
     dataset, source and model_id (the SavedModel's fingerprint or the weights file's SHA-256).
 
-    ``path`` may be a SavedModel written by tfadv, a run directory (its ``savedmodel/`` is used if
-    present, else its latest checkpoint), a ``checkpoints/`` directory or a ``.weights.h5`` file.
+    ``path`` may be a SavedModel written by tfadv, a run directory (the checkpoint its
+    ``checkpoints/checkpoint.json`` names: the final weights, which its ``savedmodel/`` is
+    exported from; that ``savedmodel/`` when it has no checkpoints), a ``checkpoints/`` directory
+    or a ``.weights.h5`` file. A run directory whose training got further than its latest
+    checkpoint is refused (:func:`tfadv.checkpoints.resolve`).
     """
     if not path:
         raise ValueError(f"A model path is required (--model_path). Received: {path!r}.")
