@@ -9,7 +9,7 @@ empty cases and no zero-size call may happen.
 
 import json
 
-import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests import testing
@@ -34,13 +34,22 @@ SMALL = {
 }
 
 
-def _every_attack(model, tmp_path):
+@pytest.fixture(scope="module")
+def recorded():
+    """The trained digits classifier wrapped to record its batch sizes: ``(model, sizes)``."""
+    return testing.recording_batch_sizes(testing.trained_digits_model())
+
+
+@pytest.fixture(scope="module")
+def every_attack(recorded, tmp_path_factory):
     """(name, attack) for every registered attack (one name per factory), small budgets; the
-    transfer attack's source and the generators' fitting use ``model`` too."""
+    transfer attack's source and the generators' fitting use the recorded model too."""
     import importlib
 
     from models.unet_generator import build_generator
 
+    model, _ = recorded
+    tmp_path = tmp_path_factory.mktemp("l2lda_run")
     l2lda_lib = importlib.import_module("tfadv.defenses.l2lda")
     l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
                              str(tmp_path / l2lda_lib.GENERATOR_DIR))
@@ -62,16 +71,16 @@ def _every_attack(model, tmp_path):
     return out
 
 
-def _zero_size_calls(x, y, tmp_path):
-    """{attack: batch sizes of its zero-size model calls} over every registered attack called on
-    ``(x, y)`` eagerly twice (op by op, then compiled) and, if graph-safe, in a tf.function with an
-    open batch dimension; also checks each returns a batch shaped like ``x``."""
-    model, sizes = testing.recording_batch_sizes(testing.trained_digits_model())
+def _zero_size_calls(x, y, recorded, every_attack):
+    """{attack: number of its zero-size model calls} over every registered attack called on
+    ``(x, y)`` eagerly and, if graph-safe, in a tf.function with an open batch dimension (as the
+    evaluation runner and a train_step trace it); also checks each returns a batch shaped like x."""
+    model, sizes = recorded
     offenders = {}
-    for name, attack in _every_attack(model, tmp_path):
+    for name, attack in every_attack:
         graph = tf.function(lambda a, b, attack=attack: attack(model, a, b), input_signature=[
             tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int32)])
-        calls = [lambda: attack(model, x, y)] * 2
+        calls = [lambda: attack(model, x, y)]
         if attack.graph_safe:
             calls.append(lambda: graph(x, y))
         del sizes[:]
@@ -82,24 +91,26 @@ def _zero_size_calls(x, y, tmp_path):
     return offenders
 
 
-def test_no_attack_runs_the_model_on_an_empty_batch_when_every_point_is_already_fooled(tmp_path):
+def test_no_attack_runs_the_model_on_an_empty_batch_when_every_point_is_already_fooled(
+        recorded, every_attack):
     # Every label is wrong: early-stopped attacks (APGD-T's targets, restarts) have nothing left.
     _, _, x, _ = testing.digits_split(num_test=8)
-    wrong = (testing.predicted(testing.trained_digits_model(), x) + 1) % 10
-    assert _zero_size_calls(x, wrong.astype("int32"), tmp_path) == {}
+    wrong = ((testing.predicted(recorded[0], x) + 1) % 10).astype("int32")
+    assert _zero_size_calls(x, wrong, recorded, every_attack) == {}
 
 
-def test_an_attack_on_an_empty_batch_returns_it_without_running_the_model(tmp_path):
+def test_an_attack_on_an_empty_batch_returns_it_without_running_the_model(recorded, every_attack):
     _, _, x, y = testing.digits_split(num_test=8)
-    assert _zero_size_calls(x[:0], y[:0], tmp_path) == {}
+    assert _zero_size_calls(x[:0], y[:0], recorded, every_attack) == {}
 
 
-def test_evaluation_runner_never_runs_the_model_on_an_empty_batch():
+def test_evaluation_runner_never_runs_the_model_on_an_empty_batch(recorded):
     # An empty batch, then 19 examples in batches of 8 (a final batch of 3); only_robust: APGD-T
     # attacks what the clean pass leaves and FGSM what APGD-T leaves (nothing, at this eps).
     _, _, x, y = testing.digits_split(num_test=19)
     data = [(x[:0], y[:0])] + [(x[i:i + 8], y[i:i + 8]) for i in range(0, 19, 8)]
-    model, sizes = testing.recording_batch_sizes(testing.trained_digits_model())
+    model, sizes = recorded
+    del sizes[:]
     specs = {"clean": attacks.get("noop"),
              "apgd_t": attacks.get("apgd_t", eps=EPS, n_iter=5, n_target_classes=3, seed=0),
              "fgsm": attacks.get("fgsm", eps=EPS)}
@@ -119,7 +130,7 @@ from tests import testing
 from tfadv import attacks, defenses
 x, y, _, _ = testing.digits_split(num_train=17)
 out = {}
-for name in ("madry", "dynamic"):
+for name in ("dynamic",):  # the base train/test step plus its FOSC pass
     with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
         net, sizes = testing.recording_batch_sizes(testing.tiny_cnn(seed=0))
         attack = attacks.get("pgd", eps=0.1, step_size=0.05, num_steps=2, random_start="none")

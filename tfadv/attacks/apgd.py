@@ -285,8 +285,8 @@ class APGD(Attack):
 
         _, x_out, _, _ = tf.while_loop(
             lambda r, x_out, best_loss, fooled: tf.logical_and(
-                r < num_runs, tf.logical_not(tf.reduce_all(fooled))), one_run, (tf.constant(0), x_out, best_loss, fooled),
-            maximum_iterations=num_runs)
+                r < num_runs, tf.logical_not(tf.reduce_all(fooled))),
+            one_run, (tf.constant(0), x_out, best_loss, fooled), maximum_iterations=num_runs)
         return tf.stop_gradient(x_out)
 
     def _clip(self, x):

@@ -233,9 +233,13 @@ class AdversarialModel(keras.Model):
             self.model_fn(False), x_adv, x, y, eps, norm=self.attack.norm), empty)
 
     def _no_logits(self):
-        """The network's logits for an empty batch, computed without running it."""
-        outputs = getattr(self.network, "outputs", None)
-        dtype = outputs[0].dtype if outputs else self.network.compute_dtype
+        """The network's logits for an empty batch, computed without running it: zero rows in
+        the compute dtype of the layer that makes them (as it is now: ``compute_in_float32``)."""
+        layer = self.network
+        while isinstance(layer, keras.Model) and getattr(layer, "outputs", None) and \
+                getattr(layer.outputs[0], "_keras_history", None):
+            layer = layer.outputs[0]._keras_history[0]
+        dtype = getattr(layer, "compute_dtype", None) or self.network.compute_dtype
         return tf.zeros([0, self.num_classes], dtype)
 
     # ----------------------------------------------------------------------------- replicas
