@@ -117,6 +117,7 @@ def test_evaluation_runner_never_runs_the_model_on_an_empty_batch(recorded):
     result = evaluation.evaluate(model, data, specs, pixel_range="[0,1]", only_robust=True,
                                  progress=None)
     assert result.num_examples == 19 and result.results["apgd_t"].points_attacked > 0
+    assert result.results["fgsm"].points_attacked == 0  # nothing left to attack
     assert sizes and 0 not in sizes, sizes
 
 
