@@ -128,14 +128,16 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from tests import testing
-from tfadv import attacks, defenses
+from tfadv import defenses
 x, y, _, _ = testing.digits_split(num_train=17)
 out = {}
-for name in ("dynamic",):  # the base train/test step plus its FOSC pass
-    with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+attack = dict(eps=0.1, step_size=0.05, num_steps=2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+# Dynamic AT: the base train/test step plus its FOSC pass; L2L-DA: its generator update.
+for name, kwargs in (("dynamic", dict(random_start="none")), ("l2lda", dict(base_filters=4))):
+    with strategy.scope():
         net, sizes = testing.recording_batch_sizes(testing.tiny_cnn(seed=0))
-        attack = attacks.get("pgd", eps=0.1, step_size=0.05, num_steps=2, random_start="none")
-        model = defenses.get(name)(net, attack=attack)
+        model = defenses.get(name)(net, pixel_range="[0,1]", **attack, **kwargs)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
     # 17 examples in batches of 8: the last global batch of 1 leaves one replica an empty slice.
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
