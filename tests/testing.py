@@ -63,6 +63,33 @@ class EagerBatchSizes(keras.Model):
         return self.inner(x, training=training)
 
 
+class _RecordBatchSize(keras.layers.Layer):
+    """Identity; calls ``record(batch size)`` whenever it runs (also inside a graph)."""
+
+    def __init__(self, record, **kwargs):
+        super().__init__(**kwargs)
+        self._record = record
+
+    def call(self, x):
+        def record(size):
+            self._record(int(size))
+            return size
+
+        size = tf.numpy_function(record, [tf.shape(x)[0]], tf.int32, stateful=True)
+        with tf.control_dependencies([size]):
+            return tf.identity(x)
+
+
+def recording_batch_sizes(inner):
+    """``(model, sizes)``: a functional model running ``inner`` (same weights) and a list to which
+    it appends, whenever a call *runs* (eagerly or inside a traced ``tf.function``,
+    ``tf.while_loop`` or ``tf.cond``), the batch size it got: a zero-size run shows up as a 0."""
+    sizes = []
+    inputs = keras.Input(inner.input_shape[1:])
+    outputs = inner(_RecordBatchSize(sizes.append)(inputs))
+    return keras.Model(inputs, outputs, name=f"recording_{inner.name}"), sizes
+
+
 @_functools.lru_cache(maxsize=None)
 def _digits_arrays(seed=0):
     from sklearn.datasets import load_digits

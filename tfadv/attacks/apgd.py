@@ -38,7 +38,7 @@ from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.core import Attack, inference_fn
-from tfadv.attacks.checks import check_int as _check_int
+from tfadv.attacks.checks import check_int as _check_int, unless_empty
 from tfadv.attacks.registry import ATTACKS
 
 APGD_LOSSES = ("ce", "dlr")
@@ -196,6 +196,9 @@ class APGD(Attack):
         fn = inference_fn(model_fn)
         x = tf.convert_to_tensor(x, tf.float32)
         y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        return unless_empty(x, y, self.pixel_range, lambda: self._call(fn, x, y))
+
+    def _call(self, fn, x, y):
         if not tf.executing_eagerly():
             return self._attack(fn, x, y)
         self._validate(fn, x, y)
@@ -260,7 +263,8 @@ class APGD(Attack):
             base_seed = tf.constant(self.seed, tf.int32)
 
         # Run r attacks target rank 2 + r // n_restarts (APGD-T); a tf.while_loop, so the model
-        # and Algorithm 1 are traced once however many targets and restarts there are.
+        # and Algorithm 1 are traced once however many targets and restarts there are. It stops
+        # once every point is fooled: the runs left would attack an empty batch.
         def one_run(r, x_out, best_loss, fooled):
             idx = tf.where(tf.logical_not(fooled))[:, 0]
             xs, ys = tf.gather(x, idx), tf.gather(y, idx)
@@ -280,8 +284,9 @@ class APGD(Attack):
                     tf.tensor_scatter_nd_update(fooled, scatter_idx, found))
 
         _, x_out, _, _ = tf.while_loop(
-            lambda r, *_: r < num_runs, one_run, (tf.constant(0), x_out, best_loss, fooled),
-            maximum_iterations=num_runs)
+            lambda r, x_out, best_loss, fooled: tf.logical_and(
+                r < num_runs, tf.logical_not(tf.reduce_all(fooled))),
+            one_run, (tf.constant(0), x_out, best_loss, fooled), maximum_iterations=num_runs)
         return tf.stop_gradient(x_out)
 
     def _clip(self, x):

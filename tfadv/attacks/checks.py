@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import tensorflow as tf
+
+from tfadv import batches as batches_lib
 
 
 def check_number(value, what, *, positive=True, upper=None):
@@ -66,3 +70,13 @@ def validate_batch(x, y, logits, pixel_range) -> None:
 def expand_to(mask, like):
     """Reshapes a per-example vector (B,) to broadcast against ``like`` (B, ...)."""
     return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
+
+
+def unless_empty(x, y, pixel_range, attack: Callable):
+    """``attack()``, the adversarial images of the batch ``x`` (labels ``y``), where it has
+    examples; an empty batch comes back as it is, without a model call (nothing to perturb; oneDNN
+    kernels fail on zero-size batches, see :mod:`tfadv.batches`). Eagerly its shapes and range are
+    checked first, as an attack checks any batch."""
+    if tf.executing_eagerly() and x.shape.rank and x.shape[0] == 0:
+        validate_batch(x, y, 0, pixel_range)
+    return batches_lib.if_nonempty(x, attack, lambda: tf.stop_gradient(x))

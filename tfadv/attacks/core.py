@@ -314,6 +314,11 @@ class IterativeAttack(Attack):
         y = tf.cast(tf.convert_to_tensor(y), tf.int32)
         if self.target == "given" and targets is None:
             raise ValueError("target='given' needs targets=... in the call. Received: None.")
+        return checks.unless_empty(x, y, self.pixel_range, lambda: self._call(
+            model_fn, x, y, targets, logits_clean, eps_scale, num_steps))
+
+    def _call(self, model_fn, x, y, targets, logits_clean, eps_scale, num_steps):
+        """:meth:`__call__` on a batch with examples."""
         if not tf.executing_eagerly():
             return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps)
         compiled = self.compiled_for(model_fn)

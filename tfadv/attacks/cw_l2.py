@@ -26,7 +26,8 @@ import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.core import Attack, as_model_fn, inference_fn, output_classes
-from tfadv.attacks.checks import check_int, check_radius, expand_to, validate_batch
+from tfadv.attacks.checks import (check_int, check_radius, expand_to, unless_empty,
+                                  validate_batch)
 from tfadv.attacks.registry import ATTACKS
 
 _NO_BOUND = 1e10  # "no upper bound yet" marker of the release
@@ -104,6 +105,9 @@ class CarliniWagnerL2(Attack):
             raise ValueError(f"cw_l2 takes no call options. Received: {sorted(kwargs)}.")
         x = tf.convert_to_tensor(x, tf.float32)
         y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        return unless_empty(x, y, self.pixel_range, lambda: self._call(model_fn, x, y))
+
+    def _call(self, model_fn, x, y):
         if tf.executing_eagerly():
             validate_batch(x, y, output_classes(model_fn, x), self.pixel_range)
             return self._compiled_attack()(model_fn, x, y)

@@ -27,7 +27,8 @@ import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
-from tfadv.attacks.checks import check_int, check_radius, expand_to, validate_batch
+from tfadv.attacks.checks import (check_int, check_radius, expand_to, unless_empty,
+                                  validate_batch)
 from tfadv.attacks.core import Attack, as_model_fn, inference_fn, output_classes
 from tfadv.attacks.registry import ATTACKS
 
@@ -93,6 +94,9 @@ class DeepFool(Attack):
         raw_model = model_fn
         x = tf.convert_to_tensor(x, tf.float32)
         y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        return unless_empty(x, y, self.pixel_range, lambda: self._call(raw_model, x, y))
+
+    def _call(self, raw_model, x, y):
         if tf.executing_eagerly():
             validate_batch(x, y, output_classes(raw_model, x), self.pixel_range)
             return self._compiled_attack()(raw_model, x, y)

@@ -139,6 +139,9 @@ class GeneratorAttack(Attack):
             raise ValueError(f"{self.name} was fitted on images of shape {self._input_shape}. "
                              f"Received: images of shape {tuple(x.shape[1:])}.")
         model_fn = as_model_fn(model_fn, False)
+        return checks.unless_empty(x, y, self.pixel_range, lambda: self._call(model_fn, x, y))
+
+    def _call(self, model_fn, x, y):
         if tf.executing_eagerly():
             # One trace per attack object (and model), as Attack._compiled_attack.
             if getattr(self, "_compiled_generate", None) is None:

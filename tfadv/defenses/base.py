@@ -27,7 +27,9 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from tfadv import batches as batches_lib
 from tfadv import distribute as distribute_lib
+from tfadv import fosc as fosc_lib
 from tfadv import losses as losses_lib
 from tfadv.attacks.core import Attack, ModelFn
 
@@ -158,8 +160,11 @@ class AdversarialModel(keras.Model):
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         local_n, share = self._global_batch_share(y, replicas)
         with tf.GradientTape(persistent=replicas > 1) as tape:
-            loss, logits_adv = self.defense_loss(x, y, x_adv)
-            loss = tf.cast(loss, tf.float32)
+            # An empty slice runs no forward/backward (oneDNN fails on zero-size batches): its
+            # loss counts 0 below and its gradients are zeros, as they were.
+            loss, logits_adv = batches_lib.if_nonempty(
+                y, lambda: self._float32_loss(x, y, x_adv),
+                lambda: (tf.constant(0.0), self._no_logits()))
             decay = self.weight_decay_loss()
             # The optimizer SUMS the replicas' gradients: this replica's batch mean weighted by its
             # share of the global batch, plus 1/replicas of the (replicated) weight decay, sums to
@@ -189,7 +194,7 @@ class AdversarialModel(keras.Model):
         self._trackers["loss"].update_state(part * replicas + decay, sample_weight=1.0 / replicas)
         self._update_adv(y, logits_adv)
         if self.track_clean:
-            self._update_clean(y, self.network(x, training=False))
+            self._update_clean(y, self.logits(x))
         logs = self._results(exclude=None if self.track_clean else "clean_")
         if self.eps_warmup_steps:
             logs["eps_scale"] = eps_scale
@@ -198,14 +203,44 @@ class AdversarialModel(keras.Model):
     def test_step(self, data):
         x = self._check_images(data[0])
         y = self._check_labels(data[1])
-        logits_clean = self.network(x, training=False)
+        logits_clean = self.logits(x)
         x_adv = tf.stop_gradient(self.eval_attack(self.model_fn(False), x, y))
-        logits_adv = self.network(x_adv, training=False)
+        logits_adv = self.logits(x_adv)
         self._update_clean(y, logits_clean)
         self._update_adv(y, logits_adv)
         # Per-example CE: the mean over all examples (an empty replica slice adds nothing).
         self._trackers["loss"].update_state(losses_lib.ce(logits=logits_adv, labels=y))
         return self._results()
+
+    def _float32_loss(self, x, y, x_adv):
+        loss, logits_adv = self.defense_loss(x, y, x_adv)
+        return tf.cast(loss, tf.float32), logits_adv
+
+    def logits(self, x, training: bool = False):
+        """The network's logits for ``x``; a batch without examples (an empty replica slice) is
+        never run through it (see :mod:`tfadv.batches`): zero rows of its output dtype."""
+        return batches_lib.if_nonempty(x, lambda: self.network(x, training=training),
+                                       self._no_logits)
+
+    def fosc_and_loss(self, x_adv, x, y, eps):
+        """(FOSC, per-example CE, logits) at ``x_adv`` under the inference-mode network in the
+        training attack's norm (:func:`tfadv.fosc.fosc_and_loss`); an empty batch runs nothing."""
+        def empty():
+            logits = self._no_logits()
+            return tf.zeros([0], tf.float32), tf.zeros([0], logits.dtype), logits
+
+        return batches_lib.if_nonempty(x_adv, lambda: fosc_lib.fosc_and_loss(
+            self.model_fn(False), x_adv, x, y, eps, norm=self.attack.norm), empty)
+
+    def _no_logits(self):
+        """The network's logits for an empty batch, computed without running it: zero rows in
+        the compute dtype of the layer that makes them (as it is now: ``compute_in_float32``)."""
+        layer = self.network
+        while isinstance(layer, keras.Model) and getattr(layer, "outputs", None) and \
+                getattr(layer.outputs[0], "_keras_history", None):
+            layer = layer.outputs[0]._keras_history[0]
+        dtype = getattr(layer, "compute_dtype", None) or self.network.compute_dtype
+        return tf.zeros([0, self.num_classes], dtype)
 
     # ----------------------------------------------------------------------------- replicas
     @staticmethod

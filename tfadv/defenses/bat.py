@@ -195,7 +195,7 @@ class BilateralAdversarialTraining(AdversarialModel):
     def adversarial_pair(self, x, y):
         """(x', y') from ONE inference-mode clean forward shared by the target and the labels."""
         x = tf.convert_to_tensor(x, tf.float32)
-        logits_clean = tf.stop_gradient(self.network(x, training=False))
+        logits_clean = tf.stop_gradient(self.logits(x))
         kwargs = {"eps_scale": self.eps_scale()} if self.eps_warmup_steps else {}
         x_adv = self.attack(self.model_fn(self.attack_training), x, y, logits_clean=logits_clean,
                             **kwargs)

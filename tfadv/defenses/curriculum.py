@@ -192,8 +192,7 @@ class CurriculumAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         x_adv = tf.stop_gradient(tf.where(checks.expand_to(steps > 0, x), x_adv, x))
         if self.record_fosc:
             eps = self.attack.eps * self.eps_scale()
-            values, _, _ = fosc_lib.fosc_and_loss(self.model_fn(False), x_adv, x, y, eps,
-                                                  norm=self.attack.norm)
+            values, _, _ = self.fosc_and_loss(x_adv, x, y, eps)
             self.fosc_recorder.record(values)
             self._fosc_mean.update_state(values)
         return x_adv

@@ -195,8 +195,7 @@ class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         self._pending = None
         if self.record_fosc or self.release_loss_weighting:
             eps = self.attack.eps * self.eps_scale()
-            values, ce, _ = fosc_lib.fosc_and_loss(self.model_fn(False), x_adv, x, y, eps,
-                                                   norm=self.attack.norm)
+            values, ce, _ = self.fosc_and_loss(x_adv, x, y, eps)
             if self.record_fosc:
                 self.fosc_recorder.record(values)
                 self._fosc_mean.update_state(values)

@@ -50,6 +50,7 @@ import tensorflow as tf
 
 from tfadv import atomic
 from tfadv import attacks as attacks_lib
+from tfadv import batches as batches_lib
 from tfadv import losses as losses_lib
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
@@ -391,9 +392,15 @@ class L2LDA(AdversarialModel):
         eps, step_size = self.eps * scale, self.step_size * scale
         z = self.sample_z(2 * tf.shape(x)[0])
         variables = self.generator.trainable_variables
+        def run():
+            out = self.generator_objective(x, y, z, eps=eps, step_size=step_size)
+            return tuple(tf.cast(v, tf.float32) for v in out[:3]) + (out[3],)
+
+        def empty():  # an empty replica slice runs no model: zero objective and gradients
+            return (tf.constant(0.0),) * 3 + (tf.zeros_like(x),)
+
         with tf.GradientTape() as tape:
-            objective, l_cls, l_div, x_adv = self.generator_objective(x, y, z, eps=eps,
-                                                                      step_size=step_size)
+            objective, l_cls, l_div, x_adv = batches_lib.if_nonempty(x, run, empty)
             # Maximise eq. (8): descend its negative; scaled per replica as AdversarialModel does.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             loss = -objective / tf.cast(replicas, objective.dtype)
@@ -406,7 +413,8 @@ class L2LDA(AdversarialModel):
         self.generator_optimizer.apply_gradients(zip(grads, variables))
         for name, value in (("gen_cls_loss", l_cls), ("gen_div", l_div),
                             ("gen_objective", objective), ("gen_grad_norm", grad_norm)):
-            self._gen_trackers[name].update_state(value)
+            self._gen_trackers[name].update_state(
+                value, sample_weight=tf.cast(tf.shape(x)[0] > 0, tf.float32))
         return tf.stop_gradient(x_adv)
 
     def defense_loss(self, x, y, x_adv):

@@ -407,7 +407,7 @@ def _run_attack(model_fn, dataset, attack, label, entry, state, rng, mask, num_e
             state.labels = np.concatenate([state.labels, yn.astype(np.int64)])
         if batch < resumed_batches:
             continue
-        if not checked:
+        if not checked and n:  # the check calls the model: never on an empty batch
             _check_batch(model_fn, x, y, rng)
             checked = True
         start = time.time()
