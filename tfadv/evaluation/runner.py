@@ -109,7 +109,8 @@ class _Progress:
 
 
 def _check_batch(model_fn, x, y, rng):
-    """Stops early, with the offending values, on images outside the range or bad labels."""
+    """Stops early, with the offending values, on images outside the range or bad labels; warns
+    when the model's outputs look like probabilities (its one-image forward pass, no extra one)."""
     rng.check_images(x.numpy(), what="Evaluation images")
     outputs = model_fn(x[:1])
     checks.warn_if_probabilities(outputs)
