@@ -1,0 +1,34 @@
+"""tfadv: adversarial training and robustness evaluation for TensorFlow/Keras.
+
+``import tfadv`` is cheap: each subpackage or module (``tfadv.attacks``, ``tfadv.defenses``,
+``tfadv.evaluation``, ``tfadv.data``, ``tfadv.ranges``, ...) is imported on first attribute access,
+so ``tfadv.attacks.get("pgd", ...)`` works as the README writes it. ``tfadv.__version__`` is the
+installed distribution's version.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+_SUBMODULES = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)
+                           if not info.name.startswith("_")))
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")  # binds tfadv.<name> as well
+    if name == "__version__":
+        from importlib import metadata
+
+        try:
+            return metadata.version(__name__)
+        except metadata.PackageNotFoundError:
+            raise AttributeError(f"tfadv is not installed (pip install -e .), so it has no "
+                                 f"__version__. Received: {name!r}.") from None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}. Expected one of "
+                         f"{list(_SUBMODULES)}. Received: {name!r}.")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES) | {"__version__"})

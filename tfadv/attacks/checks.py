@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import warnings
+from typing import Callable, Optional, Tuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -60,11 +63,105 @@ def validate_batch(x, y, logits, pixel_range) -> None:
         raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
                          f"Received shape: {y.shape}.")
     pixel_range.check_images(x.numpy())
+    if not isinstance(logits, (int, np.integer)):
+        warn_if_probabilities(logits)
     num_classes = logits if isinstance(logits, (int, np.integer)) else int(logits.shape[-1])
     yn = y.numpy()
     if yn.size and (yn.min() < 0 or yn.max() >= num_classes):
         raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={yn.min()}, "
                          f"max={yn.max()}.")
+
+
+def model_image_shape(model) -> Optional[Tuple[Optional[int], ...]]:
+    """The shape of one image (batch dimension left out) that ``model`` takes, or None where the
+    model states none: a Keras model's ``input_shape`` (single input), the model inside a wrapper
+    that keeps it as ``.model`` (:class:`tfadv.attacks.core.ModelFn`), or the ``input_shape`` of any
+    other callable (a tfadv ``LoadedModel`` states the image shape). A bare function: None."""
+    inner = getattr(model, "model", None)
+    if not isinstance(model, keras.layers.Layer) and isinstance(inner, keras.layers.Layer):
+        model = inner
+    try:
+        shape = getattr(model, "input_shape", None)
+    except (AttributeError, ValueError):  # a Keras model that was never built or called
+        return None
+    if not isinstance(shape, (tuple, list)) or not all(d is None or isinstance(d, (int, np.integer))
+                                                       for d in shape):
+        return None  # several inputs, or not a shape
+    shape = tuple(None if d is None else int(d) for d in shape)
+    if isinstance(model, keras.layers.Layer) or (shape and shape[0] is None):
+        shape = shape[1:]  # Keras states the batch dimension first
+    return shape
+
+
+def check_model_input(model, x, what: str = "Images") -> None:
+    """Checks a batch ``x`` against what ``model`` takes before the first forward pass, from static
+    shapes and dtypes only (eagerly and while tracing; ``x`` may also be a ``tf.TensorSpec``).
+
+    Raises ValueError, naming what the model takes and what was received, for integer (or bool)
+    images, a float tensor that is not float32 (NumPy floats are converted as before), and a batch
+    whose image shape differs from the model's (an unbatched single image included). A model that
+    states no input shape (a bare callable) gets the dtype check only."""
+    dtype = getattr(x, "dtype", None)
+    dtype = None if dtype is None else tf.as_dtype(dtype)
+    shape = tf.TensorShape(x.shape if hasattr(x, "shape") else np.shape(x))
+    expected = model_image_shape(model)
+    takes = ("images" if expected is None else
+             f"images of shape {expected}") + " float32 in its pixel range"
+    received = (f"a batch of shape {tuple(shape.as_list()) if shape.rank is not None else shape}"
+                f"{'' if dtype is None else ' ' + dtype.name}")
+    if dtype is not None and (dtype.is_integer or dtype.is_bool):
+        raise ValueError(
+            f"{what} must be float32 in the pixel range: the model takes {takes}, but received "
+            f"{dtype.name} values. Scale pixel levels 0..255 to the range as float32 first "
+            f"(tfadv.ranges.get_range(pixel_range).from_uint8(x)). Received: {received}.")
+    if dtype is not None and dtype != tf.float32 and not isinstance(x, np.ndarray):
+        raise ValueError(f"{what} must be float32: the model takes {takes}; cast with "
+                         f"tf.cast(x, tf.float32). Received: {received}.")
+    if expected is None or shape.rank is None:
+        return
+    dims = shape.as_list()
+    if len(dims) == len(expected) and tf.TensorShape(expected).is_compatible_with(shape):
+        raise ValueError(f"{what} must be a batch (B, ...): the model takes {takes}; add the batch "
+                         f"dimension to a single image with x[None]. Received: a single image of "
+                         f"shape {tuple(dims)}.")
+    if len(dims) != len(expected) + 1 or not tf.TensorShape(expected).is_compatible_with(
+            tf.TensorShape(dims[1:])):
+        raise ValueError(f"{what} do not fit the model: the model takes {takes}. Resize the images "
+                         f"or evaluate on the dataset the model was built for. Received: {received}.")
+
+
+def checking_input(call):
+    """An attack's ``__call__(self, model_fn, x, y, ...)`` preceded by :func:`check_model_input`
+    (applied to every subclass of :class:`tfadv.attacks.Attack` when it is defined)."""
+
+    @functools.wraps(call)
+    def checked(self, *args, **kwargs):
+        model_fn = args[0] if args else kwargs.get("model_fn")
+        x = args[1] if len(args) > 1 else kwargs.get("x")
+        if x is not None:
+            check_model_input(model_fn, x)
+        return call(self, *args, **kwargs)
+
+    return checked
+
+
+def warn_if_probabilities(outputs) -> None:
+    """Warns when a model's outputs look like probabilities rather than logits: every row is
+    non-negative and sums to 1 (within 1e-3). Attacks and the CW/DLR losses assume logits; the
+    results are left as they are. ``outputs``: an eager (B, classes) tensor or array."""
+    out = np.asarray(outputs, np.float64)
+    if out.ndim != 2 or out.shape[0] == 0 or out.shape[1] < 2:
+        return
+    sums = out.sum(axis=-1)
+    if out.min() >= 0 and np.all(np.abs(sums - 1.0) <= 1e-3):
+        warnings.warn(
+            "The model's outputs look like probabilities (softmax): every row is non-negative and "
+            "sums to 1. Attacks and the CW/DLR losses assume logits, so their gradients and margins "
+            "are those of the wrong function. Pass the pre-softmax logits (drop the final softmax "
+            "activation) or wrap the model with tf.math.log(model(x)) (log-probabilities are "
+            f"logits up to a constant). Received: outputs of shape {out.shape} with min "
+            f"{out.min():.4g} and row sums in [{sums.min():.6f}, {sums.max():.6f}].",
+            UserWarning, stacklevel=3)
 
 
 def expand_to(mask, like):

@@ -116,10 +116,19 @@ class Attack(abc.ABC):
 
     ``graph_safe``: the call can be traced into a ``tf.function`` (the evaluation runner compiles
     it once per attack); attacks with host-side control flow set it to False and run eagerly.
+
+    Every subclass's ``__call__`` first checks the images against the model (dtype, image shape;
+    :func:`tfadv.attacks.checks.checking_input`), eagerly and while tracing.
     """
 
     name = "attack"
     graph_safe = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is not None and not getattr(call, "__isabstractmethod__", False):
+            cls.__call__ = checks.checking_input(call)
 
     @abc.abstractmethod
     def __call__(self, model_fn, x, y, **kwargs):

@@ -47,6 +47,7 @@ import tensorflow as tf
 from tfadv import atomic
 from tfadv import identity as identity_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import checks
 from tfadv.attacks.core import as_model_fn
 
 STATE_VERSION = 2
@@ -115,9 +116,12 @@ class _Progress:
 
 
 def _check_batch(model_fn, x, y, rng):
-    """Stops early, with the offending values, on images outside the range or bad labels."""
+    """Stops early, with the offending values, on images outside the range or bad labels; warns
+    when the model's outputs look like probabilities (its one-image forward pass, no extra one)."""
     rng.check_images(x.numpy(), what="Evaluation images")
-    num_classes = int(model_fn(x[:1]).shape[-1])
+    outputs = model_fn(x[:1])
+    checks.warn_if_probabilities(outputs)
+    num_classes = int(outputs.shape[-1])
     yn = y.numpy()
     if yn.ndim != 1 or (yn.size and (yn.min() < 0 or yn.max() >= num_classes)):
         raise ValueError(f"Evaluation labels must be integers in [0, {num_classes}) with shape (B,). "
@@ -288,6 +292,9 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
     """
     rng = ranges_lib.get_range(pixel_range)
     model_fn = as_model_fn(model, False)
+    spec = getattr(dataset, "element_spec", None)  # a tf.data.Dataset: checked before anything runs
+    if isinstance(spec, (tuple, list)) and spec:
+        checks.check_model_input(model_fn, spec[0], what="Evaluation images")
     key = fingerprint(specs, pixel_range=rng, only_robust=only_robust, prepare_steps=prepare_steps,
                       identity=_state_identity(model, identity, num_examples) if state_path else None)
     state = _State(state_path, key, save_every_s)
@@ -390,6 +397,7 @@ def _run_attack(model_fn, dataset, attack, label, entry, state, rng, mask, num_e
     seen = 0
     resumed_batches = int(entry["batches"])
     for batch, (x, y) in enumerate(dataset):
+        checks.check_model_input(model_fn, x, what="Evaluation images")  # before the float32 cast
         x = tf.convert_to_tensor(x, tf.float32)
         y = tf.cast(y, tf.int32)
         n = int(y.shape[0])

@@ -77,6 +77,15 @@ def _number(key, value, spec):
         raise ValueError(f"Attack parameter {key} must be a number. Received: {value!r} in {spec!r}.") from None
 
 
+def _integer(key, value, spec):
+    """An integral number (``10``, ``10.0``, ``1e1``); ``2.5`` is refused, not truncated."""
+    number = _number(key, value, spec)
+    if not number.is_integer():
+        raise ValueError(f"Attack parameter {key} must be an integer. Received: {value!r} in "
+                         f"{spec!r}.")
+    return int(number)
+
+
 def _switch(key, value, spec):
     low = str(value).strip().lower()
     if low not in ("true", "false"):
@@ -97,7 +106,7 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
         return AttackSpec("FGSM", attacks_lib.get("fgsm", eps=rng.from_pixels(eps), pixel_range=rng,
                                                   early_stop=True),
                           {"attack": "fgsm", "eps": eps, "early_stop": True})
-    params = {}
+    params, given = {}, set()
     m = _SHORT.match(s)
     if m:
         params = {"loss": "ce" if m.group(1) == "pgd" else "cw", "steps": m.group(2)}
@@ -116,9 +125,12 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
             if key not in _KEYS:
                 raise ValueError(f"Unknown attack parameter. Expected one of {sorted(_KEYS)}. "
                                  f"Received: {key!r} in {spec!r}.")
+            if key in given:
+                raise ValueError(f"Attack parameter given twice. Received: {key!r} in {spec!r}.")
+            given.add(key)
             params[key] = value
     a_eps = ranges_lib.check_pixel_size(_number("eps", params.get("eps", eps), spec), name="eps")
-    steps = int(_number("steps", params.get("steps", 10), spec))
+    steps = _integer("steps", params.get("steps", 10), spec)
     step = params.get("step", step_size)
     step_px = a_eps if (step is None and steps == 1 and params.get("start") == "none") else (
         2.5 * a_eps / max(steps, 1) if step is None else _number("step", step, spec))
@@ -127,9 +139,9 @@ def parse(spec: str, *, eps: float, pixel_range, step_size: Optional[float] = No
     target = params.get("target")
     kwargs = dict(eps=rng.from_pixels(a_eps), step_size=rng.from_pixels(step_px), num_steps=steps,
                   loss=loss, norm=params.get("norm", "linf"), random_start=params.get("start", "uniform"),
-                  restarts=int(_number("restarts", params.get("restarts", 1), spec)),
+                  restarts=_integer("restarts", params.get("restarts", 1), spec),
                   target=None if target in (None, "none") else target, pixel_range=rng,
-                  seed=int(params["seed"]) if "seed" in params else seed,
+                  seed=_integer("seed", params["seed"], spec) if "seed" in params else seed,
                   early_stop=_switch("early_stop", params.get("early_stop", "true"), spec))
     if "kappa" in params:
         kwargs["kappa"] = _number("kappa", params["kappa"], spec)
