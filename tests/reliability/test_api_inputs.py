@@ -129,3 +129,31 @@ def test_import_tfadv_reaches_the_subpackages_as_the_readme_writes():
     proc = testing.run_python(code=code, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["IterativeAttack", "evaluate"]
+
+
+# ---------------------------------------------------------------------------------- labels
+def test_attack_refuses_fractional_float_labels_instead_of_truncating(model):
+    x = testing.images_in_range("[0,1]", batch=2)
+    with pytest.raises(ValueError, match=r"float labels are not truncated\. Received: \[1\.7"):
+        attacks.get("pgd", pixel_range="[0,1]", **PGD)(model, x, np.array([1.7, 2.0], np.float32))
+    whole = attacks.get("pgd", pixel_range="[0,1]", **PGD)(model, x, np.array([1.0, 2.0], np.float32))
+    assert whole.shape == x.shape  # whole-number float labels are class ids
+
+
+def test_evaluate_refuses_fractional_float_labels(model):
+    x = testing.images_in_range("[0,1]", batch=4)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.array([0.0, 1.5, 2.0, 3.0], np.float32))).batch(4)
+    specs_ = evaluation.parse_list("clean,fgsm", eps=8, pixel_range="[0,1]")
+    with pytest.raises(ValueError, match=r"Evaluation labels must be integer class ids.*\[1\.5\]"):
+        evaluation.evaluate(model, ds, specs_, pixel_range="[0,1]", num_examples=4)
+
+
+def test_training_step_refuses_fractional_float_labels(model):
+    from tfadv import defenses
+
+    x = testing.images_in_range("[0,1]", batch=4)
+    defense = defenses.get("madry")(testing.tiny_cnn(seed=1), attack=attacks.get(
+        "pgd", pixel_range="[0,1]", **PGD))
+    defense.compile(optimizer=keras.optimizers.SGD(0.01))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="float labels are not truncated"):
+        defense.fit(x, np.array([0.0, 1.5, 2.0, 3.0], np.float32), batch_size=4, epochs=1, verbose=0)

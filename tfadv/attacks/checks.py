@@ -130,9 +130,34 @@ def check_model_input(model, x, what: str = "Images") -> None:
                          f"or evaluate on the dataset the model was built for. Received: {received}.")
 
 
+def as_class_ids(y, what: str = "Labels"):
+    """``y`` as int32 class ids. Integer labels pass; float labels only where every value is a whole
+    number (never truncated: 1.7 is refused, not read as class 1); anything else is refused.
+    Eagerly the error names the offending values; in a graph an assertion stops the step."""
+    y = tf.convert_to_tensor(y)
+    if y.dtype.is_integer:
+        return tf.cast(y, tf.int32)
+    if not y.dtype.is_floating:
+        raise ValueError(f"{what} must be integer class ids. Received: dtype {y.dtype.name}.")
+    whole = tf.reduce_all(tf.equal(y, tf.round(y)))
+    if tf.executing_eagerly():
+        if not bool(whole):
+            values = y.numpy().ravel()
+            bad = values[values != np.round(values)]
+            raise ValueError(f"{what} must be integer class ids; float labels are not truncated. "
+                             f"Received: {bad[:5].tolist()} ({y.dtype.name}).")
+    else:
+        check = tf.debugging.Assert(whole, [f"{what} must be integer class ids; float labels are "
+                                            f"not truncated. Received:", y])
+        with tf.control_dependencies([check]):
+            y = tf.identity(y)
+    return tf.cast(y, tf.int32)
+
+
 def checking_input(call):
     """An attack's ``__call__(self, model_fn, x, y, ...)`` preceded by :func:`check_model_input`
-    (applied to every subclass of :class:`tfadv.attacks.Attack` when it is defined)."""
+    and with ``y`` made class ids by :func:`as_class_ids` (applied to every subclass of
+    :class:`tfadv.attacks.Attack` when it is defined)."""
 
     @functools.wraps(call)
     def checked(self, *args, **kwargs):
@@ -140,6 +165,10 @@ def checking_input(call):
         x = args[1] if len(args) > 1 else kwargs.get("x")
         if x is not None:
             check_model_input(model_fn, x)
+        if len(args) > 2 and args[2] is not None:
+            args = (*args[:2], as_class_ids(args[2]), *args[3:])
+        elif kwargs.get("y") is not None:
+            kwargs["y"] = as_class_ids(kwargs["y"])
         return call(self, *args, **kwargs)
 
     return checked

@@ -31,6 +31,7 @@ from tfadv import batches as batches_lib
 from tfadv import distribute as distribute_lib
 from tfadv import fosc as fosc_lib
 from tfadv import losses as losses_lib
+from tfadv.attacks import checks
 from tfadv.attacks.core import Attack, ModelFn
 
 
@@ -113,7 +114,7 @@ class AdversarialModel(keras.Model):
         return x
 
     def _check_labels(self, y):
-        y = tf.cast(y, tf.int32)
+        y = checks.as_class_ids(y, what="Training labels")
         tf.debugging.assert_non_negative(y, message="labels must be >= 0")
         tf.debugging.assert_less(y, self.num_classes,
                                  message=f"labels must be < num_classes={self.num_classes}")

@@ -399,7 +399,7 @@ def _run_attack(model_fn, dataset, attack, label, entry, state, rng, mask, num_e
     for batch, (x, y) in enumerate(dataset):
         checks.check_model_input(model_fn, x, what="Evaluation images")  # before the float32 cast
         x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(y, tf.int32)
+        y = checks.as_class_ids(y, what="Evaluation labels")
         n = int(y.shape[0])
         offset = seen
         seen += n
