@@ -18,9 +18,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest  # also in the worker processes: the module's decorators use it
 
 if __name__ != "__main__":
-    import pytest
     import tensorflow as tf
 
     from tests.data.imagenet_testing import write_tiny_ilsvrc12
