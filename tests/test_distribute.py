@@ -6,7 +6,6 @@ the same network one epoch on one device and on a MirroredStrategy over 2 logica
 same global batches and prints the largest weight difference per defense as JSON.
 """
 
-import importlib
 import json
 import os
 import socket
@@ -100,7 +99,7 @@ def _compare(cases):
     from tests import testing
     from tfadv import attacks, defenses
 
-    bat_lib = importlib.import_module("tfadv.defenses.bat")  # the module (its factory shadows it)
+    from tfadv.defenses import bat as bat_lib
 
     x, y, _, _ = testing.digits_split(num_train=32)
     attack = dict(eps=0.1, step_size=0.05, num_steps=2, random_start="none")
@@ -108,17 +107,17 @@ def _compare(cases):
     def build(name, bn):
         net = testing.tiny_cnn(seed=0, with_bn=bn)
         if name == "madry":
-            return defenses.get("madry")(net, attack=attacks.get("pgd", **attack),
+            return defenses.get("madry", net, attack=attacks.get("pgd", **attack),
                                          weight_decay=1e-3), net
         if name == "bat":  # MC-targeted step without random start + adversarial labels (eq. 14)
             image = bat_lib.bat_image_attack(eps=0.1, target="mc", random_start=False,
                                              pixel_range="[0,1]")
-            return defenses.get("bat")(net, attack=image, label_adversary="la", beta=9.0,
+            return defenses.get("bat", net, attack=image, label_adversary="la", beta=9.0,
                                        weight_decay=1e-3), net
         # TRADES' loss with a CE PGD attack: its KL attack from x' = x (no random start; the
         # Gaussian start draws different noise per replica) has a zero gradient whose sign is
         # rounding noise, which no two batch layouts share.
-        return defenses.get("trades")(net, attack=attacks.get("pgd", **attack), beta=6.0,
+        return defenses.get("trades", net, attack=attacks.get("pgd", **attack), beta=6.0,
                                       weight_decay=1e-3), net
 
     def fit(strategy, name, n, bn=False):

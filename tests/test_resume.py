@@ -83,7 +83,7 @@ def test_killed_run_resumes_with_the_same_epochs_lr_and_optimizer_state(tmp_path
 
 def _tiny_model(seed=0):
     net = testing.tiny_cnn(seed=seed, with_bn=True)
-    model = defenses.get("madry")(net, attack=attacks.get("fgsm", eps=0.1))
+    model = defenses.get("madry", net, attack=attacks.get("fgsm", eps=0.1))
     model.k = tf.Variable(0, dtype=tf.int32, trainable=False)  # a schedule variable (curriculum k)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     return model

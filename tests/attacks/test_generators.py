@@ -118,7 +118,7 @@ def l2lda_run(tmp_path_factory):
 
     from models.unet_generator import build_generator
 
-    l2lda_lib = importlib.import_module("tfadv.defenses.l2lda")
+    from tfadv.defenses import l2lda as l2lda_lib
     run = tmp_path_factory.mktemp("l2lda_run")
     l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
                              str(run / l2lda_lib.GENERATOR_DIR))

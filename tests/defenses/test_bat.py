@@ -1,6 +1,5 @@
 """Tests for Bilateral Adversarial Training (tfadv.defenses.bat, scripts/train_bat.py)."""
 
-import importlib
 import json
 import os
 import subprocess
@@ -14,8 +13,7 @@ import tensorflow as tf
 from tfadv import attacks, defenses, labels, losses
 from tfadv.attacks import targets as targets_lib
 from tests import testing
-
-bat_lib = importlib.import_module("tfadv.defenses.bat")
+from tfadv.defenses import bat as bat_lib
 
 EPS = 0.1  # digits, [0,1]: 25.5 pixel levels
 
@@ -50,7 +48,7 @@ def counting_net():
 
 def test_registry_and_defaults_are_r_mc_la():
     assert "bat" in defenses.names()
-    model = defenses.get("bat")(testing.tiny_cnn(seed=0))
+    model = defenses.get("bat", testing.tiny_cnn(seed=0))
     assert isinstance(model, bat_lib.BilateralAdversarialTraining)
     assert isinstance(model, defenses.AdversarialModel)
     cfg = model.attack.get_config()
@@ -90,7 +88,7 @@ def test_named_configurations(name):
     assert kwargs["label_adversary"] == adversary and kwargs["top_k"] == top_k
     assert kwargs["variant"] == variant and kwargs["beta"] == 9
     assert kwargs["eps_y"] == (0.5 if adversary == "ls" else None)
-    model = defenses.get("bat")(testing.tiny_cnn(num_classes=100 if top_k else 10, seed=0), **kwargs)
+    model = defenses.get("bat", testing.tiny_cnn(num_classes=100 if top_k else 10, seed=0), **kwargs)
     assert model.label_adversary == adversary
 
 
@@ -115,7 +113,7 @@ def test_imagenet_configuration_and_overrides():
 ])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("bat")(testing.tiny_cnn(seed=0), **kwargs)
+        defenses.get("bat", testing.tiny_cnn(seed=0), **kwargs)
 
 
 def test_bad_names_and_two_attacks():
@@ -124,7 +122,7 @@ def test_bad_names_and_two_attacks():
     a = attacks.get("fgsm", eps=EPS)
     b = attacks.get("fgsm", eps=EPS)
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("bat")(testing.tiny_cnn(seed=0), image_attack=a, attack=b)
+        defenses.get("bat", testing.tiny_cnn(seed=0), image_attack=a, attack=b)
     with pytest.raises(ValueError, match="Received"):
         bat_lib.bat_config("R-MC", eps=8, pixel_range="[0,1]", step_size=300)
 
@@ -189,7 +187,7 @@ def test_random_start_off_is_deterministic_and_on_is_not():
 
 def test_one_clean_inference_forward_shared_by_target_and_labels():
     net, counter = counting_net()
-    model = defenses.get("bat")(net, **bat_lib.bat_config("R-MC-LA", eps=25.5, pixel_range="[0,1]"),
+    model = defenses.get("bat", net, **bat_lib.bat_config("R-MC-LA", eps=25.5, pixel_range="[0,1]"),
                                 track_clean=False)
     model.compile(keras.optimizers.SGD(0.01), run_eagerly=True)
     x, y, _, _ = testing.digits_split(num_train=16)
@@ -201,7 +199,7 @@ def test_one_clean_inference_forward_shared_by_target_and_labels():
 def test_pair_uses_inference_mode_bn_and_labels_from_clean_logits():
     net = testing.tiny_cnn(seed=0)
     net(tf.zeros([1, 8, 8, 1]), training=True)
-    model = defenses.get("bat")(net, **bat_lib.bat_config("R-MC-LA", eps=25.5, pixel_range="[0,1]"))
+    model = defenses.get("bat", net, **bat_lib.bat_config("R-MC-LA", eps=25.5, pixel_range="[0,1]"))
     x, y, _, _ = testing.digits_split(num_train=32)
     before = testing.bn_moving_stats(net)
     x_adv, y_soft = model.adversarial_pair(x, y)
@@ -216,7 +214,7 @@ def test_pair_uses_inference_mode_bn_and_labels_from_clean_logits():
 def test_defense_loss_is_soft_ce_on_adversarial_pair_only(adversary, extra):
     net = testing.tiny_cnn(with_bn=False, seed=0)
     attack = bat_lib.bat_image_attack(eps=EPS, target="mc", random_start=False, pixel_range="[0,1]")
-    model = defenses.get("bat")(net, image_attack=attack, label_adversary=adversary, **extra)
+    model = defenses.get("bat", net, image_attack=attack, label_adversary=adversary, **extra)
     x, y, _, _ = testing.digits_split(num_train=32)
     x_adv = model.make_adversarial(x, y)
     loss, logits_adv = model.defense_loss(x, y, x_adv)
@@ -233,7 +231,7 @@ def test_defense_loss_is_soft_ce_on_adversarial_pair_only(adversary, extra):
 
 def test_short_training_run_on_digits_reports_label_metrics(digits):
     x_train, y_train, x_test, y_test = digits
-    model = defenses.get("bat")(testing.tiny_cnn(seed=0),
+    model = defenses.get("bat", testing.tiny_cnn(seed=0),
                                 **bat_lib.bat_config("R-MC-LA", eps=25.5, pixel_range="[0,1]"))
     model.compile(keras.optimizers.Adam(1e-2))
     history = model.fit(x_train, y_train, epochs=4, batch_size=64, verbose=0,
@@ -251,7 +249,7 @@ def test_short_training_run_on_digits_reports_label_metrics(digits):
 
 def test_label_smoothing_model_logs_its_fixed_budget(digits):
     x_train, y_train, _, _ = digits
-    model = defenses.get("bat")(testing.tiny_cnn(seed=0),
+    model = defenses.get("bat", testing.tiny_cnn(seed=0),
                                 **bat_lib.bat_config("R-MC-LS", eps=25.5, pixel_range="[0,1]"))
     model.compile(keras.optimizers.Adam(1e-2))
     logs = model.train_on_batch(x_train[:64], y_train[:64], return_dict=True)

@@ -50,7 +50,7 @@ def every_attack(recorded, tmp_path_factory):
 
     model, _ = recorded
     tmp_path = tmp_path_factory.mktemp("l2lda_run")
-    l2lda_lib = importlib.import_module("tfadv.defenses.l2lda")
+    from tfadv.defenses import l2lda as l2lda_lib
     l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
                              str(tmp_path / l2lda_lib.GENERATOR_DIR))
     params = dict(SMALL, transfer=dict(source=model, inner="apgd_t", eps=EPS, n_iter=3,
@@ -137,7 +137,7 @@ strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 for name, kwargs in (("dynamic", dict(random_start="none")), ("l2lda", dict(base_filters=4))):
     with strategy.scope():
         net, sizes = testing.recording_batch_sizes(testing.tiny_cnn(seed=0))
-        model = defenses.get(name)(net, pixel_range="[0,1]", **attack, **kwargs)
+        model = defenses.get(name, net, pixel_range="[0,1]", **attack, **kwargs)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
     # 17 examples in batches of 8: the last global batch of 1 leaves one replica an empty slice.
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)

@@ -1,6 +1,5 @@
 """scripts/eval_robustness.py with generator attacks: fitted on training images before they attack."""
 
-import importlib
 import json
 
 import pytest
@@ -14,7 +13,7 @@ def test_generator_attacks_are_fitted_then_evaluated(tmp_path):
     from models.unet_generator import build_generator
     from tfadv.export import export_savedmodel
 
-    l2lda_lib = importlib.import_module("tfadv.defenses.l2lda")
+    from tfadv.defenses import l2lda as l2lda_lib
     model = str(tmp_path / "savedmodel")
     export_savedmodel(testing.trained_digits_model(), model, pixel_range="[0,1]",
                       metadata={"dataset": "digits", "architecture": "tiny_cnn"})

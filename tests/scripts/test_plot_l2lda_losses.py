@@ -1,6 +1,5 @@
 """scripts/plot_l2lda_losses.py (L2L-DA Figure 2) on a tiny digits configuration."""
 
-import importlib
 import json
 import os
 
@@ -17,7 +16,7 @@ def figure_inputs(tmp_path_factory):
     from models.unet_generator import build_generator
     from tfadv.export import export_savedmodel
 
-    l2lda_lib = importlib.import_module("tfadv.defenses.l2lda")
+    from tfadv.defenses import l2lda as l2lda_lib
     root = tmp_path_factory.mktemp("figure2")
     model = str(root / "savedmodel")
     export_savedmodel(testing.trained_digits_model(), model, pixel_range="[0,1]",
