@@ -15,15 +15,9 @@ import sys
 import pytest
 
 if __name__ != "__main__":
-    from tests.testing import REPO_ROOT
+    from tests.testing import REPO_ROOT, run_python
 else:
     REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(args, env=None, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT, **(env or {}))
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------ flag validation
@@ -157,9 +151,8 @@ def _compare(cases):
 FAST_CASES = ("madry-17", "bn")
 SLOW_CASES = ("madry-21", "bat-21", "trades-21", "bat-17", "trades-17")
 def _check_cases(cases):
-    proc = _run([os.path.join(REPO_ROOT, "tests", "test_distribute.py"), "compare", *cases],
-                timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_python(["compare", *cases], script=os.path.join("tests", "test_distribute.py"),
+                      timeout=600)
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     for key in cases:

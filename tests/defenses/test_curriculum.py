@@ -176,6 +176,24 @@ def test_fit_logs_k_and_advances_it(digits):
     assert np.all(np.isfinite(history.history["fosc"]))
 
 
+def test_k_grows_when_real_training_plateaus(digits):
+    # Real training (weights move), no frozen optimizer: the validation PGD-k accuracy on 16
+    # images stops improving for `patience` epochs at some point and the lesson advances.
+    x, y, xt, yt = digits
+    keras.utils.set_random_seed(0)
+    net = testing.tiny_cnn(seed=0)
+    model = defenses.get("curriculum", net, eps=0.1, step_size=0.04, num_steps=3, patience=1,
+                         random_start="none")
+    assert int(model.k.numpy()) == 0
+    before = [np.array(w) for w in net.get_weights()]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(x[:128], y[:128], batch_size=32, epochs=6, verbose=0,
+                        validation_data=(xt[:16], yt[:16]))
+    ks = [int(k) for k in history.history["k"]]
+    assert int(model.k.numpy()) > 0 and ks == sorted(ks), ks
+    assert max(np.abs(a - b).max() for a, b in zip(net.get_weights(), before)) > 0
+
+
 # ----------------------------------------------------------------------------------- errors
 
 

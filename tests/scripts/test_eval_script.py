@@ -8,7 +8,7 @@ import keras
 import pytest
 
 from tests import testing
-from tests.scripts.test_scripts import run_script
+from tests.testing import run_script
 
 
 @pytest.fixture(scope="module")
