@@ -34,6 +34,7 @@ from tfadv import data as data_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.core import as_model_fn
+from tfadv.attacks.l2lda_generator import load_generator
 from tfadv.loading import load_for_evaluation
 
 flags.DEFINE_string("model_path", None, "Classifier: SavedModel dir, run dir, checkpoints dir or .weights.h5.")
@@ -181,8 +182,6 @@ def main(argv):
     else:
         omitted["L2L-DA"] = "no --l2lda_generator given"
     if FLAGS.l2l_generator:
-        from tfadv.defenses.l2lda import load_generator
-
         l2l_generator = load_generator(FLAGS.l2l_generator)
     else:
         omitted["L2L"] = "no --l2l_generator given"
