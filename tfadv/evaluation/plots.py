@@ -108,3 +108,21 @@ def epoch_distributions(values_by_epoch: Dict[int, Sequence[float]], path: str, 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def lower_error_bars(curves: Dict[str, Sequence[Sequence[float]]], path: str, *, title: str,
+                     xlabel: str, ylabel: str) -> str:
+    """One line per label, ``curves[label] = (xs, ys, lower)``, with a one-sided error bar of
+    ``lower`` below every point (e.g. L2L-DA's Figure 2: mean max loss, mean std below); x ticks at
+    every x of any curve."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys, lower) in curves.items():
+        ax.errorbar(xs, ys, yerr=[lower, [0.0] * len(xs)], marker="o", capsize=3, label=label)
+    ax.set_title(title)
+    ax.set_xticks(sorted({x for xs, _, _ in curves.values() for x in xs}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
