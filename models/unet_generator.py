@@ -4,8 +4,8 @@
     g = generator([x, grad_normalised, delta, z, y], training=True)   # (B, H, W, C) in (-1, 1)
 
 Inputs (eq. 5's g_φ(x, y, z, δ⁽ᵗ⁾, ∇ₓL(x_adv⁽ᵗ⁾))): the image x, the loss gradient normalised per
-example and channel (``tfadv.defenses.l2lda.normalize_gradient``), the accumulated perturbation δ,
-the latent z ~ N(0, I) of ``latent_dim`` and the integer label y of shape ``(B,)``.
+example and channel (``tfadv.attacks.l2lda_generator.normalize_gradient``), the accumulated
+perturbation δ, the latent z ~ N(0, I) of ``latent_dim`` and the integer label y of shape ``(B,)``.
 
 Architecture, as the authors' release (``adv_defence/models.py``, ``NoiseGenerator`` with its
 default ``g_deeper_layer=False``):
@@ -86,7 +86,7 @@ def build_generator(num_classes, input_shape, *, latent_dim=8, use_delta=True,
     Returns:
         A model called as ``generator([x, grad_normalised, delta, z, y], training=...)`` returning
         ``(B, H, W, C)`` in (-1, 1). ``generator.l2lda_config`` holds these arguments (for
-        ``tfadv.defenses.l2lda.save_generator`` / ``load_generator``).
+        ``tfadv.attacks.l2lda_generator.save_generator`` / ``load_generator``).
     """
     _check_args(num_classes, input_shape, latent_dim, use_delta, class_conditional, base_filters)
     input_shape = tuple(int(d) for d in input_shape)

@@ -34,6 +34,8 @@ from tfadv import data as data_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.core import as_model_fn
+from tfadv.attacks.l2lda_generator import load_generator
+from tfadv.evaluation import plots
 from tfadv.loading import load_for_evaluation
 
 flags.DEFINE_string("model_path", None, "Classifier: SavedModel dir, run dir, checkpoints dir or .weights.h5.")
@@ -128,21 +130,9 @@ def summarize(losses):
 
 def plot(curves, path, *, title):
     """Figure 2: mean max loss per step with the mean std as the lower error bar."""
-    from tfadv.evaluation import plots
-
-    plt = plots._pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, c in curves.items():
-        ax.errorbar(c["steps"], c["mean_max_loss"], yerr=[c["mean_std_loss"], [0.0] * len(c["steps"])],
-                    marker="o", capsize=3, label=label)
-    ax.set_title(title)
-    steps = sorted({t for c in curves.values() for t in c["steps"]})
-    ax.set_xticks(steps)
-    ax.set_xlabel("step t")
-    ax.set_ylabel("classification loss (CE)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    return plots._save(fig, path)
+    return plots.lower_error_bars(
+        {label: (c["steps"], c["mean_max_loss"], c["mean_std_loss"]) for label, c in curves.items()},
+        path, title=title, xlabel="step t", ylabel="classification loss (CE)")
 
 
 def main(argv):
@@ -181,8 +171,6 @@ def main(argv):
     else:
         omitted["L2L-DA"] = "no --l2lda_generator given"
     if FLAGS.l2l_generator:
-        from tfadv.defenses.l2lda import load_generator
-
         l2l_generator = load_generator(FLAGS.l2l_generator)
     else:
         omitted["L2L"] = "no --l2l_generator given"

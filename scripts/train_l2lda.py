@@ -22,7 +22,7 @@ lam 0.02, 167 epochs (100k iterations of 60k images; LR x0.1 at half); CIFAR-10 
 step 2, lam 0.5, 200 epochs. The paper starts the classifier from clean pre-trained weights: pass
 --init_checkpoint (a natural run, e.g. scripts/train_natural.py). digits: the digits preset with
 T 10 and lam 0.02. --norecursive makes T 1 and the step eps (eq. 4) unless they are given. The
-generator is saved with the run under LOGDIR/generator/ (tfadv.defenses.l2lda.load_generator).
+generator is saved with the run under LOGDIR/generator/ (tfadv.attacks.l2lda_generator.load_generator).
 Validation and the final report use PGD-k / CW-k from the clean input (--eval_attacks). Run with
 --helpfull for every flag.
 """

@@ -353,6 +353,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
     non-chief workers of a multi-worker run the files go to a scratch directory under
     ``LOGDIR/workers`` and the result is None (the chief evaluates).
     """
+    cfg.validate()  # also for callers that build a TrainConfig themselves
     if strategy is None:
         strategy = distribute_lib.strategy_from_flags(cfg.num_gpus, strategy=cfg.strategy,
                                                       logical_cpus=cfg.logical_cpus)
@@ -397,10 +398,8 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                  # After ResumeCheckpoint; writes the final weights too, before the export below.
                  ckpt_lib.AtomicCheckpoint(logdir, network, every=cfg.checkpoint_every),
                  *extra_callbacks]
-    # Everything that can fail on a bad argument has run; only now is LOGDIR written, if it
-    # holds no other run (tfadv.rundir).
-    eval_lib.parse_list(cfg.eval_attacks, eps=cfg.eps, pixel_range=cfg.pixel_range,
-                        step_size=cfg.eval_step_size, seed=cfg.seed)
+    # Everything that can fail on a bad argument has run (the config was validated first); only
+    # now is LOGDIR written, if it holds no other run (tfadv.rundir).
     kwargs_record = rundir_lib.plain(defense_kwargs or {})
     rundir_lib.prepare(logdir, rundir_lib.identity(dataclasses.asdict(cfg), defense, kwargs_record),
                        resume=cfg.resume, overwrite=cfg.overwrite, stream=stream)

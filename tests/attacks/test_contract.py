@@ -85,11 +85,11 @@ def build(tiny_model, tmp_path_factory):
     """``build(name, norm, pixel_range) -> attack``, built once per case (generators prepared on
     the tiny model, the transfer attack's source a second tiny model)."""
     from models.unet_generator import build_generator
-    from tfadv.defenses import l2lda as l2lda_lib
+    from tfadv.attacks import l2lda_generator
 
     run = tmp_path_factory.mktemp("l2lda_contract")
-    l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
-                             str(run / l2lda_lib.GENERATOR_DIR))
+    l2lda_generator.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
+                                   str(run / l2lda_generator.GENERATOR_DIR))
     source = testing.tiny_cnn(seed=1, name="source")
     built = {}
 

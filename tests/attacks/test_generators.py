@@ -9,7 +9,7 @@ from tests import testing
 from tfadv import attacks
 from tfadv import evaluation
 from tfadv import losses
-from tfadv.attacks import generators
+from tfadv.attacks import generators, l2lda_generator
 
 EPS = 0.2  # ~51/255 on digits in [0,1]: strong enough that a few fitting steps matter
 
@@ -114,14 +114,11 @@ def test_bad_parameters_name_the_value():
 @pytest.fixture(scope="module")
 def l2lda_run(tmp_path_factory):
     """A run directory holding an (untrained) small L2L-DA generator, as a training run saves it."""
-    import importlib
-
     from models.unet_generator import build_generator
 
-    from tfadv.defenses import l2lda as l2lda_lib
     run = tmp_path_factory.mktemp("l2lda_run")
-    l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
-                             str(run / l2lda_lib.GENERATOR_DIR))
+    l2lda_generator.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
+                                   str(run / l2lda_generator.GENERATOR_DIR))
     return str(run)
 
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfadv import attacks, defenses, losses
-from tfadv import fosc as fosc_lib
+from tfadv.attacks import fosc as fosc_lib
 from tfadv.defenses import DynamicAdversarialTraining
 from tfadv.defenses.dynamic import DynamicSchedule, fosc_threshold
 from tests import testing

@@ -44,15 +44,13 @@ def recorded():
 def every_attack(recorded, tmp_path_factory):
     """(name, attack) for every registered attack (one name per factory), small budgets; the
     transfer attack's source and the generators' fitting use the recorded model too."""
-    import importlib
-
     from models.unet_generator import build_generator
+    from tfadv.attacks import l2lda_generator
 
     model, _ = recorded
     tmp_path = tmp_path_factory.mktemp("l2lda_run")
-    from tfadv.defenses import l2lda as l2lda_lib
-    l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
-                             str(tmp_path / l2lda_lib.GENERATOR_DIR))
+    l2lda_generator.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
+                                   str(tmp_path / l2lda_generator.GENERATOR_DIR))
     params = dict(SMALL, transfer=dict(source=model, inner="apgd_t", eps=EPS, n_iter=3,
                                        n_target_classes=3))
     params["l2lda"] = dict(params["l2lda"], generator_path=str(tmp_path))

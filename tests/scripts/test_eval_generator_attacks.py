@@ -11,14 +11,14 @@ from tests.testing import run_script
 @pytest.mark.slow
 def test_generator_attacks_are_fitted_then_evaluated(tmp_path):
     from models.unet_generator import build_generator
+    from tfadv.attacks.l2lda_generator import save_generator
     from tfadv.export import export_savedmodel
 
-    from tfadv.defenses import l2lda as l2lda_lib
     model = str(tmp_path / "savedmodel")
     export_savedmodel(testing.trained_digits_model(), model, pixel_range="[0,1]",
                       metadata={"dataset": "digits", "architecture": "tiny_cnn"})
     run = tmp_path / "l2lda_run"
-    l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4), str(run / "generator"))
+    save_generator(build_generator(10, (8, 8, 1), base_filters=4), str(run / "generator"))
     attacks = ("clean,advgan(base_filters=4,num_res_blocks=1),gap(base_filters=8,num_res_blocks=1),"
                f"l2lda(generator_path={run},steps=3,num_samples=3)")
     out = tmp_path / "eval"

@@ -14,18 +14,18 @@ def figure_inputs(tmp_path_factory):
     """A digits classifier exported as a tfadv SavedModel, and small untrained L2L-DA and L2L
     generators saved as training runs save them (``RUN/generator/``)."""
     from models.unet_generator import build_generator
+    from tfadv.attacks.l2lda_generator import save_generator
     from tfadv.export import export_savedmodel
 
-    from tfadv.defenses import l2lda as l2lda_lib
     root = tmp_path_factory.mktemp("figure2")
     model = str(root / "savedmodel")
     export_savedmodel(testing.trained_digits_model(), model, pixel_range="[0,1]",
                       metadata={"dataset": "digits", "architecture": "tiny_cnn"})
-    l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4),
-                             str(root / "l2lda" / "generator"))
-    l2lda_lib.save_generator(build_generator(10, (8, 8, 1), base_filters=4, latent_dim=0,
-                                             use_delta=False, class_conditional=False),
-                             str(root / "l2l" / "generator"))
+    save_generator(build_generator(10, (8, 8, 1), base_filters=4),
+                   str(root / "l2lda" / "generator"))
+    save_generator(build_generator(10, (8, 8, 1), base_filters=4, latent_dim=0,
+                                   use_delta=False, class_conditional=False),
+                   str(root / "l2l" / "generator"))
     return model, str(root / "l2lda"), str(root / "l2l")
 
 

@@ -100,6 +100,6 @@ def test_script_trains_on_digits_and_saves_the_generator(tmp_path):
                  "checkpoints/ckpt-0001.weights.h5", "generator/config.json",
                  "generator/generator.weights.h5"):
         assert os.path.exists(os.path.join(logdir, name)), name
-    load = ("import sys; from tfadv.defenses.l2lda import load_generator; "
+    load = ("import sys; from tfadv.attacks.l2lda_generator import load_generator; "
             "g = load_generator(sys.argv[1]); print(g.l2lda_config['base_filters'])")
     assert testing.run_python([logdir], code=load).stdout.strip().splitlines()[-1] == "4"

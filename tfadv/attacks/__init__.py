@@ -33,6 +33,7 @@ from tfadv.attacks import apgd  # noqa: E402,F401
 from tfadv.attacks import square  # noqa: E402,F401
 from tfadv.attacks import fab  # noqa: E402,F401
 from tfadv.attacks import generators  # noqa: E402,F401
+from tfadv.attacks import l2lda_attack  # noqa: E402,F401
 
 __all__ = ["Attack", "IterativeAttack", "ModelFn", "NoOpAttack", "StepState", "LinfStep", "L2Step",
            "as_model_fn", "get", "names", "ATTACKS"]

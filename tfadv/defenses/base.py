@@ -29,9 +29,9 @@ import tensorflow as tf
 
 from tfadv import batches as batches_lib
 from tfadv import distribute as distribute_lib
-from tfadv import fosc as fosc_lib
 from tfadv import losses as losses_lib
 from tfadv.attacks import checks
+from tfadv.attacks import fosc as fosc_lib
 from tfadv.attacks.core import Attack, ModelFn
 
 
@@ -225,7 +225,7 @@ class AdversarialModel(keras.Model):
 
     def fosc_and_loss(self, x_adv, x, y, eps):
         """(FOSC, per-example CE, logits) at ``x_adv`` under the inference-mode network in the
-        training attack's norm (:func:`tfadv.fosc.fosc_and_loss`); an empty batch runs nothing."""
+        training attack's norm (:func:`tfadv.attacks.fosc.fosc_and_loss`); an empty batch runs nothing."""
         def empty():
             logits = self._no_logits()
             return tf.zeros([0], tf.float32), tf.zeros([0], logits.dtype), logits

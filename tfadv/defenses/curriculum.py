@@ -28,9 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfadv import attacks as attacks_lib
-from tfadv import fosc as fosc_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
+from tfadv.attacks import fosc as fosc_lib
+from tfadv.callbacks import FoscRecorder
 from tfadv.defenses.base import AdversarialModel
 from tfadv.defenses.dynamic import _RequiredCallbacks, with_stop_fn
 
@@ -163,7 +164,7 @@ class CurriculumAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         if self.batch_mixing:
             self.attack = with_stop_fn(attack, self.mixing_stop)
         self.record_fosc = bool(record_fosc)
-        self.fosc_recorder = fosc_lib.FoscRecorder(fosc_capacity) if self.record_fosc else None
+        self.fosc_recorder = FoscRecorder(fosc_capacity) if self.record_fosc else None
         self._fosc_mean = keras.metrics.Mean(name="fosc")
 
     @property

@@ -6,7 +6,7 @@ training: at epoch t (counted from 0) the FOSC criterion is
     c_t = max(c_max − t·c_max/T′, 0)                                   (sec. 4.1)
 
 and within every batch's PGD each example stops moving once its FOSC (eq. 4, closed form;
-:mod:`tfadv.fosc`) is ≤ c_t — Algorithm 1's control vector V, implemented as the attack core's
+:mod:`tfadv.attacks.fosc`) is ≤ c_t — Algorithm 1's control vector V, implemented as the attack core's
 per-example ``stop_fn`` (the one PGD loop of tfadv; a frozen example is never moved again within
 that batch's attack, and the loop ends once every example is frozen, Algorithm 1's ``ΣV > 0``). The
 first step is always taken (V = 1 before it), as in Algorithm 1 and the release. After T′, c_t = 0
@@ -41,10 +41,11 @@ import keras
 import tensorflow as tf
 
 from tfadv import attacks as attacks_lib
-from tfadv import fosc as fosc_lib
 from tfadv import losses as losses_lib
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import fosc as fosc_lib
+from tfadv.callbacks import FoscLogger, FoscRecorder
 from tfadv.defenses.base import AdversarialModel
 
 
@@ -96,7 +97,7 @@ class _RequiredCallbacks:
         directory is given."""
         out = self.required_callbacks()
         if self.record_fosc and logdir:
-            out.append(fosc_lib.FoscLogger(self.fosc_recorder, logdir))
+            out.append(FoscLogger(self.fosc_recorder, logdir))
         return out
 
     def _with_required(self, callbacks):
@@ -168,7 +169,7 @@ class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         self.plain_attack = attack
         self.attack = with_stop_fn(attack, self.fosc_stop)
         self.epoch_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.fosc_recorder = fosc_lib.FoscRecorder(fosc_capacity) if self.record_fosc else None
+        self.fosc_recorder = FoscRecorder(fosc_capacity) if self.record_fosc else None
         self._fosc_mean = keras.metrics.Mean(name="fosc")
         self._pending = None
 

@@ -5,11 +5,12 @@ One training step (Algorithm 1), in ``make_adversarial`` (hook 2) and ``defense_
 
 1. the batch is doubled, x ← [x; x], y ← [y; y], z ← [z₁; z₂] with z ~ N(0, I) drawn per example
    (line 2);
-2. the generator's recursion (eq. 5, lines 3-6, :func:`unroll`), δ⁽⁰⁾ = 0, t = 0..T-1:
+2. the generator's recursion (eq. 5, lines 3-6,
+   :func:`tfadv.attacks.l2lda_generator.unroll`), δ⁽⁰⁾ = 0, t = 0..T-1:
        δ⁽ᵗ⁺¹⁾     = Proj_S(δ⁽ᵗ⁾ + ε_step · g_φ(x, y, z, δ⁽ᵗ⁾, ∇̂ₓL(x_adv⁽ᵗ⁾)))
        x_adv⁽ᵗ⁺¹⁾ = Proj_X(x + δ⁽ᵗ⁺¹⁾)
    with x_adv⁽⁰⁾ = x, ∇̂ the CE gradient normalised per example and channel
-   (:func:`normalize_gradient`), the classifier in inference mode;
+   (:func:`tfadv.attacks.l2lda_generator.normalize_gradient`), the classifier in inference mode;
 3. the generator ascends eq. (8), L_cls (eq. 6) + λ·L_div (eq. 7), back-propagating through the
    whole unrolled recursion (line 9): SGD momentum 0.9, gradient-norm clipping 1.0, weight decay
    1e-5, its own optimizer;
@@ -35,12 +36,15 @@ defaults for ``recursive=False``); ``diversity=False`` drops L_div (D X). ``use_
 ``class_conditional`` are the generator's Table 1(b) switches. ``l2l`` is Chen et al.'s L2L as the
 paper reproduced it (L2L*): one-shot, deterministic (no z), no y, no δ, no gradient normalisation,
 no L_div, with the same U-Net.
+
+The recursion, eq. (8) on the doubled batch, the generator's update step and its files are
+:mod:`tfadv.attacks.l2lda_generator`'s, shared with the evaluation attack ``l2lda``
+(``tfadv.attacks.l2lda_attack``); this module adds the classifier's side and the training loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Optional
@@ -48,14 +52,13 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from tfadv import atomic
 from tfadv import attacks as attacks_lib
 from tfadv import batches as batches_lib
 from tfadv import losses as losses_lib
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
-from tfadv.attacks import gradients as gradients_lib
-from tfadv.attacks.core import as_model_fn
+from tfadv.attacks import l2lda_generator as generator_lib
+from tfadv.callbacks import GeneratorCheckpoint
 from tfadv.defenses.base import AdversarialModel
 
 # Sec. 5.1 / the release's run commands: λ per dataset (the config default 4.0 is not used).
@@ -66,162 +69,6 @@ NUM_STEPS = 10
 STEP_FRACTION = 0.25
 WEIGHT_DECAY = 1e-5
 CLIP_NORM = 1.0
-GRADIENT_STABILIZER = 1e-15  # the release's "DO NOT EDIT! Need a stabilizer in here!!!"
-
-GENERATOR_DIR = "generator"
-GENERATOR_WEIGHTS = "generator.weights.h5"
-GENERATOR_CONFIG = "config.json"
-
-
-# ------------------------------------------------------------------------------------------------
-# The recursion
-
-
-def normalize_gradient(g):
-    """The generator's gradient input (sec. 5.2.1, "normalizes the input gradient"): per example
-    and channel, ∇ / ‖∇ + 1e-15‖₂ with the norm over H×W (the release's ``g_normalize_grad``).
-    ``g``: (B, H, W, C)."""
-    g = tf.convert_to_tensor(g, tf.float32)
-    if g.shape.rank is not None and g.shape.rank != 4:
-        raise ValueError("normalize_gradient expects image gradients of shape (B, H, W, C). "
-                         f"Received: shape={g.shape}.")
-    norm = tf.sqrt(tf.reduce_sum(tf.square(g + GRADIENT_STABILIZER), axis=[1, 2], keepdims=True))
-    return g / norm
-
-
-def _input_gradient(model_fn, x, y, normalize):
-    """∇ₓ Σᵢ CE(f(xᵢ), yᵢ) at ``x``, detached (the release's ``f_grad.detach()``), optionally
-    normalised; also the logits of ``x`` (differentiable w.r.t. whatever produced x)."""
-    logits, _, grad = gradients_lib.input_gradient(model_fn, gradients_lib.ce_objective, x, (y,))
-    grad = tf.stop_gradient(grad)
-    return (normalize_gradient(grad) if normalize else grad), logits
-
-
-def _check_step_args(eps, step_size, num_steps):
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps (T of eq. 5) must be an int >= 1. Received: num_steps={num_steps!r}.")
-    for name, value in (("eps", eps), ("step_size", step_size)):
-        if not tf.is_tensor(value):
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a number in input units. "
-                                 f"Received: {name}={value!r}.") from None
-            if not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0 in input units. "
-                                 f"Received: {name}={value!r}.")
-
-
-def unroll(generator, model_fn, x, y, z, *, eps, step_size, num_steps, pixel_range, recursive=True,
-           normalize_grad=True, training=False, return_logits=False):
-    """Eq. (5) unrolled for T = ``num_steps`` steps; returns ``[x_adv⁽¹⁾, ..., x_adv⁽ᵀ⁾]``.
-
-        base⁽ᵗ⁾    = δ⁽ᵗ⁾ if recursive else 0                      (δ⁽⁰⁾ = 0)
-        δ⁽ᵗ⁺¹⁾     = clip(base⁽ᵗ⁾ + ε_step · g(x, ∇̂L(x_adv⁽ᵗ⁾), base⁽ᵗ⁾, z, y), −ε, ε)   (Proj_S)
-        x_adv⁽ᵗ⁺¹⁾ = clip(x + δ⁽ᵗ⁺¹⁾, pixel range)                                  (Proj_X)
-
-    x_adv⁽⁰⁾ = x. ``recursive=False`` is the one-shot generator (each step restarts from δ = 0;
-    with T = 1 and ``step_size=eps`` it is eq. 4, L2L). The gradient input is detached and
-    normalised (:func:`normalize_gradient`, unless ``normalize_grad=False``: L2L*'s raw gradient
-    of the summed CE); δ is not detached, so every x_adv⁽ᵗ⁾ is differentiable w.r.t. the
-    generator's variables through all earlier steps.
-
-    Args:
-        generator: from ``models.unet_generator.build_generator``.
-        model_fn: the classifier's logits callable; a Keras model is called in inference mode (the
-            release's ``Classifier.eval()`` during generation).
-        x, y, z: images (B, H, W, C) in ``pixel_range``, int labels (B,), latents (B, latent_dim).
-        eps, step_size: ε and ε_step in input units (sec. 5.1: ε_step = ε/4).
-        num_steps: T >= 1.
-        pixel_range: the range of x (tfadv.ranges).
-        training: the generator's BN mode (True while training it, as the release).
-        return_logits: also return the classifier's logits at every x_adv⁽ᵗ⁾ (one forward per step
-            serves both the next gradient input and L_cls).
-    """
-    _check_step_args(eps, step_size, num_steps)
-    rng = ranges_lib.get_range(pixel_range)
-    model_fn = as_model_fn(model_fn, False)
-    x = tf.convert_to_tensor(x, tf.float32)
-    y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-    z = tf.cast(z, tf.float32)
-    eps = tf.cast(eps, tf.float32)
-    step_size = tf.cast(step_size, tf.float32)
-    grad, _ = _input_gradient(model_fn, x, y, normalize_grad)
-    delta = tf.zeros_like(x)
-    x_advs, logits_list = [], []
-    for t in range(num_steps):
-        base = delta if recursive else tf.zeros_like(x)
-        g = tf.cast(generator([x, grad, base, z, y], training=training), tf.float32)
-        delta = tf.clip_by_value(base + step_size * g, -eps, eps)
-        x_adv = tf.clip_by_value(x + delta, rng.low, rng.high)
-        x_advs.append(x_adv)
-        if t + 1 < num_steps:
-            grad, logits = _input_gradient(model_fn, x_adv, y, normalize_grad)
-            logits_list.append(logits)
-        elif return_logits:
-            logits_list.append(model_fn(x_adv))
-    return (x_advs, logits_list) if return_logits else x_advs
-
-
-# ------------------------------------------------------------------------------------------------
-# Saving the generator with the run
-
-
-def save_generator(generator, directory: str, *, epoch: Optional[int] = None) -> str:
-    """Writes ``directory/generator.weights.h5`` and ``directory/config.json`` (the
-    ``build_generator`` arguments), atomically: a reader sees the old pair or the new one."""
-    from models.unet_generator import generator_config
-
-    config = {"builder": "models.unet_generator.build_generator",
-              "kwargs": generator_config(generator)}
-    if epoch is not None:
-        config["epoch"] = int(epoch)
-    with atomic.atomic_path(directory, directory=True) as tmp:
-        os.makedirs(tmp)
-        generator.save_weights(os.path.join(tmp, GENERATOR_WEIGHTS))
-        with open(os.path.join(tmp, GENERATOR_CONFIG), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-    return directory
-
-
-def load_generator(path: str) -> keras.Model:
-    """Rebuilds a generator saved by :func:`save_generator` (or by a training run: pass the run
-    directory or its ``generator/`` folder) and loads its weights."""
-    from models.unet_generator import build_generator
-
-    candidates = [path, os.path.join(path, GENERATOR_DIR)]
-    directory = next((d for d in candidates
-                      if os.path.isfile(os.path.join(d, GENERATOR_CONFIG))), None)
-    if directory is None:
-        raise ValueError(f"No L2L-DA generator here: expected {GENERATOR_CONFIG} and "
-                         f"{GENERATOR_WEIGHTS} in the directory or in its {GENERATOR_DIR}/ "
-                         f"folder. Received: path={path!r}.")
-    try:
-        with open(os.path.join(directory, GENERATOR_CONFIG), encoding="utf-8") as f:
-            config = json.load(f)
-        kwargs = dict(config["kwargs"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"Corrupt generator {GENERATOR_CONFIG} ({e!r}). "
-                         f"Received: path={directory!r}.") from None
-    kwargs["input_shape"] = tuple(kwargs["input_shape"])
-    generator = build_generator(**kwargs)
-    generator.load_weights(os.path.join(directory, GENERATOR_WEIGHTS))
-    return generator
-
-
-class GeneratorCheckpoint(keras.callbacks.Callback):
-    """Saves the generator under ``LOGDIR/generator/`` after every ``every`` epochs (the shared
-    AtomicCheckpoint saves only the classifier)."""
-
-    def __init__(self, directory: str, generator: keras.Model, *, every: int = 1):
-        super().__init__()
-        self.directory = directory
-        self.generator = generator
-        self.every = max(int(every), 1)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0:
-            save_generator(self.generator, self.directory, epoch=epoch + 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,7 +97,8 @@ class L2LDA(AdversarialModel):
         lam: λ of eq. (8) (used only with ``diversity``).
         recursive: eq. (5) (True) or the one-shot generator (False).
         diversity: include L_div (eq. 7) in the generator's objective.
-        normalize_grad: normalise the gradient input (:func:`normalize_gradient`).
+        normalize_grad: normalise the gradient input
+            (:func:`tfadv.attacks.l2lda_generator.normalize_gradient`).
         generator_optimizer: the generator's optimizer; default at ``compile`` a copy of the
             classifier's optimizer configuration (the release: both SGD, LR 0.01, momentum 0.9,
             the same step schedule).
@@ -275,7 +123,7 @@ class L2LDA(AdversarialModel):
         if not isinstance(generator, keras.Model) or not hasattr(generator, "l2lda_config"):
             raise TypeError("generator must be an L2L-DA generator from "
                             f"models.unet_generator.build_generator. Received: {generator!r}.")
-        _check_step_args(eps, step_size, num_steps)
+        generator_lib.check_step_args(eps, step_size, num_steps)
         for name, value in (("recursive", recursive), ("diversity", diversity),
                             ("normalize_grad", normalize_grad)):
             if not isinstance(value, bool):
@@ -283,9 +131,7 @@ class L2LDA(AdversarialModel):
         lam = _check_number(lam, "lam")
         generator_weight_decay = _check_number(generator_weight_decay, "generator_weight_decay")
         clip_norm = _check_number(clip_norm, "clip_norm")
-        if step_reduction not in ("mean", "sum"):
-            raise ValueError("step_reduction must be 'mean' (eq. 6-7) or 'sum' (the release). "
-                             f"Received: step_reduction={step_reduction!r}.")
+        generator_lib.check_step_reduction(step_reduction)
         config = generator.l2lda_config
         if diversity and int(config["latent_dim"]) == 0:
             raise ValueError("The diversity loss (eq. 7) needs a stochastic generator; this one "
@@ -346,10 +192,12 @@ class L2LDA(AdversarialModel):
         self.generator_optimizer.build(self.generator.trainable_variables)
 
     def training_callbacks(self, logdir: Optional[str] = None) -> list:
-        """Saves the generator under ``logdir/generator/`` every epoch (:class:`GeneratorCheckpoint`)."""
+        """Saves the generator under ``logdir/generator/`` every epoch
+        (:class:`tfadv.callbacks.GeneratorCheckpoint`)."""
         if not logdir:
             return []
-        return [GeneratorCheckpoint(os.path.join(logdir, GENERATOR_DIR), self.generator)]
+        return [GeneratorCheckpoint(os.path.join(logdir, generator_lib.GENERATOR_DIR),
+                                    self.generator)]
 
     # ---------------------------------------------------------------------------------- hooks
     def sample_z(self, batch_size):
@@ -357,32 +205,17 @@ class L2LDA(AdversarialModel):
         return keras.random.normal((batch_size, self.latent_dim), seed=self._z_seed)
 
     def generator_objective(self, x, y, z, *, eps=None, step_size=None):
-        """Eq. (8) on the doubled batch (Algorithm 1, lines 2-8): returns ``(objective, l_cls,
+        """Eq. (8) on the doubled batch (Algorithm 1, lines 2-8) with this defense's settings
+        (:func:`tfadv.attacks.l2lda_generator.generator_objective`): returns ``(objective, l_cls,
         l_div, x_adv⁽ᵀ⁾)``, the scalars differentiable w.r.t. the generator's variables.
         ``x``, ``y``: the single batch (B); ``z``: (2B, latent_dim) = [z₁; z₂]."""
-        batch = tf.shape(x)[0]
-        xx, yy = tf.concat([x, x], 0), tf.concat([y, y], 0)
-        x_advs, logits = unroll(
-            self.generator, self.model_fn(self.attack_training), xx, yy, z,
+        return generator_lib.generator_objective(
+            self.generator, self.model_fn(self.attack_training), x, y, z,
             eps=self.eps if eps is None else eps,
             step_size=self.step_size if step_size is None else step_size,
-            num_steps=self.num_steps, pixel_range=self.pixel_range, recursive=self.recursive,
-            normalize_grad=self.normalize_grad, training=True, return_logits=True)
-        ce = tf.stack([losses_lib.ce(logits=lg, labels=yy) for lg in logits])  # (T, 2B)
-        ce_1, ce_2 = ce[:, :batch], ce[:, batch:]
-        if self.latent_dim:
-            div = tf.stack([losses_lib.l2lda_diversity(x_adv_1=xa[:batch], x_adv_2=xa[batch:],
-                                                       z_1=z[:batch], z_2=z[batch:])
-                            for xa in x_advs])
-        else:
-            div = tf.zeros_like(ce_1)
-        lam = self.lam if self.diversity else 0.0
-        objective = tf.reduce_mean(losses_lib.l2lda_generator_objective(
-            ce_1=ce_1, ce_2=ce_2, diversity=div, lam=lam, step_reduction=self.step_reduction))
-        reduce = tf.reduce_mean if self.step_reduction == "mean" else tf.reduce_sum
-        l_cls = reduce(tf.reduce_mean(ce, axis=1))
-        l_div = reduce(tf.reduce_mean(div, axis=1))
-        return objective, l_cls, l_div, x_advs[-1]
+            num_steps=self.num_steps, pixel_range=self.pixel_range,
+            lam=self.lam if self.diversity else 0.0, recursive=self.recursive,
+            normalize_grad=self.normalize_grad, step_reduction=self.step_reduction)
 
     def make_adversarial(self, x, y):
         """Algorithm 1, lines 2-9: one generator update ascending eq. (8) through the unrolled
@@ -404,13 +237,9 @@ class L2LDA(AdversarialModel):
             # Maximise eq. (8): descend its negative; scaled per replica as AdversarialModel does.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             loss = -objective / tf.cast(replicas, objective.dtype)
-        grads = tape.gradient(loss, variables)
-        grad_norm = tf.linalg.global_norm(grads)
-        if self.clip_norm:
-            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=grad_norm)
-        if self.generator_weight_decay:
-            grads = [g + self.generator_weight_decay * v for g, v in zip(grads, variables)]
-        self.generator_optimizer.apply_gradients(zip(grads, variables))
+        grad_norm = generator_lib.apply_generator_update(
+            self.generator_optimizer, tape.gradient(loss, variables), variables,
+            clip_norm=self.clip_norm, weight_decay=self.generator_weight_decay)
         for name, value in (("gen_cls_loss", l_cls), ("gen_div", l_div),
                             ("gen_objective", objective), ("gen_grad_norm", grad_norm)):
             self._gen_trackers[name].update_state(
@@ -563,6 +392,4 @@ def _register_presets():
 _register_presets()
 
 
-__all__ = ["L2LDA", "GeneratorCheckpoint", "L2LDA_PRESETS", "LAMBDA", "l2l", "l2lda",
-           "load_generator", "normalize_gradient", "preset_lambda", "preset_name",
-           "save_generator", "unroll"]
+__all__ = ["L2LDA", "L2LDA_PRESETS", "LAMBDA", "l2l", "l2lda", "preset_lambda", "preset_name"]

@@ -3,7 +3,7 @@
 * Gradient magnitudes ‖∇ₓL‖² of the cross-entropy at the clean test images, min/mean/max over all,
   correctly and wrongly classified images (BAT Table 2): a model with masked gradients shows tiny
   (or zero) values.
-* FOSC (Wang et al., equation under (4); :func:`tfadv.fosc.fosc`) of any attack's outputs, with the
+* FOSC (Wang et al., equation under (4); :func:`tfadv.attacks.fosc.fosc`) of any attack's outputs, with the
   gradient of the cross-entropy at the adversarial example and the natural image as the centre of
   the ball. FOSC of PGD outputs decreases with the number of steps (FOSC paper Figure 1b). The
   paper's ball ignores the pixel-range box: pixels pinned at the edge of the range (a digit's black
@@ -27,9 +27,9 @@ from tfadv import attacks as attacks_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.core import Attack, as_model_fn
+from tfadv.attacks.fosc import fosc
 from tfadv.evaluation import diagnostics as diag_lib
 from tfadv.evaluation import plots
-from tfadv.fosc import fosc
 
 
 def summary(values) -> dict:

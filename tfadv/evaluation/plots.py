@@ -78,3 +78,51 @@ def lines(xs: Sequence[float], ys: Dict[str, Sequence[float]], path: str, *, tit
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def epoch_distributions(values_by_epoch: Dict[int, Sequence[float]], path: str, *, title: str,
+                        xlabel: str, max_curves: int = 6, bins: int = 40) -> str:
+    """The distribution of a per-example value (share of examples per bin, %) at a few epochs:
+    one curve per epoch for at most ``max_curves`` epochs, evenly spaced, always including the
+    first and the last (the FOSC paper's Figures 3/5). ``values_by_epoch``: 0-based epoch ->
+    values; the bins span min(0, smallest value) to the 99th percentile of all the values."""
+    plt = _pyplot()
+    epochs = sorted(values_by_epoch)
+    if len(epochs) > max_curves:
+        picks = np.unique(np.round(np.linspace(0, len(epochs) - 1, max_curves)).astype(int))
+        epochs = [epochs[i] for i in picks]
+    finite = [np.asarray(values_by_epoch[e], np.float64) for e in epochs]
+    finite = [v[np.isfinite(v)] for v in finite]
+    pooled = np.concatenate([v for v in finite if v.size] or [np.zeros(1)])
+    high = float(np.quantile(pooled, 0.99)) if pooled.size else 1.0
+    low = min(0.0, float(pooled.min()))
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for epoch, v in zip(epochs, finite):
+        counts, _ = np.histogram(np.clip(v, edges[0], edges[-1]), bins=edges)
+        share = 100.0 * counts / max(v.size, 1)
+        ax.plot(0.5 * (edges[1:] + edges[:-1]), share, label=f"epoch {epoch + 1} (n={v.size})")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("examples (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def lower_error_bars(curves: Dict[str, Sequence[Sequence[float]]], path: str, *, title: str,
+                     xlabel: str, ylabel: str) -> str:
+    """One line per label, ``curves[label] = (xs, ys, lower)``, with a one-sided error bar of
+    ``lower`` below every point (e.g. L2L-DA's Figure 2: mean max loss, mean std below); x ticks at
+    every x of any curve."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys, lower) in curves.items():
+        ax.errorbar(xs, ys, yerr=[lower, [0.0] * len(xs)], marker="o", capsize=3, label=label)
+    ax.set_title(title)
+    ax.set_xticks(sorted({x for xs, _, _ in curves.values() for x in xs}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)

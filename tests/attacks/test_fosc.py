@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfadv.fosc import fosc
+from tfadv.attacks.fosc import fosc
 
 
 def brute_force_gap(g, x_adv, x_nat, eps):
@@ -78,7 +78,7 @@ def test_per_example_eps_graph_mode_and_errors():
 # ------------------------------------------------------------------------- extensions (issue 5)
 
 from tfadv import attacks  # noqa: E402
-from tfadv import fosc as fosc_lib  # noqa: E402
+from tfadv.attacks import fosc as fosc_lib  # noqa: E402
 from tfadv.attacks import StepState  # noqa: E402
 from tests import testing  # noqa: E402
 
@@ -135,28 +135,6 @@ def test_release_reference_measures_from_the_random_start_point():
         fosc_lib.fosc_of_state(_state(x_adv, x_nat, g, eps), reference="start")
     with pytest.raises(ValueError, match="Received"):
         fosc_lib.fosc_of_state(state, reference="clean")
-
-
-def test_recorder_ring_buffer_in_graph_mode():
-    rec = fosc_lib.FoscRecorder(capacity=5)
-    record = tf.function(rec.record)
-    record(tf.constant([1.0, 2.0]))
-    record(tf.constant([3.0]))
-    np.testing.assert_array_equal(rec.read(), [1.0, 2.0, 3.0])
-    record(tf.constant([4.0, 5.0, 6.0, 7.0]))  # 7 values: the buffer keeps the last five
-    assert sorted(rec.read().tolist()) == [3.0, 4.0, 5.0, 6.0, 7.0]
-    rec.reset()
-    assert rec.read().size == 0
-    with pytest.raises(ValueError, match="Received"):
-        fosc_lib.FoscRecorder(capacity=0)
-
-
-def test_plot_distributions_writes_a_png(tmp_path):
-    rng = np.random.default_rng(6)
-    by_epoch = {e: rng.exponential(0.05 / (e + 1), size=200) for e in range(9)}
-    path = fosc_lib.plot_distributions(by_epoch, str(tmp_path / "fosc.png"), max_curves=4)
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_fosc_of_pgd_outputs_decreases_with_steps_on_digits():
