@@ -5,8 +5,8 @@
     python scripts/bench_training.py --defenses=clean,madry_pgd7 \
         --variants=fp32,bf16,fp16,fp32+xla,bf16+xla,bf16+attack_fp32
 
-Every defense is built by ``tfadv.defenses.get(name)`` around its own copy of the CIFAR ResNet-20
-of ``models/resnet_cifar.py`` (same weights), compiled with SGD (momentum 0.9) and stepped with
+Every defense is built by ``tfadv.defenses.get(name, network)`` around its own copy of the CIFAR
+ResNet-20 of ``models/resnet_cifar.py`` (same weights), compiled with SGD (momentum 0.9) and stepped with
 ``train_on_batch`` on the same random batch in [0,1]. Rows:
 
     clean         natural training (the unit: one forward+backward+update)
@@ -17,7 +17,7 @@ of ``models/resnet_cifar.py`` (same weights), compiled with SGD (momentum 0.9) a
     dynamic       Dynamic AT, PGD-10 step eps/4 with the FOSC stop (c_max 0.5, epoch 0: the
                   strongest early stopping) and its FOSC recording
     l2lda         L2L-DA with its default generator (a "not available" row until
-                  ``tfadv.defenses.get("l2lda")`` works)
+                  ``tfadv.defenses.DEFENSES.lookup("l2lda")`` works)
 
 ``track_clean`` (an extra inference forward for clean training metrics) is off for every row
 unless ``--track_clean``. Each row prints the measured ratio to the clean step, the ideal ratio
@@ -123,22 +123,22 @@ def parse_variants(names):
 def _bat_rmc_la(get, network, pixel_range, **kwargs):
     from tfadv.defenses import bat_config
 
-    return get("bat")(network, **bat_config("R-MC-LA", pixel_range=pixel_range),
-                      pixel_range=pixel_range, **kwargs)
+    return get("bat", network, **bat_config("R-MC-LA", pixel_range=pixel_range),
+               pixel_range=pixel_range, **kwargs)
 
 
 # Row name -> builder(get, network, pixel_range, **kwargs); get is tfadv.defenses.get.
 BUILDERS = {
-    "clean": lambda get, network, pixel_range, **kw: get("natural")(network, **kw),
-    "madry_pgd7": lambda get, network, pixel_range, **kw: get("madry")(
-        network, num_steps=7, pixel_range=pixel_range, **kw),
+    "clean": lambda get, network, pixel_range, **kw: get("natural", network, **kw),
+    "madry_pgd7": lambda get, network, pixel_range, **kw: get(
+        "madry", network, num_steps=7, pixel_range=pixel_range, **kw),
     "bat_rmc_la": _bat_rmc_la,
-    "trades_k10": lambda get, network, pixel_range, **kw: get("trades")(
-        network, num_steps=10, pixel_range=pixel_range, **kw),
-    "dynamic": lambda get, network, pixel_range, **kw: get("dynamic")(
-        network, num_steps=10, pixel_range=pixel_range, **kw),
-    "l2lda": lambda get, network, pixel_range, **kw: get("l2lda")(
-        network, pixel_range=pixel_range, **kw),
+    "trades_k10": lambda get, network, pixel_range, **kw: get(
+        "trades", network, num_steps=10, pixel_range=pixel_range, **kw),
+    "dynamic": lambda get, network, pixel_range, **kw: get(
+        "dynamic", network, num_steps=10, pixel_range=pixel_range, **kw),
+    "l2lda": lambda get, network, pixel_range, **kw: get(
+        "l2lda", network, pixel_range=pixel_range, **kw),
 }
 
 
@@ -249,9 +249,9 @@ def run_benchmark(*, model, batch_size, image_size, num_classes, steps, repeats,
             try:
                 from tfadv import defenses as defenses_lib
 
-                defenses_lib.get("l2lda")
+                defenses_lib.DEFENSES.lookup("l2lda")
             except (ImportError, ValueError) as e:
-                status[key] = (f"not available (tfadv.defenses.get('l2lda'): "
+                status[key] = (f"not available (tfadv.defenses.DEFENSES.lookup('l2lda'): "
                                f"{type(e).__name__}: {str(e).splitlines()[0][:100]})")
                 continue
         try:

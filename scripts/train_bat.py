@@ -25,15 +25,13 @@ the small CNN, eps 25.5/255 in [0,1], 30 epochs of Adam); one-step models step b
 """
 
 import dataclasses
-import importlib
 import os
 
 from absl import flags
 
 from tfadv import experiment
 from tfadv import ranges as ranges_lib
-
-bat_lib = importlib.import_module("tfadv.defenses.bat")  # the module (its factory shadows the name)
+from tfadv.defenses import bat as bat_lib
 
 FLAGS = flags.FLAGS
 

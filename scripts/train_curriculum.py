@@ -14,13 +14,10 @@ follows its PGD-k accuracy) uses the last --val_limit training images, held out 
 `k`. Sizes are pixel levels out of 255. Run with --helpfull for every flag.
 """
 
-import importlib
-
 from absl import flags
 
 from tfadv import experiment
-
-dynamic_lib = importlib.import_module("tfadv.defenses.dynamic")  # the FOSC paper's presets
+from tfadv.defenses import dynamic as dynamic_lib
 
 FLAGS = flags.FLAGS
 

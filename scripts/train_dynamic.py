@@ -14,13 +14,10 @@ epoch (TensorBoard histogram, LOGDIR/fosc/*.npy, LOGDIR/fosc.png). Sizes are pix
 255. Run with --helpfull for every flag.
 """
 
-import importlib
-
 from absl import flags
 
 from tfadv import experiment
-
-dynamic_lib = importlib.import_module("tfadv.defenses.dynamic")  # the module (its factory shadows it)
+from tfadv.defenses import dynamic as dynamic_lib
 
 FLAGS = flags.FLAGS
 

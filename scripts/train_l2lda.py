@@ -28,7 +28,6 @@ Validation and the final report use PGD-k / CW-k from the clean input (--eval_at
 """
 
 import dataclasses
-import importlib
 
 from absl import flags
 
@@ -36,8 +35,7 @@ from tfadv import attacks as attacks_lib
 from tfadv import experiment
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
-
-l2lda_lib = importlib.import_module("tfadv.defenses.l2lda")  # the module (its factory shadows it)
+from tfadv.defenses import l2lda as l2lda_lib
 
 FLAGS = flags.FLAGS
 

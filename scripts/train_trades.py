@@ -21,15 +21,13 @@ for every flag.
 """
 
 import dataclasses
-import importlib
 
 from absl import flags
 
 from tfadv import experiment
 from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
-
-trades_lib = importlib.import_module("tfadv.defenses.trades")  # the module (its factory shadows it)
+from tfadv.defenses import trades as trades_lib
 
 FLAGS = flags.FLAGS
 

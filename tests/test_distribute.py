@@ -6,7 +6,6 @@ the same network one epoch on one device and on a MirroredStrategy over 2 logica
 same global batches and prints the largest weight difference per defense as JSON.
 """
 
-import importlib
 import json
 import os
 import socket
@@ -16,15 +15,9 @@ import sys
 import pytest
 
 if __name__ != "__main__":
-    from tests.testing import REPO_ROOT
+    from tests.testing import REPO_ROOT, run_python
 else:
     REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(args, env=None, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT, **(env or {}))
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------ flag validation
@@ -100,7 +93,7 @@ def _compare(cases):
     from tests import testing
     from tfadv import attacks, defenses
 
-    bat_lib = importlib.import_module("tfadv.defenses.bat")  # the module (its factory shadows it)
+    from tfadv.defenses import bat as bat_lib
 
     x, y, _, _ = testing.digits_split(num_train=32)
     attack = dict(eps=0.1, step_size=0.05, num_steps=2, random_start="none")
@@ -108,17 +101,17 @@ def _compare(cases):
     def build(name, bn):
         net = testing.tiny_cnn(seed=0, with_bn=bn)
         if name == "madry":
-            return defenses.get("madry")(net, attack=attacks.get("pgd", **attack),
+            return defenses.get("madry", net, attack=attacks.get("pgd", **attack),
                                          weight_decay=1e-3), net
         if name == "bat":  # MC-targeted step without random start + adversarial labels (eq. 14)
             image = bat_lib.bat_image_attack(eps=0.1, target="mc", random_start=False,
                                              pixel_range="[0,1]")
-            return defenses.get("bat")(net, attack=image, label_adversary="la", beta=9.0,
+            return defenses.get("bat", net, attack=image, label_adversary="la", beta=9.0,
                                        weight_decay=1e-3), net
         # TRADES' loss with a CE PGD attack: its KL attack from x' = x (no random start; the
         # Gaussian start draws different noise per replica) has a zero gradient whose sign is
         # rounding noise, which no two batch layouts share.
-        return defenses.get("trades")(net, attack=attacks.get("pgd", **attack), beta=6.0,
+        return defenses.get("trades", net, attack=attacks.get("pgd", **attack), beta=6.0,
                                       weight_decay=1e-3), net
 
     def fit(strategy, name, n, bn=False):
@@ -158,9 +151,8 @@ def _compare(cases):
 FAST_CASES = ("madry-17", "bn")
 SLOW_CASES = ("madry-21", "bat-21", "trades-21", "bat-17", "trades-17")
 def _check_cases(cases):
-    proc = _run([os.path.join(REPO_ROOT, "tests", "test_distribute.py"), "compare", *cases],
-                timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_python(["compare", *cases], script=os.path.join("tests", "test_distribute.py"),
+                      timeout=600)
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     for key in cases:

@@ -15,7 +15,7 @@ def _madry(precision, xla=False, random_start="uniform", **kwargs):
         net = distribute.float32_logits(testing.tiny_cnn(seed=0, with_bn=True))
         attack = attacks.get("pgd", eps=0.1, step_size=0.05, num_steps=2,
                              random_start=random_start)
-        model = defenses.get("madry")(net, attack=attack, **kwargs)
+        model = defenses.get("madry", net, attack=attack, **kwargs)
         model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=xla)
     return model, net
 

@@ -83,7 +83,7 @@ def test_killed_run_resumes_with_the_same_epochs_lr_and_optimizer_state(tmp_path
 
 def _tiny_model(seed=0):
     net = testing.tiny_cnn(seed=seed, with_bn=True)
-    model = defenses.get("madry")(net, attack=attacks.get("fgsm", eps=0.1))
+    model = defenses.get("madry", net, attack=attacks.get("fgsm", eps=0.1))
     model.k = tf.Variable(0, dtype=tf.int32, trainable=False)  # a schedule variable (curriculum k)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     return model
@@ -147,9 +147,8 @@ def test_sigkilled_script_resumes_where_it_stopped(tmp_path):
     proc.communicate()
     done = json.load(open(state_path))["epoch"]
     assert 2 <= done < 5, done
-    out = subprocess.run(args, cwd=testing.REPO_ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    # The rerun waits for its end: the shared helper (only the killed run needs Popen).
+    out = testing.run_python(args[2:], script=args[1], timeout=600)
     assert f"Epoch {done + 1}/5" in out.stdout and f"Epoch {done}/5" not in out.stdout
     assert f"resumed at epoch {done}" in out.stdout
     assert json.load(open(state_path))["epoch"] == 5

@@ -388,7 +388,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
         if cfg.attack_fp32:
             kwargs["attack_fp32"] = True
         kwargs.update(defense_kwargs or {})
-        model = defenses_lib.get(defense)(network, **kwargs)
+        model = defenses_lib.get(defense, network, **kwargs)
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=bool(cfg.xla))
     resume = ckpt_lib.ResumeCheckpoint(logdir)
     callbacks = [resume,  # first: restores the epoch/weights before the others start

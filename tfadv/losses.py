@@ -21,7 +21,6 @@ def _as_probability_targets(labels, num_classes: int, dtype):
     return tf.cast(labels, dtype)
 
 
-@LOSSES.register("ce", "cross_entropy", "xent")
 def ce(*, logits, labels):
     """Softmax cross-entropy per example, ``-Σ_k y_k log softmax(z)_k``.
 
@@ -46,7 +45,6 @@ def _true_and_best_other(logits, labels):
     return true_logit, other
 
 
-@LOSSES.register("cw", "cw_margin")
 def cw_margin(*, logits, labels, kappa: float = 50.0):
     """Carlini-Wagner margin loss as in Madry et al.'s release: ``-relu(z_y - max_{k≠y} z_k + κ)``.
 
@@ -62,18 +60,12 @@ def cw_target_margin(*, logits, targets, kappa: float = 50.0):
     return -tf.nn.relu(other - target_logit + tf.cast(kappa, target_logit.dtype))
 
 
-@LOSSES.register("trades_kl", "kl")
 def trades_kl(*, logits_clean, logits_adv):
     """``KL(softmax(f(x)) ‖ softmax(f(x')))`` per example (TRADES eq. 5 surrogate, argument order
     clean ‖ adversarial as in the authors' release)."""
     log_p = tf.nn.log_softmax(logits_clean, axis=-1)
     log_q = tf.nn.log_softmax(logits_adv, axis=-1)
     return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
-
-
-def get(name: str):
-    """Returns the loss function registered under ``name`` (``ce``, ``cw``, ``trades_kl``)."""
-    return LOSSES.lookup(name)
 
 
 def _sorted_logits(logits, k: int, what: str):
@@ -86,7 +78,6 @@ def _sorted_logits(logits, k: int, what: str):
     return logits, tf.math.top_k(logits, k=k, sorted=True).values
 
 
-@LOSSES.register("dlr")
 def dlr(*, logits, labels):
     """Difference of Logits Ratio (Croce & Hein 2020, sec. 4), per example:
 
@@ -169,3 +160,16 @@ def l2lda_generator_objective(*, ce_1, ce_2, diversity, lam: float, step_reducti
     cls = reduce(0.5 * (ce_1 + ce_2), axis=0)
     div = reduce(diversity, axis=0)
     return cls + tf.cast(lam, ce_1.dtype) * div
+
+
+# Each entry builds the loss function it names (no arguments), so that ``get`` returns what every
+# registry's ``get`` returns: the built object (see tfadv.registry).
+LOSSES.register("ce", "cross_entropy", "xent")(lambda: ce)
+LOSSES.register("cw", "cw_margin")(lambda: cw_margin)
+LOSSES.register("trades_kl", "kl")(lambda: trades_kl)
+LOSSES.register("dlr")(lambda: dlr)
+
+
+def get(name: str):
+    """Returns the loss function registered under ``name`` (``ce``, ``cw``, ``trades_kl``, ``dlr``)."""
+    return LOSSES.get(name)

@@ -64,7 +64,8 @@ _register("svhn", dataclasses.replace(PRESETS.lookup("cifar10")(), lr=0.01, epoc
 
 
 def get(name: str) -> Preset:
-    return PRESETS.lookup(name)()
+    """The preset registered as ``name``."""
+    return PRESETS.get(name)
 
 
 def for_dataset(dataset: str, image_shape=None) -> str:

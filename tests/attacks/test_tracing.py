@@ -131,7 +131,7 @@ def test_evaluation_traces_once_for_all_batches():
 def test_fit_and_evaluate_do_not_retrace_across_epochs():
     model, counter = counting_model()
     pgd = attacks.get("pgd", eps=0.1, step_size=0.03, num_steps=3)
-    madry = defenses.get("madry")(model, attack=pgd, weight_decay=0.0)
+    madry = defenses.get("madry", model, attack=pgd, weight_decay=0.0)
     madry.compile(optimizer=keras.optimizers.SGD(0.01))
     x = np.concatenate([b[0] for b in batches(3)])
     y = np.concatenate([b[1] for b in batches(3)])

@@ -18,7 +18,7 @@ def test_eps_warmup_scales_eps_and_step_linearly():
     x, y = _digits()
     net = testing.tiny_cnn(seed=1)
     eps = 0.2
-    model = defenses.get("madry")(net, eps=eps, step_size=eps / 2, num_steps=3, eps_warmup_steps=4,
+    model = defenses.get("madry", net, eps=eps, step_size=eps / 2, num_steps=3, eps_warmup_steps=4,
                                   random_start="uniform")
     model.compile(optimizer=keras.optimizers.SGD(0.0))
     for done, expected_scale in [(0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)]:
@@ -34,14 +34,14 @@ def test_eps_warmup_scales_eps_and_step_linearly():
 
 def test_eps_warmup_validation():
     with pytest.raises(ValueError, match="Received: -1"):
-        defenses.get("madry")(testing.tiny_cnn(), eps=0.1, eps_warmup_steps=-1)
+        defenses.get("madry", testing.tiny_cnn(), eps=0.1, eps_warmup_steps=-1)
 
 
 def test_natural_training_uses_clean_images_and_keeps_the_eval_attack():
     x, y = _digits(256)
     net = testing.tiny_cnn(seed=2)
     pgd = attacks.get("pgd", eps=0.1, num_steps=2)
-    model = defenses.get("natural")(net, attack=pgd)
+    model = defenses.get("natural", net, attack=pgd)
     assert isinstance(model.attack, attacks.NoOpAttack)
     assert model.eval_attack is pgd
     np.testing.assert_array_equal(model.make_adversarial(x, y).numpy(), x.numpy())
@@ -54,7 +54,7 @@ def test_natural_training_uses_clean_images_and_keeps_the_eval_attack():
 
 def test_images_outside_the_declared_range_stop_training():
     x, y = _digits()
-    model = defenses.get("madry")(testing.tiny_cnn(), eps=0.1, num_steps=1)
+    model = defenses.get("madry", testing.tiny_cnn(), eps=0.1, num_steps=1)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"pixel range \[0,1\]"):
         model.train_on_batch(x * 255.0, y)

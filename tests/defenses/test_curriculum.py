@@ -87,7 +87,7 @@ def test_outputs_in_ball_and_range(pixel_range):
     x = testing.images_in_range(pixel_range, batch=24, seed=5)
     y = np.arange(24, dtype="int32") % 10
     for k in (0, 1, 4):
-        cur = defenses.get("curriculum")(testing.tiny_cnn(seed=2), eps=0.2, step_size=0.08,
+        cur = defenses.get("curriculum", testing.tiny_cnn(seed=2), eps=0.2, step_size=0.08,
                                          num_steps=4, initial_k=k, pixel_range=pixel_range)
         for attack in (cur.make_adversarial, lambda a, b: cur.eval_attack(cur.network, a, b)):
             x_adv = attack(tf.constant(x), tf.constant(y))
@@ -97,7 +97,7 @@ def test_outputs_in_ball_and_range(pixel_range):
 def test_validation_attack_is_pgd_k_and_clean_at_k_zero():
     model = testing.tiny_cnn(seed=3, with_bn=False)
     x, y = interior_batch()
-    cur = defenses.get("curriculum")(model, eps=0.2, step_size=0.01, num_steps=5)
+    cur = defenses.get("curriculum", model, eps=0.2, step_size=0.01, num_steps=5)
     assert isinstance(cur.eval_attack, StepsOverride)
     np.testing.assert_array_equal(cur.eval_attack(model, x, y).numpy(), x)  # no random start at 0
     cur.k.assign(3)
@@ -121,7 +121,7 @@ def drive(model, accuracies, **kwargs):
 
 
 def test_k_increases_after_patience_epochs_without_improvement_and_never_exceeds_k_max():
-    model = defenses.get("curriculum")(testing.tiny_cnn(seed=0), num_steps=3, patience=2,
+    model = defenses.get("curriculum", testing.tiny_cnn(seed=0), num_steps=3, patience=2,
                                        restore_best=False)
     # best at epoch 1; epochs 2, 3 do not improve -> k=1 after epoch 3; the new lesson's best is
     # epoch 5 (PGD-1 accuracy 0.45), epochs 6, 7 do not improve -> k=2 after epoch 7
@@ -140,7 +140,7 @@ def test_k_increases_after_patience_epochs_without_improvement_and_never_exceeds
 
 def test_restore_best_puts_back_the_lessons_best_weights():
     net = testing.tiny_cnn(seed=0)
-    model = defenses.get("curriculum")(net, num_steps=3, patience=1)
+    model = defenses.get("curriculum", net, num_steps=3, patience=1)
     cb = CurriculumSchedule()
     cb.set_model(model)
     cb.on_train_begin()
@@ -155,7 +155,7 @@ def test_restore_best_puts_back_the_lessons_best_weights():
 
 def test_missing_validation_metric_is_a_clear_error(digits):
     x, y, _, _ = digits
-    model = defenses.get("curriculum")(testing.tiny_cnn(seed=0), eps=0.1, num_steps=2)
+    model = defenses.get("curriculum", testing.tiny_cnn(seed=0), eps=0.1, num_steps=2)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     with pytest.raises(ValueError, match="validation_data.*Received"):
         model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
@@ -164,7 +164,7 @@ def test_missing_validation_metric_is_a_clear_error(digits):
 def test_fit_logs_k_and_advances_it(digits):
     x, y, xt, yt = digits
     pgd = attacks.get("pgd", eps=0.1, step_size=0.025, num_steps=2, random_start="none")
-    model = defenses.get("curriculum")(testing.tiny_cnn(seed=0, with_bn=False), attack=pgd,
+    model = defenses.get("curriculum", testing.tiny_cnn(seed=0, with_bn=False), attack=pgd,
                                        patience=1, record_fosc=True)
     # frozen weights (no BN statistics either) and a deterministic PGD-k: accuracy never improves
     model.compile(optimizer=keras.optimizers.SGD(0.0))
@@ -174,6 +174,24 @@ def test_fit_logs_k_and_advances_it(digits):
     assert ks == [0, 0, 1, 1, 2], ks  # k used in each epoch; K = 2 is never exceeded
     assert int(model.k.numpy()) == 2
     assert np.all(np.isfinite(history.history["fosc"]))
+
+
+def test_k_grows_when_real_training_plateaus(digits):
+    # Real training (weights move), no frozen optimizer: the validation PGD-k accuracy on 16
+    # images stops improving for `patience` epochs at some point and the lesson advances.
+    x, y, xt, yt = digits
+    keras.utils.set_random_seed(0)
+    net = testing.tiny_cnn(seed=0)
+    model = defenses.get("curriculum", net, eps=0.1, step_size=0.04, num_steps=3, patience=1,
+                         random_start="none")
+    assert int(model.k.numpy()) == 0
+    before = [np.array(w) for w in net.get_weights()]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(x[:128], y[:128], batch_size=32, epochs=6, verbose=0,
+                        validation_data=(xt[:16], yt[:16]))
+    ks = [int(k) for k in history.history["k"]]
+    assert int(model.k.numpy()) > 0 and ks == sorted(ks), ks
+    assert max(np.abs(a - b).max() for a, b in zip(net.get_weights(), before)) > 0
 
 
 # ----------------------------------------------------------------------------------- errors
@@ -186,12 +204,12 @@ def test_fit_logs_k_and_advances_it(digits):
 ])
 def test_bad_parameters_raise_value_error(kwargs):
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("curriculum")(testing.tiny_cnn(seed=0), **kwargs)
+        defenses.get("curriculum", testing.tiny_cnn(seed=0), **kwargs)
 
 
 def test_registry_and_defaults():
-    model = defenses.get("curriculum")(testing.tiny_cnn(seed=0))
-    assert defenses.get("cat") is defenses.get("curriculum")
+    model = defenses.get("curriculum", testing.tiny_cnn(seed=0))
+    assert defenses.DEFENSES.lookup("cat") is defenses.DEFENSES.lookup("curriculum")
     assert model.max_k == 10 and model.patience == 10 and int(model.k.numpy()) == 0
     assert model.batch_mixing and model.restore_best and model.monitor == "val_adv_acc"
     cfg = model.plain_attack.get_config()

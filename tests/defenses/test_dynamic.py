@@ -85,7 +85,7 @@ def test_c_t_schedule_hits_zero_at_t_prime_and_stays_zero():
 
 def test_model_follows_the_epoch_counter_and_fit_logs_c_t(digits):
     x, y, xt, yt = digits
-    model = defenses.get("dynamic")(testing.tiny_cnn(seed=0), eps=0.1, step_size=0.025,
+    model = defenses.get("dynamic", testing.tiny_cnn(seed=0), eps=0.1, step_size=0.025,
                                     num_steps=2, c_max=0.4, t_prime=2, weight_decay=0.0)
     assert float(model.c_t()) == pytest.approx(0.4)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -105,7 +105,7 @@ def test_model_follows_the_epoch_counter_and_fit_logs_c_t(digits):
 
 def test_training_callbacks_log_fosc_histograms_and_png(digits, tmp_path):
     x, y, _, _ = digits
-    model = defenses.get("dynamic")(testing.tiny_cnn(seed=0), eps=0.1, step_size=0.025,
+    model = defenses.get("dynamic", testing.tiny_cnn(seed=0), eps=0.1, step_size=0.025,
                                     num_steps=2, t_prime=1)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     cbs = model.training_callbacks(str(tmp_path))
@@ -120,7 +120,7 @@ def test_training_callbacks_log_fosc_histograms_and_png(digits, tmp_path):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags |= {(v.tag, event.step) for v in event.summary.value}
     assert {("fosc_distribution", 0), ("fosc_distribution", 1)} <= tags
-    assert not defenses.get("dynamic")(testing.tiny_cnn(seed=0), record_fosc=False) \
+    assert not defenses.get("dynamic", testing.tiny_cnn(seed=0), record_fosc=False) \
         .training_callbacks(str(tmp_path))[1:]
 
 
@@ -210,7 +210,7 @@ def test_outputs_in_ball_and_range(pixel_range):
     x = testing.images_in_range(pixel_range, batch=24, seed=4)
     y = np.arange(24, dtype="int32") % 10
     for c_max in (0.0, 0.05, 10.0):
-        dyn = defenses.get("dynamic")(testing.tiny_cnn(seed=1), eps=0.2, step_size=0.08,
+        dyn = defenses.get("dynamic", testing.tiny_cnn(seed=1), eps=0.2, step_size=0.08,
                                       num_steps=4, c_max=c_max, pixel_range=pixel_range)
         x_adv = dyn.make_adversarial(tf.constant(x), tf.constant(y))
         testing.assert_in_ball_and_range(x_adv.numpy(), x, "linf", 0.2, pixel_range)
@@ -249,12 +249,12 @@ def test_release_loss_weighting_from_the_second_epoch():
 ])
 def test_bad_parameters_raise_value_error(kwargs):
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("dynamic")(testing.tiny_cnn(seed=0), **kwargs)
+        defenses.get("dynamic", testing.tiny_cnn(seed=0), **kwargs)
 
 
 def test_registry_and_defaults():
-    model = defenses.get("dynamic")(testing.tiny_cnn(seed=0))
-    assert defenses.get("fosc") is defenses.get("dynamic")
+    model = defenses.get("dynamic", testing.tiny_cnn(seed=0))
+    assert defenses.DEFENSES.lookup("fosc") is defenses.DEFENSES.lookup("dynamic")
     cfg = model.plain_attack.get_config()
     assert cfg["eps"] == pytest.approx(8 / 255) and cfg["step_size"] == pytest.approx(2 / 255)
     assert cfg["num_steps"] == 10 and cfg["random_start"] == "uniform"
@@ -274,4 +274,4 @@ def test_estimate_c_max_is_the_mean_fosc_of_fgsm_examples(digits):
 
 
 def test_only_schedule_defenses_add_training_callbacks(tmp_path):
-    assert defenses.get("madry")(testing.tiny_cnn(seed=0)).training_callbacks(str(tmp_path)) == []
+    assert defenses.get("madry", testing.tiny_cnn(seed=0)).training_callbacks(str(tmp_path)) == []

@@ -2,7 +2,6 @@
 through the unrolled loop, the classifier update, the generator saved with the run. The recursion
 and the generator's files: tests/attacks/test_l2lda_generator.py."""
 
-import importlib
 import json
 import os
 
@@ -16,8 +15,7 @@ from tfadv import defenses, losses
 from tfadv.attacks import l2lda_generator
 from tfadv.defenses import AdversarialModel
 from tests import testing
-
-l2lda_lib = importlib.import_module("tfadv.defenses.l2lda")
+from tfadv.defenses import l2lda as l2lda_lib
 
 EPS = 0.1  # digits, [0,1]
 
@@ -41,7 +39,7 @@ def make_model(net=None, **kwargs):
     kwargs.setdefault("generator", tiny_generator(latent_dim=kwargs.pop("latent_dim", 8)))
     kwargs.setdefault("eps", EPS)
     kwargs.setdefault("num_steps", 2)
-    return defenses.get("l2lda")(net if net is not None else testing.tiny_cnn(seed=0), **kwargs)
+    return defenses.get("l2lda", net if net is not None else testing.tiny_cnn(seed=0), **kwargs)
 
 
 def ce_gradient(net, x, y):
@@ -85,7 +83,7 @@ def test_diversity_and_objective_match_hand_values():
 def test_l2l_defense_is_the_one_shot_deterministic_generator(digits):
     x, y = digits[0][:8], digits[1][:8]
     net = testing.tiny_cnn(seed=2, with_bn=False)
-    model = defenses.get("l2l")(net, eps=EPS, base_filters=4)
+    model = defenses.get("l2l", net, eps=EPS, base_filters=4)
     assert isinstance(model, l2lda_lib.L2LDA) and isinstance(model, AdversarialModel)
     assert (model.recursive, model.diversity, model.normalize_grad) == (False, False, False)
     assert model.num_steps == 1 and model.step_size == pytest.approx(EPS)
@@ -102,7 +100,7 @@ def test_l2l_defense_is_the_one_shot_deterministic_generator(digits):
     np.testing.assert_allclose(x_adv[:8], want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(x_adv[8:], want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="Received: {'recursive': True}"):
-        defenses.get("l2l")(net, recursive=True)
+        defenses.get("l2l", net, recursive=True)
 
 
 # ------------------------------------------------------------------------------ generator objective
@@ -261,7 +259,7 @@ def test_fit_logs_updates_both_networks_and_saves_the_generator(digits, tmp_path
 
 def test_registry_and_paper_defaults():
     assert {"l2lda", "l2l"} <= set(defenses.names())
-    model = defenses.get("l2lda")(testing.tiny_cnn(seed=0), base_filters=4)
+    model = defenses.get("l2lda", testing.tiny_cnn(seed=0), base_filters=4)
     assert model.eps == pytest.approx(8 / 255) and model.step_size == pytest.approx(2 / 255)
     assert model.num_steps == 10 and model.lam == 0.5
     assert (model.recursive, model.diversity, model.normalize_grad) == (True, True, True)
@@ -272,7 +270,7 @@ def test_registry_and_paper_defaults():
     ev = model.eval_attack.get_config()
     assert ev["num_steps"] == 10 and ev["step_size"] == pytest.approx(2 / 255)
     assert ev["random_start"] == "uniform" and ev["loss"] == "ce"
-    one_shot = defenses.get("l2lda")(testing.tiny_cnn(seed=0), base_filters=4, recursive=False,
+    one_shot = defenses.get("l2lda", testing.tiny_cnn(seed=0), base_filters=4, recursive=False,
                                      eps=EPS)
     assert one_shot.num_steps == 1 and one_shot.step_size == pytest.approx(EPS)
     assert l2lda_lib.LAMBDA == {"mnist": 0.02, "cifar10": 0.5}
@@ -297,7 +295,7 @@ def test_bad_arguments(kwargs, match):
         return
     kwargs.setdefault("base_filters", 4)
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):
-        defenses.get("l2lda")(testing.tiny_cnn(seed=0), **kwargs)
+        defenses.get("l2lda", testing.tiny_cnn(seed=0), **kwargs)
 
 
 def test_generator_must_match_the_network():
@@ -310,7 +308,7 @@ def test_generator_must_match_the_network():
         make_model(net, generator=testing.tiny_cnn(seed=1))
     with pytest.raises(ValueError, match="pixel range"):
         make_model(net, pixel_range="[-1,1]",
-                   attack=defenses.get("madry")(net).attack)  # a [0,1] PGD
+                   attack=defenses.get("madry", net).attack)  # a [0,1] PGD
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ def small_madry(net=None, **kwargs):
     kwargs.setdefault("eps", 0.1)
     kwargs.setdefault("step_size", 0.04)
     kwargs.setdefault("num_steps", 2)
-    return defenses.get("madry")(net, **kwargs)
+    return defenses.get("madry", net, **kwargs)
 
 
 # ----------------------------------------------------------------------------------- registry
@@ -30,13 +30,13 @@ def small_madry(net=None, **kwargs):
 
 def test_registry():
     assert {"madry", "pgd_at"} <= set(defenses.names())
-    assert defenses.get("madry") is defenses.get("PGD_AT")
+    assert defenses.DEFENSES.lookup("madry") is defenses.DEFENSES.lookup("PGD_AT")
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("trades_v9")
+        defenses.get("trades_v9", testing.tiny_cnn(seed=0))
 
 
 def test_madry_defaults_are_released_cifar_config():
-    model = defenses.get("madry")(testing.tiny_cnn(seed=0))
+    model = defenses.get("madry", testing.tiny_cnn(seed=0))
     assert isinstance(model, MadryAdversarialTraining) and isinstance(model, AdversarialModel)
     cfg = model.attack.get_config()
     assert cfg["eps"] == pytest.approx(8 / 255) and cfg["step_size"] == pytest.approx(2 / 255)
@@ -44,7 +44,7 @@ def test_madry_defaults_are_released_cifar_config():
     assert model.weight_decay == pytest.approx(2e-4)
     assert model.eval_attack is model.attack
     assert model.attack_training is False and model.num_classes == 10
-    pm = defenses.get("madry")(testing.tiny_cnn(seed=0), pixel_range="[-1,1]")
+    pm = defenses.get("madry", testing.tiny_cnn(seed=0), pixel_range="[-1,1]")
     assert pm.attack.get_config()["eps"] == pytest.approx(16 / 255)
     assert pm.attack.get_config()["step_size"] == pytest.approx(4 / 255)
     assert pm.attack.get_config()["pixel_range"] == "[-1,1]"
@@ -53,14 +53,14 @@ def test_madry_defaults_are_released_cifar_config():
 def test_madry_attack_and_eps_conflict():
     net = testing.tiny_cnn(seed=0)
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("madry")(net, attack=attacks.get("pgd", eps=0.1), eps=0.1)
+        defenses.get("madry", net, attack=attacks.get("pgd", eps=0.1), eps=0.1)
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("madry")(net, attack=attacks.get("pgd", eps=0.1), step_size=0.01)
+        defenses.get("madry", net, attack=attacks.get("pgd", eps=0.1), step_size=0.01)
 
 
 def test_madry_bad_eps_in_pixels():
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("madry")(testing.tiny_cnn(seed=0), eps=8)
+        defenses.get("madry", testing.tiny_cnn(seed=0), eps=8)
 
 
 def test_adversarial_model_argument_errors():
@@ -171,7 +171,7 @@ def test_train_step_uses_adversarial_examples_and_weight_decay():
         clean_total = tf.reduce_mean(losses.ce(logits=net(x, training=True), labels=y))
     clean_grads = tape.gradient(clean_total, variables)
 
-    model = defenses.get("madry")(net, attack=testing.constant_attack(0.25), weight_decay=wd)
+    model = defenses.get("madry", net, attack=testing.constant_attack(0.25), weight_decay=wd)
     model.compile(optimizer=keras.optimizers.SGD(lr))
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(float(total), rel=1e-5)
@@ -213,7 +213,7 @@ def test_attack_training_inside_compiled_train_step(digits):
     initial = testing.bn_moving_stats(testing.tiny_cnn(seed=5))
     for attack_training in (False, True):
         net = testing.tiny_cnn(seed=5)
-        model = defenses.get("madry")(net, attack=attack, attack_training=attack_training,
+        model = defenses.get("madry", net, attack=attack, attack_training=attack_training,
                                       weight_decay=0.0)
         model.compile(optimizer=keras.optimizers.SGD(0.0))  # weights stay put
         model.train_on_batch(xb, yb)
@@ -232,7 +232,7 @@ def test_madry_training_is_more_robust_than_natural(digits):
 
     def train(attack):
         net = testing.tiny_cnn(seed=0)
-        model = defenses.get("madry")(net, attack=attack, weight_decay=0.0,
+        model = defenses.get("madry", net, attack=attack, weight_decay=0.0,
                                       eval_attack=evaluator)
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
         model.fit(x, y, batch_size=64, epochs=6, verbose=0, shuffle=True)

@@ -1,7 +1,5 @@
 """Tests for TRADES (tfadv.defenses.trades): eq. (5)'s loss, Algorithm 1's KL attack, the update."""
 
-import importlib
-
 import keras
 import numpy as np
 import pytest
@@ -10,8 +8,7 @@ import tensorflow as tf
 from tfadv import attacks, defenses, losses, presets
 from tfadv.defenses import AdversarialModel, TradesAdversarialTraining
 from tests import testing
-
-trades_lib = importlib.import_module("tfadv.defenses.trades")
+from tfadv.defenses import trades as trades_lib
 
 EPS = 0.1  # digits, [0,1]: 25.5 pixel levels
 
@@ -45,7 +42,7 @@ def kl_to_clean(net, x, x_adv):
 
 def test_registry_and_cifar_defaults():
     assert "trades" in defenses.names()
-    model = defenses.get("trades")(testing.tiny_cnn(seed=0))
+    model = defenses.get("trades", testing.tiny_cnn(seed=0))
     assert isinstance(model, TradesAdversarialTraining) and isinstance(model, AdversarialModel)
     cfg = model.attack.get_config()
     # sec. 5.3: eps 0.031 ~ 8/255, step 0.007 (= 1.785/255 exactly), K = 10; Gaussian start, KL.
@@ -58,24 +55,24 @@ def test_registry_and_cifar_defaults():
     ev = model.eval_attack.get_config()
     assert ev["loss"] == "ce" and ev["random_start"] == "uniform" and ev["num_steps"] == 10
     assert ev["eps"] == pytest.approx(8 / 255)
-    pm = defenses.get("trades")(testing.tiny_cnn(seed=0), pixel_range="[-1,1]", beta=1.0)
+    pm = defenses.get("trades", testing.tiny_cnn(seed=0), pixel_range="[-1,1]", beta=1.0)
     assert pm.attack.eps == pytest.approx(16 / 255) and pm.attack.step_size == pytest.approx(0.014)
     assert pm.beta == 1.0
 
 
 def test_l2_variant_defaults_to_release_step():
-    model = defenses.get("trades")(testing.tiny_cnn(seed=0), norm="l2", eps=0.5, num_steps=5)
+    model = defenses.get("trades", testing.tiny_cnn(seed=0), norm="l2", eps=0.5, num_steps=5)
     cfg = model.attack.get_config()
     assert cfg["norm"] == "l2" and cfg["step_size"] == pytest.approx(2 * 0.5 / 5)
     assert cfg["loss"] == "kl" and cfg["random_start"] == "gaussian"
     with pytest.raises(ValueError, match="Received: eps=None, norm='l2'"):
-        defenses.get("trades")(testing.tiny_cnn(seed=0), norm="l2")
+        defenses.get("trades", testing.tiny_cnn(seed=0), norm="l2")
 
 
 @pytest.mark.parametrize("beta", [-1.0, -1e-3, float("nan"), float("inf"), "six"])
 def test_bad_beta(beta):
     with pytest.raises(ValueError, match="Received:"):
-        defenses.get("trades")(testing.tiny_cnn(seed=0), beta=beta)
+        defenses.get("trades", testing.tiny_cnn(seed=0), beta=beta)
     with pytest.raises(ValueError, match="Received:"):
         TradesAdversarialTraining(testing.tiny_cnn(seed=0), attack=attacks.get("noop"), beta=beta)
 
@@ -83,9 +80,9 @@ def test_bad_beta(beta):
 def test_attack_and_eps_conflict_and_bad_pixel_sizes():
     net = testing.tiny_cnn(seed=0)
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("trades")(net, attack=attacks.get("pgd", eps=0.1), eps=0.1)
+        defenses.get("trades", net, attack=attacks.get("pgd", eps=0.1), eps=0.1)
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("trades")(net, eps=8)  # pixel levels passed as input units
+        defenses.get("trades", net, eps=8)  # pixel levels passed as input units
 
 
 def test_presets_registered_from_trades_module():
@@ -134,7 +131,7 @@ def test_defense_loss_is_clean_ce_plus_beta_kl_in_training_mode():
     x = testing.images_in_range("[0,1]", batch=8, seed=1)
     x_adv = np.clip(x + 0.05, 0, 1).astype("float32")
     y = np.arange(8, dtype="int32") % 10
-    model = defenses.get("trades")(net, beta=3.0)
+    model = defenses.get("trades", net, beta=3.0)
     want = np_trades_loss(net(x, training=True), net(x_adv, training=True), y, 3.0)[0]
     assert not np.allclose(  # training mode matters on this network
         want, np_trades_loss(net(x, training=False), net(x_adv, training=False), y, 3.0)[0])
@@ -169,7 +166,7 @@ def test_update_gradient_flows_through_clean_logits():
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(attached, detached)) > 1e-4
     expected = [np.array(v) - lr * np.array(g) for v, g in zip(variables, attached)]
 
-    model = defenses.get("trades")(net, attack=testing.constant_attack(0.25), beta=beta,
+    model = defenses.get("trades", net, attack=testing.constant_attack(0.25), beta=beta,
                                    weight_decay=0.0)
     model.compile(optimizer=keras.optimizers.SGD(lr))
     logs = model.train_on_batch(x, y, return_dict=True)
@@ -201,7 +198,7 @@ def test_attack_uses_inference_mode_and_leaves_bn_statistics():
     net = testing.tiny_cnn(seed=4, with_bn=True)
     net(testing.images_in_range("[0,1]", batch=32), training=True)
     x, y, _, _ = testing.digits_split(num_train=32)
-    model = defenses.get("trades")(net, eps=EPS, step_size=0.03, num_steps=3)
+    model = defenses.get("trades", net, eps=EPS, step_size=0.03, num_steps=3)
     stats = testing.bn_moving_stats(net)
     weights = [np.array(v) for v in net.trainable_variables]
     x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).numpy()
@@ -218,7 +215,7 @@ def test_attack_output_in_ball_and_range(norm, eps, pixel_range):
     net = testing.tiny_cnn(seed=5, with_bn=False)
     x = testing.images_in_range(pixel_range, batch=12)
     y = np.arange(12, dtype="int32") % 10
-    model = defenses.get("trades")(net, eps=eps, norm=norm, num_steps=4, pixel_range=pixel_range,
+    model = defenses.get("trades", net, eps=eps, norm=norm, num_steps=4, pixel_range=pixel_range,
                                    step_size=eps / 2)  # large steps: the projection is exercised
     x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).numpy()
     testing.assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range)
@@ -230,7 +227,7 @@ def test_attack_output_in_ball_and_range(norm, eps, pixel_range):
 
 def test_fit_and_evaluate_log_trades_terms(digits):
     x, y, x_test, y_test = digits
-    model = defenses.get("trades")(testing.tiny_cnn(seed=0), eps=EPS, step_size=0.03, num_steps=3,
+    model = defenses.get("trades", testing.tiny_cnn(seed=0), eps=EPS, step_size=0.03, num_steps=3,
                                    beta=6.0, weight_decay=0.0)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     history = model.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0,
@@ -250,7 +247,7 @@ def test_trades_network_exports_as_savedmodel(digits, tmp_path):
 
     x, y, x_test, _ = digits
     net = testing.tiny_cnn(seed=0)
-    model = defenses.get("trades")(net, eps=EPS, step_size=0.05, num_steps=2, weight_decay=0.0)
+    model = defenses.get("trades", net, eps=EPS, step_size=0.05, num_steps=2, weight_decay=0.0)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
     model.fit(x[:64], y[:64], batch_size=64, epochs=1, verbose=0)
     path = str(tmp_path / "sm")
@@ -262,7 +259,7 @@ def test_trades_network_exports_as_savedmodel(digits, tmp_path):
 
 def test_eps_warmup_and_training_mode_attack_compose(digits):
     x, y, _, _ = digits
-    model = defenses.get("trades")(testing.tiny_cnn(seed=0), eps=EPS, step_size=0.03, num_steps=2,
+    model = defenses.get("trades", testing.tiny_cnn(seed=0), eps=EPS, step_size=0.03, num_steps=2,
                                    attack_training=True, eps_warmup_steps=4, weight_decay=0.0)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
     logs = model.train_on_batch(x[:32], y[:32], return_dict=True)

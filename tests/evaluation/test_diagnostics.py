@@ -52,7 +52,7 @@ def madry_digits_model():
     x, y, _, _ = testing.digits_split()
     keras.utils.set_random_seed(0)
     net = testing.tiny_cnn(seed=0, name="madry_digits")
-    model = defenses.get("madry")(net, attack=attacks.get("pgd", eps=EPS, step_size=0.04, num_steps=5),
+    model = defenses.get("madry", net, attack=attacks.get("pgd", eps=EPS, step_size=0.04, num_steps=5),
                                   weight_decay=0.0)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     model.fit(x, y, batch_size=64, epochs=8, verbose=0, shuffle=True)

@@ -172,16 +172,9 @@ class TorchPortTest(TestCase, parameterized.TestCase):
 
 
 def _run_crosscheck(*args):
-    import os
-    import subprocess
-    import sys
+    from tests.testing import run_script
 
-    from tests.testing import REPO_ROOT
-
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts",
-                                                        "crosscheck_torchattacks.py"), *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
+    return run_script("crosscheck_torchattacks.py", *args, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -152,7 +152,7 @@ def test_training_step_refuses_fractional_float_labels(model):
     from tfadv import defenses
 
     x = testing.images_in_range("[0,1]", batch=4)
-    defense = defenses.get("madry")(testing.tiny_cnn(seed=1), attack=attacks.get(
+    defense = defenses.get("madry", testing.tiny_cnn(seed=1), attack=attacks.get(
         "pgd", pixel_range="[0,1]", **PGD))
     defense.compile(optimizer=keras.optimizers.SGD(0.01))
     with pytest.raises(tf.errors.InvalidArgumentError, match="float labels are not truncated"):

@@ -135,7 +135,7 @@ strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 for name, kwargs in (("dynamic", dict(random_start="none")), ("l2lda", dict(base_filters=4))):
     with strategy.scope():
         net, sizes = testing.recording_batch_sizes(testing.tiny_cnn(seed=0))
-        model = defenses.get(name)(net, pixel_range="[0,1]", **attack, **kwargs)
+        model = defenses.get(name, net, pixel_range="[0,1]", **attack, **kwargs)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
     # 17 examples in batches of 8: the last global batch of 1 leaves one replica an empty slice.
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests import testing
-from tests.scripts.test_scripts import run_script
+from tests.testing import run_script
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import keras
 import pytest
 
 from tests import testing
-from tests.scripts.test_scripts import run_script
+from tests.testing import run_script
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def savedmodels(tmp_path_factory):
     x, y, _, _ = testing.digits_split()
     keras.utils.set_random_seed(0)
     net = testing.tiny_cnn(seed=0, name="madry")
-    model = defenses.get("madry")(net, attack=attacks.get("pgd", eps=0.1, step_size=0.04, num_steps=3),
+    model = defenses.get("madry", net, attack=attacks.get("pgd", eps=0.1, step_size=0.04, num_steps=3),
                                   weight_decay=0.0)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     model.fit(x, y, batch_size=64, epochs=4, verbose=0, shuffle=True)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tests import testing
-from tests.scripts.test_scripts import run_script
+from tests.testing import run_script
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.testing import REPO_ROOT
-
-
-def run_script(name, *args, check=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", name), *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
-    return proc
+from tests.testing import run_script
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.scripts.test_scripts import run_script
+from tests.testing import run_script
 
 TINY = ["--train_limit=192", "--eval_limit=64", "--val_limit=64", "--eval_attacks=clean,pgd-3",
         "--batch_size=64"]

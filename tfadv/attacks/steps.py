@@ -88,4 +88,4 @@ class L2Step(_Step):
 
 def get(norm: str) -> _Step:
     """Returns the step object for ``linf`` or ``l2``."""
-    return STEPS.lookup(norm)()
+    return STEPS.get(norm)

@@ -1,31 +1,37 @@
-"""Defenses, reachable by name: ``tfadv.defenses.get(name)(network, **params) -> keras.Model``."""
+"""Defenses, reachable by name: ``tfadv.defenses.get(name, network, **params) -> keras.Model``.
+
+``get`` returns the built defense model (see :mod:`tfadv.registry`). Each defense lives in the
+module of its name (``tfadv.defenses.trades``, ...); the package namespace holds those modules and
+the model classes, not the registered factories.
+"""
 
 from __future__ import annotations
 
+from tfadv.defenses import bat, curriculum, dynamic, l2lda, madry, natural, trades
 from tfadv.defenses.base import AdversarialModel
-from tfadv.defenses.bat import BilateralAdversarialTraining, bat, bat_config
-from tfadv.defenses.curriculum import CurriculumAdversarialTraining, curriculum
-from tfadv.defenses.dynamic import DynamicAdversarialTraining, dynamic
-from tfadv.defenses.madry import MadryAdversarialTraining, madry
-from tfadv.defenses.natural import NaturalTraining, natural
-from tfadv.defenses.trades import TradesAdversarialTraining, trades
-from tfadv.defenses.l2lda import L2LDA, l2l, l2lda
+from tfadv.defenses.bat import BilateralAdversarialTraining, bat_config
+from tfadv.defenses.curriculum import CurriculumAdversarialTraining
+from tfadv.defenses.dynamic import DynamicAdversarialTraining
+from tfadv.defenses.l2lda import L2LDA
+from tfadv.defenses.madry import MadryAdversarialTraining
+from tfadv.defenses.natural import NaturalTraining
+from tfadv.defenses.trades import TradesAdversarialTraining
 from tfadv.registry import Registry
 
 DEFENSES = Registry("defense")
-DEFENSES.register("madry", "pgd_at")(madry)
-DEFENSES.register("natural", "standard")(natural)
-DEFENSES.register("bat")(bat)
-DEFENSES.register("dynamic", "fosc")(dynamic)
-DEFENSES.register("curriculum", "cat")(curriculum)
-DEFENSES.register("trades")(trades)
-DEFENSES.register("l2lda")(l2lda)
-DEFENSES.register("l2l")(l2l)
+DEFENSES.register("madry", "pgd_at")(madry.madry)
+DEFENSES.register("natural", "standard")(natural.natural)
+DEFENSES.register("bat")(bat.bat)
+DEFENSES.register("dynamic", "fosc")(dynamic.dynamic)
+DEFENSES.register("curriculum", "cat")(curriculum.curriculum)
+DEFENSES.register("trades")(trades.trades)
+DEFENSES.register("l2lda")(l2lda.l2lda)
+DEFENSES.register("l2l")(l2lda.l2l)
 
 
-def get(name: str):
-    """Returns the factory ``(network, **params) -> AdversarialModel`` registered as ``name``."""
-    return DEFENSES.lookup(name)
+def get(name: str, network, **params) -> AdversarialModel:
+    """Builds the defense registered as ``name`` around ``network`` with keyword ``params``."""
+    return DEFENSES.get(name, network, **params)
 
 
 def names():

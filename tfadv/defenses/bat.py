@@ -229,7 +229,7 @@ def bat(network, *, image_attack=None, attack=None, label_adversary: str = "la",
         gamma: float = 0.01, eps_y: Optional[float] = None, top_k: Optional[int] = None,
         variant: str = "main", pixel_range="[-1,1]", eval_attack=None, weight_decay: float = 2e-4,
         attack_training: bool = False, track_clean: bool = True, **kwargs):
-    """Builds a BAT model (``tfadv.defenses.get("bat")``).
+    """Builds a BAT model (``tfadv.defenses.get("bat", network, ...)``).
 
     ``image_attack`` (alias ``attack``) defaults to the paper's R-MC attack: one MC-targeted step of
     8 pixels from a uniform random start within 8 pixels of ``pixel_range`` (BAT: [-1,1]).

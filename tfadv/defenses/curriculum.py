@@ -212,10 +212,10 @@ def curriculum(network, *, attack=None, eps: Optional[float] = None,
                random_start: str = "uniform", norm: str = "linf", pixel_range="[0,1]",
                eval_attack=None, weight_decay: float = 1e-4, attack_training: bool = False,
                track_clean: bool = True, record_fosc: bool = False, **kwargs):
-    """Builds a Curriculum AT model (``tfadv.defenses.get("curriculum")``). Either pass ``attack=``
-    (its ``num_steps`` is K) or the PGD parameters; defaults are the FOSC paper's setting for all its
-    defenses (sec. 5.1): K = 10 steps of ε/4 with random start, ε = 8 pixel levels; patience 10
-    (Cai et al.)."""
+    """Builds a Curriculum AT model (``tfadv.defenses.get("curriculum", network, ...)``).
+    Either pass ``attack=`` (its ``num_steps`` is K) or the PGD parameters; defaults are the FOSC
+    paper's setting for all its defenses (sec. 5.1): K = 10 steps of ε/4 with random start, ε = 8
+    pixel levels; patience 10 (Cai et al.)."""
     rng = ranges_lib.get_range(pixel_range)
     if attack is None:
         eps = rng.from_pixels(8) if eps is None else eps

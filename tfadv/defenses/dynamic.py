@@ -234,9 +234,9 @@ def dynamic(network, *, c_max: float = 0.5, t_prime: float = 100, attack=None,
             track_clean: bool = True, fosc_reference: str = "natural",
             release_loss_weighting: bool = False, record_fosc: bool = True,
             fosc_capacity: int = 65536, **kwargs):
-    """Builds a Dynamic AT model (``tfadv.defenses.get("dynamic")``). Either pass ``attack=`` or the
-    PGD parameters; ``eps``/``step_size`` default to the paper's CIFAR-10 setting, 8 pixel levels and
-    ε/4, with 10 steps from a uniform random start (sec. 5.1)."""
+    """Builds a Dynamic AT model (``tfadv.defenses.get("dynamic", network, ...)``).
+    Either pass ``attack=`` or the PGD parameters; ``eps``/``step_size`` default to the paper's
+    CIFAR-10 setting, 8 pixel levels and ε/4, with 10 steps from a uniform random start (sec. 5.1)."""
     rng = ranges_lib.get_range(pixel_range)
     if attack is None:
         eps = rng.from_pixels(8) if eps is None else eps

@@ -280,7 +280,7 @@ def l2lda(network, *, generator=None, eps: Optional[float] = None, step_size: Op
           generator_weight_decay: float = WEIGHT_DECAY, clip_norm: float = CLIP_NORM,
           generator_optimizer=None, step_reduction: str = "mean", seed: Optional[int] = None,
           **kwargs):
-    """Builds an L2L-DA model (``tfadv.defenses.get("l2lda")``).
+    """Builds an L2L-DA model (``tfadv.defenses.get("l2lda", network, ...)``).
 
     Sizes are input units of ``pixel_range``. Defaults are the CIFAR-10 setting of sec. 5.1: ε = 8
     pixel levels, ε_step = ε/4, T = 10, λ = 0.5 (MNIST: ε = 0.3, λ = 0.02; see :data:`LAMBDA`,

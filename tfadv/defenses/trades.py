@@ -145,8 +145,8 @@ def trades(network, *, beta: float = 6.0, attack=None, eps: Optional[float] = No
            random_start: str = "gaussian", pixel_range="[0,1]", eval_attack=None,
            weight_decay: float = 2e-4, attack_training: bool = False, track_clean: bool = True,
            seed: Optional[int] = None, **kwargs):
-    """Builds a TRADES model (``tfadv.defenses.get("trades")``). Either pass ``attack=`` or the
-    attack's parameters (input units).
+    """Builds a TRADES model (``tfadv.defenses.get("trades", network, ...)``).
+    Either pass ``attack=`` or the attack's parameters (input units).
 
     Linf defaults are the CIFAR-10 setting of sec. 5.3 in ``pixel_range``: ε = 8 pixel levels
     (0.031 ≈ 8/255 in [0,1]), η₁ = 0.007 (1.785 levels), K = 10, Gaussian start; β = 6 (Table 5) and
