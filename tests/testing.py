@@ -128,6 +128,26 @@ def trained_digits_model(epochs=8, with_bn=True):
     return model
 
 
+def ce_input_gradient(model, x, y):
+    """∇ₓ Σ CE(model(x), y) with the model in inference mode, taken with a plain tape (NumPy): the
+    hand-computed reference the attacks' gradients are compared with."""
+    from tfadv import losses
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(losses.ce(logits=model(x, training=False), labels=y))
+    return tape.gradient(total, x).numpy()
+
+
+def tiny_generator(**kwargs):
+    """The L2L-DA U-Net generator for 10 classes of 8x8x1 images, 4 base filters unless given."""
+    from models.unet_generator import build_generator
+
+    kwargs.setdefault("base_filters", 4)
+    return build_generator(10, (8, 8, 1), **kwargs)
+
+
 def bn_moving_stats(model):
     """Copies of every BatchNormalization moving mean/variance of ``model`` (NumPy arrays)."""
     stats = []

@@ -140,20 +140,12 @@ def test_restarts_never_lose_a_success_of_the_first_run(digits_model, digits_tes
 # ----------------------------------------------------------------------------------- FGSM / steps
 
 
-def manual_grad(model, x, y):
-    xt = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        total = tf.reduce_sum(losses.ce(logits=model(xt, training=False), labels=y))
-    return tape.gradient(total, xt).numpy()
-
-
 @pytest.mark.parametrize("pixel_range", RANGES)
 def test_fgsm_is_one_signed_step(tiny_model, pixel_range):
     x, y = batch_in_range(pixel_range, seed=6)
     eps = EPS[("linf", pixel_range)]
     rng_obj = ranges.get_range(pixel_range)
-    grad = manual_grad(tiny_model, x, y)
+    grad = testing.ce_input_gradient(tiny_model, x, y)
     assert np.mean(grad != 0) > 0.5
     expected = np.clip(x + eps * np.sign(grad), rng_obj.low, rng_obj.high)
     x_adv = attacks.get("fgsm", eps=eps, pixel_range=pixel_range)(tiny_model, x, y).numpy()
@@ -167,7 +159,7 @@ def test_one_step_l2_is_normalised_gradient_step(tiny_model):
     x, y = batch_in_range("[0,1]", seed=7)
     x = np.clip(x, 0.3, 0.7)  # |δ_i| <= eps = 0.3: the range clipping cannot interfere
     eps = 0.3
-    grad = manual_grad(tiny_model, x, y)
+    grad = testing.ce_input_gradient(tiny_model, x, y)
     norms = np.sqrt((grad.reshape(BATCH, -1) ** 2).sum(-1)).reshape(BATCH, 1, 1, 1)
     expected = x + eps * grad / norms
     assert 0.0 <= expected.min() and expected.max() <= 1.0

@@ -10,8 +10,6 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from models.unet_generator import build_generator
-from tfadv import losses
 from tfadv.attacks import l2lda_generator as l2lda_lib
 from tests import testing
 
@@ -26,20 +24,6 @@ def _seed():
 @pytest.fixture(scope="module")
 def digits():
     return testing.digits_split(num_train=128, num_test=32)
-
-
-def tiny_generator(**kwargs):
-    kwargs.setdefault("base_filters", 4)
-    return build_generator(10, (8, 8, 1), **kwargs)
-
-
-def ce_gradient(net, x, y):
-    """∇ₓ Σ CE(net(x), y) in inference mode (NumPy)."""
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        total = tf.reduce_sum(losses.ce(logits=net(x, training=False), labels=y))
-    return tape.gradient(total, x).numpy()
 
 
 class ConstantGenerator(keras.layers.Layer):
@@ -81,7 +65,7 @@ def test_every_step_stays_in_the_ball_and_the_range(pixel_range):
     z = np.random.default_rng(0).normal(size=(8, 8)).astype("float32")
     eps = 0.3 if pixel_range == "[0,1]" else 0.6
     net = testing.tiny_cnn(seed=1, with_bn=False)
-    gen = tiny_generator()
+    gen = testing.tiny_generator()
     x_advs = l2lda_lib.unroll(gen, net, x, y, z, eps=eps, step_size=eps, num_steps=4,
                               pixel_range=pixel_range, training=True)
     assert len(x_advs) == 4
@@ -117,10 +101,10 @@ def test_one_shot_equals_the_l2l_formulation(digits):
     mode restarts every step from δ = 0 with the gradient at the previous iterate."""
     x, y = digits[0][:8], digits[1][:8]
     net = testing.trained_digits_model()
-    gen = tiny_generator()
+    gen = testing.tiny_generator()
     z = np.random.default_rng(1).normal(size=(8, 8)).astype("float32")
     zeros = np.zeros_like(x)
-    g_hat = l2lda_lib.normalize_gradient(ce_gradient(net, x, y)).numpy()
+    g_hat = l2lda_lib.normalize_gradient(testing.ce_input_gradient(net, x, y)).numpy()
     want = np.clip(x + EPS * gen([x, g_hat, zeros, z, y], training=False).numpy(), 0, 1)
     for recursive in (True, False):
         (x_adv,) = l2lda_lib.unroll(gen, net, x, y, z, eps=EPS, step_size=EPS, num_steps=1,
@@ -128,7 +112,7 @@ def test_one_shot_equals_the_l2l_formulation(digits):
         np.testing.assert_allclose(x_adv.numpy(), want, rtol=1e-5, atol=1e-6)
     x_advs = l2lda_lib.unroll(gen, net, x, y, z, eps=EPS, step_size=EPS, num_steps=3,
                               pixel_range="[0,1]", recursive=False)
-    g_hat = l2lda_lib.normalize_gradient(ce_gradient(net, x_advs[1].numpy(), y)).numpy()
+    g_hat = l2lda_lib.normalize_gradient(testing.ce_input_gradient(net, x_advs[1].numpy(), y)).numpy()
     want = np.clip(x + EPS * gen([x, g_hat, zeros, z, y], training=False).numpy(), 0, 1)
     np.testing.assert_allclose(x_advs[2].numpy(), want, rtol=1e-5, atol=1e-6)
 
@@ -137,7 +121,7 @@ def test_one_shot_equals_the_l2l_formulation(digits):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    gen = tiny_generator(latent_dim=3, use_delta=False, class_conditional=False)
+    gen = testing.tiny_generator(latent_dim=3, use_delta=False, class_conditional=False)
     gen([np.random.rand(8, 8, 8, 1).astype("float32")] * 3 + [np.random.randn(8, 3).astype(
         "float32"), np.arange(8, dtype="int32")], training=True)  # non-trivial BN statistics
     path = str(tmp_path / "g")
@@ -180,7 +164,7 @@ def test_update_clips_then_decays_then_steps_and_returns_the_norm_before_clippin
 
 def test_objective_step_reduction_sum_is_t_times_the_mean(digits):
     x, y = tf.constant(digits[0][:8]), tf.constant(digits[1][:8])
-    net, gen = testing.trained_digits_model(), tiny_generator()
+    net, gen = testing.trained_digits_model(), testing.tiny_generator()
     z = tf.random.normal((16, 8), seed=2)
     common = dict(eps=EPS, step_size=EPS / 4, num_steps=3, pixel_range="[0,1]", lam=0.5)
     mean = l2lda_lib.generator_objective(gen, net, x, y, z, **common)
@@ -198,7 +182,7 @@ def test_attack_fine_tuning_ascends_the_shared_objective_with_the_paper_mean(dig
     loss is −objective of :func:`generator_objective` (mean over T) for the same generator and z."""
     from tfadv import attacks
 
-    l2lda_lib.save_generator(tiny_generator(), str(tmp_path / l2lda_lib.GENERATOR_DIR))
+    l2lda_lib.save_generator(testing.tiny_generator(), str(tmp_path / l2lda_lib.GENERATOR_DIR))
     net = testing.trained_digits_model()
     x, y = digits[0][:8], digits[1][:8]
     attack = attacks.get("l2lda", generator_path=str(tmp_path), eps=EPS, num_steps=3, seed=7,

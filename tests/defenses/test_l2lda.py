@@ -30,25 +30,11 @@ def digits():
     return testing.digits_split(num_train=128, num_test=32)
 
 
-def tiny_generator(**kwargs):
-    kwargs.setdefault("base_filters", 4)
-    return build_generator(10, (8, 8, 1), **kwargs)
-
-
 def make_model(net=None, **kwargs):
-    kwargs.setdefault("generator", tiny_generator(latent_dim=kwargs.pop("latent_dim", 8)))
+    kwargs.setdefault("generator", testing.tiny_generator(latent_dim=kwargs.pop("latent_dim", 8)))
     kwargs.setdefault("eps", EPS)
     kwargs.setdefault("num_steps", 2)
     return defenses.get("l2lda", net if net is not None else testing.tiny_cnn(seed=0), **kwargs)
-
-
-def ce_gradient(net, x, y):
-    """∇ₓ Σ CE(net(x), y) in inference mode (NumPy)."""
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        total = tf.reduce_sum(losses.ce(logits=net(x, training=False), labels=y))
-    return tape.gradient(total, x).numpy()
 
 
 # ------------------------------------------------------------------------------ pure losses
@@ -92,7 +78,7 @@ def test_l2l_defense_is_the_one_shot_deterministic_generator(digits):
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     # Eq. (4) with the raw gradient, from the generator before its update (train-mode BN; the
     # doubled batch of identical halves has the single batch's moments).
-    out = model.generator([x, ce_gradient(net, x, y), np.zeros_like(x), np.zeros((8, 0), "float32"),
+    out = model.generator([x, testing.ce_input_gradient(net, x, y), np.zeros_like(x), np.zeros((8, 0), "float32"),
                            y], training=True).numpy()
     want = np.clip(x + EPS * out, 0, 1)
     x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).numpy()
@@ -124,7 +110,7 @@ def test_diversity_is_zero_when_z_is_ignored_and_positive_otherwise(digits):
 def test_objective_reductions_and_lambda(digits):
     x, y = tf.constant(digits[0][:16]), tf.constant(digits[1][:16])
     net = testing.trained_digits_model()
-    gen = tiny_generator()
+    gen = testing.tiny_generator()
     z = tf.random.normal((32, 8), seed=3)
     mean = make_model(net, generator=gen, num_steps=3, lam=2.0)
     obj, l_cls, l_div, _ = mean.generator_objective(x, y, z)
@@ -156,7 +142,7 @@ def test_generator_updates_increase_its_objective_against_a_fixed_classifier(dig
     net = testing.trained_digits_model()
     weights = [np.array(v) for v in net.trainable_variables]
     model = make_model(net, num_steps=3, diversity=False,
-                       generator=tiny_generator(base_filters=8),
+                       generator=testing.tiny_generator(base_filters=8),
                        generator_optimizer=keras.optimizers.Adam(3e-2))
     model.compile(optimizer=keras.optimizers.SGD(0.0))
     z = model.sample_z(64)
