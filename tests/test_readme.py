@@ -3,6 +3,8 @@
 import os
 import re
 
+import pytest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,3 +30,20 @@ def test_ci_installs_as_the_readme_says():
 def test_ci_runs_the_readme_test_command():
     test_command = _readme_blocks()[1].strip()
     assert _ci_lines()[-1] == test_command
+
+
+def _python_blocks():
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+
+
+@pytest.mark.slow
+def test_the_python_quickstart_runs_as_written():
+    from tests import testing
+
+    (quickstart,) = _python_blocks()
+    proc = testing.run_python(code=quickstart, timeout=600)
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| madry (quickstart)")]
+    assert len(table) == 1, proc.stdout[-2000:]
+    clean, autoattack, worst = (float(v) for v in table[0].strip("|").split("|")[1:])
+    assert 0 <= worst == autoattack <= clean <= 100  # AutoAttack never beats the clean accuracy

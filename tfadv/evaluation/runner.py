@@ -105,10 +105,10 @@ class _Progress:
             return
         self.last = now
         rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if self.total and rate > 0 else float("nan")
+        eta = (f", eta {(self.total - done) / rate:.0f}s" if self.total and rate > 0 else "")
         extra = "" if attacked is None else f" ({attacked} attacked)"
         text = (f"  {self.label}: {done}/{self.total or '?'} images{extra}, {rate:.0f} img/s, "
-                f"elapsed {now - self.start:.0f}s, eta {eta:.0f}s")
+                f"elapsed {now - self.start:.0f}s{eta}")
         self.stream.write(("\r" + text + "   ") if self.tty else text + "\n")
         if final and self.tty:
             self.stream.write("\n")
