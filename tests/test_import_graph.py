@@ -1,14 +1,18 @@
 """The import graph of tfadv (read from the source with ``ast``: module-level imports and those inside
-functions alike): no cycle, the attacks layer imports nothing above it, and the plotting module's
-private helpers stay private (docs/design.md, "Layering")."""
+functions alike): no cycle, the attacks layer imports nothing above it, the plotting module's
+private helpers stay private, and the import contracts that CI's ``lint-imports`` checks
+(``.importlinter``) place every module in a layer (docs/design.md, "Layering")."""
 
 import ast
+import configparser
 import os
+import re
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Layers above tfadv.attacks (docs/design.md): an attack module imports none of them.
+CONTRACTS = os.path.join(ROOT, ".importlinter")
+# Layers that must stay above tfadv.attacks whatever else the contract says.
 ABOVE_ATTACKS = ("tfadv.evaluation", "tfadv.callbacks", "tfadv.defenses", "tfadv.presets",
                  "tfadv.experiment", "tfadv.flags", "scripts")
 
@@ -23,6 +27,21 @@ def _modules(package="tfadv"):
                 module = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
                 out[module[:-len(".__init__")] if module.endswith(".__init__") else module] = path
     return out
+
+
+def _layers():
+    """The layers contract of ``.importlinter``, highest first, each a list of module names."""
+    config = configparser.ConfigParser()
+    assert config.read(CONTRACTS) == [CONTRACTS], f"no import contracts at {CONTRACTS}"
+    lines = config["importlinter:contract:layers"]["layers"].splitlines()
+    return [[m.strip() for m in re.split(r"[|:]", line)] for line in lines if line.strip()]
+
+
+def _above(module):
+    """The modules of the layers above ``module``'s in the layers contract."""
+    layers = _layers()
+    index = next(i for i, layer in enumerate(layers) if module in layer)
+    return [m for layer in layers[:index] for m in layer]
 
 
 def _imported_names(path, module, is_package):
@@ -104,8 +123,23 @@ def test_tfadv_has_no_import_cycle():
 def test_attacks_import_nothing_above_them(module):
     path = _modules()[module]
     names = _imported_names(path, module, path.endswith("__init__.py"))
-    above = [n for n in names if any(n == m or n.startswith(m + ".") for m in ABOVE_ATTACKS)]
+    layers_above = _above("tfadv.attacks")
+    assert set(ABOVE_ATTACKS) <= set(layers_above)
+    above = [n for n in names if any(n == m or n.startswith(m + ".") for m in layers_above)]
     assert above == [], f"{module} imports {above}"
+
+
+def test_the_import_contracts_place_every_module_in_one_layer():
+    """A new top-level module of tfadv, or a renamed one, must be placed in the layers that
+    ``lint-imports`` checks: a module named in no layer would escape them."""
+    named = [m for layer in _layers() for m in layer]
+    modules = {".".join(m.split(".")[:2]) for m in _modules() if m != "tfadv"}
+    modules |= {"models", "scripts"}
+    assert sorted(named) == sorted(modules), (
+        f"in no layer: {sorted(modules - set(named))}; "
+        f"not a module: {sorted(set(named) - modules)}")
+    assert _above("tfadv.attacks")[:2] == ["scripts", "tfadv.experiment"]
+    assert "tfadv.attacks" in _above("tfadv.ranges") and "tfadv.defenses" in _above("models")
 
 
 def test_no_module_borrows_the_plotting_modules_private_helpers():
