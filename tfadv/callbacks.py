@@ -74,9 +74,9 @@ class ProgressLogger(keras.callbacks.Callback):
     """A progress line every ``every`` seconds inside an epoch and its validation, for a log file.
 
     ``fit(verbose=2)`` writes one line at the end of each epoch only, and its progress bar
-    (``verbose=1``) is for a terminal; in the log of a run whose epoch takes an hour this adds e.g.::
+    (``verbose=1``) is for a terminal; in the log of a run whose epoch takes an hour this adds::
 
-        Epoch 3/200: step 120/390, 475ms/step, elapsed 57s, eta 128s - loss: 1.2345 - adv_acc: 0.4567
+        Epoch 3/200: step 120/390, 475ms/step, elapsed 57s, eta 128s - loss: 1.2345 - adv_acc: 0.45
         Epoch 3/200: validation step 4, 2s/step, elapsed 8s
 
     The metrics are the epoch's running values (as Keras logs them). The first line comes ``every``

@@ -61,7 +61,7 @@ def test_images_outside_the_declared_range_stop_training():
 
 
 @pytest.mark.parametrize("kwargs, received", [
-    (dict(loss="sparse_categorical_crossentropy"), "Received: loss='sparse_categorical_crossentropy'."),
+    (dict(loss="categorical_crossentropy"), "Received: loss='categorical_crossentropy'."),
     (dict(metrics=["accuracy"]), "Received: metrics=['accuracy']."),
     (dict(weighted_metrics=["accuracy"]), "Received: weighted_metrics=['accuracy']."),
     (dict(loss="mse", loss_weights=[2.0]), "Received: loss='mse', loss_weights=[2.0]."),

@@ -99,8 +99,8 @@ class AdversarialModel(keras.Model):
                  if value is not None}
         if given:
             raise ValueError(
-                f"{type(self).__name__} computes its own loss ({self.loss_description}, plus weight "
-                f"decay) and metrics ({', '.join(m.name for m in self.metrics)}); compile() takes "
+                f"{type(self).__name__} computes its own loss ({self.loss_description}, plus "
+                f"weight decay) and metrics ({', '.join(m.name for m in self.metrics)}); compile() takes "
                 f"only the optimizer and execution options. Received: "
                 + ", ".join(f"{name}={value!r}" for name, value in given.items()) + ".")
         super().compile(optimizer=optimizer, **kwargs)
