@@ -1,5 +1,6 @@
 """Flag resolution against presets, and the errors bad flags give (in process, fast)."""
 
+import io
 import types
 
 import pytest
@@ -59,6 +60,7 @@ def test_piecewise_lr_in_epochs():
     (dict(lr_scaling="cosine"), "Received: 'cosine'"),
     (dict(lr_warmup_epochs=-1.0), "Received: -1"),
     (dict(logical_cpus=-2), "Received: -2"),
+    (dict(verbose=3), "--verbose must be 0 .*Received: 3."),
 ])
 def test_bad_flags_raise_with_the_value(kw, expected):
     with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("(", r"\(")):
@@ -115,3 +117,14 @@ def test_warmup_schedule_serialises():
     assert [float(again(s)) for s in (0, 5, 10)] == pytest.approx([0.1, 0.4, 0.04])
     with pytest.raises(ValueError, match="Received: boundaries"):
         experiment.WarmupPiecewiseConstant([1, 2], [0.1])
+
+
+def test_verbose_2_adds_progress_lines_within_an_epoch(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "PROGRESS_SECONDS", 1e-9)  # a line after every step
+    cfg = experiment.TrainConfig(
+        dataset="digits", model="digits_cnn", eps=25.5, step_size=25.5, num_steps=1, epochs=1,
+        batch_size=16, train_limit=32, val_limit=0, eval_limit=16, eval_attacks="clean",
+        verbose=2, logdir=str(tmp_path / "run")).validate()
+    out = io.StringIO()
+    experiment.train(cfg, defense="madry", stream=out)
+    assert "Epoch 1/1: step 1/2, " in out.getvalue()  # the first of the epoch's two steps

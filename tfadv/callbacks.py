@@ -1,8 +1,9 @@
 """Callbacks and run metadata: what makes a run reproducible from its log directory alone.
 
-Beside the run's metadata and learning rate: :class:`GeneratorCheckpoint` (L2L-DA's generator saved
-with the run) and :class:`FoscRecorder` / :class:`FoscLogger` (the FOSC of every training example
-of an epoch, recorded inside a compiled ``train_step`` and logged as the FOSC paper's Figures 3/5).
+Beside the run's metadata and learning rate: :class:`ProgressLogger` (progress lines inside long
+epochs, for a log file), :class:`GeneratorCheckpoint` (L2L-DA's generator saved with the run) and
+:class:`FoscRecorder` / :class:`FoscLogger` (the FOSC of every training example of an epoch,
+recorded inside a compiled ``train_step`` and logged as the FOSC paper's Figures 3/5).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import os
 import platform
 import subprocess
 import sys
-from typing import Dict, Optional
+import time
+from typing import Callable, Dict, Optional
 
 import keras
 import numpy as np
@@ -66,6 +68,81 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """A progress line every ``every`` seconds inside an epoch and its validation, for a log file.
+
+    ``fit(verbose=2)`` writes one line at the end of each epoch only, and its progress bar
+    (``verbose=1``) is for a terminal; in the log of a run whose epoch takes an hour this adds::
+
+        Epoch 3/200: step 120/390, 475ms/step, elapsed 57s, eta 128s - loss: 1.2345 - adv_acc: 0.45
+        Epoch 3/200: validation step 4, 2s/step, elapsed 8s
+
+    The metrics are the epoch's running values (as Keras logs them). The first line comes ``every``
+    seconds after the epoch (or its validation) starts; nothing is written for shorter ones.
+    ``stream`` defaults to ``sys.stdout`` (where Keras writes); ``clock`` returns seconds.
+    """
+
+    def __init__(self, stream=None, *, every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        if not isinstance(every, (int, float)) or isinstance(every, bool) or not every > 0:
+            raise ValueError(f"every must be a positive number of seconds. Received: {every!r}.")
+        self.stream, self.every, self.clock = stream, float(every), clock
+        self._epoch = None
+        self._start = self._last = 0.0
+
+    def _restart(self):
+        self._start = self._last = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+        self._restart()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch = None  # an evaluate() after fit() is not part of an epoch
+
+    def on_test_begin(self, logs=None):
+        self._restart()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._maybe_write("step", batch, self.params.get("steps"), logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        # During fit() the params are fit's, so a validation total is not known.
+        self._maybe_write("validation step" if self._epoch is not None else "step", batch,
+                          None if self._epoch is not None else self.params.get("steps"), logs)
+
+    def _maybe_write(self, what, batch, total, logs):
+        now = self.clock()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        done, elapsed = int(batch) + 1, now - self._start
+        per_step = elapsed / done
+        prefix = "" if self._epoch is None else \
+            f"Epoch {self._epoch + 1}/{self.params.get('epochs', '?')}: "
+        text = f"{prefix}{what} {done}" + (f"/{total}" if total else "")
+        text += f", {_duration(per_step)}/step, elapsed {elapsed:.0f}s"
+        if total:
+            text += f", eta {max(total - done, 0) * per_step:.0f}s"
+        for name, value in (logs or {}).items():
+            value = np.asarray(value)
+            if value.size == 1 and np.issubdtype(value.dtype, np.number):
+                text += f" - {name}: {float(value):.4f}"
+        stream = self.stream if self.stream is not None else sys.stdout
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    """``12s``, ``450ms`` or ``80us`` (as Keras' progress bar writes a step's time)."""
+    if seconds >= 1:
+        return f"{seconds:.0f}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.0f}ms"
+    return f"{seconds * 1e6:.0f}us"
 
 
 class GeneratorCheckpoint(keras.callbacks.Callback):

@@ -130,6 +130,9 @@ class TrainConfig:
                     isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
                 raise ValueError(f"--{name} must be an integer >= 1{' or unset' if optional else ''}."
                                  f" Received: {value!r}.")
+        if isinstance(self.verbose, bool) or self.verbose not in (0, 1, 2):
+            raise ValueError("--verbose must be 0 (silent), 1 (a progress bar) or 2 (a line per "
+                             f"epoch, a progress line within it). Received: {self.verbose!r}.")
         data_lib.holdout.check_val_limit(self.val_limit)
         data_lib.holdout.check_val_split(self.val_split)
         eval_lib.parse_list(self.eval_attacks, eps=self.eps, pixel_range=self.pixel_range,
@@ -137,6 +140,7 @@ class TrainConfig:
 
 
 LR_SCALINGS = ("none", "linear")
+PROGRESS_SECONDS = 30.0  # with --verbose=2, a progress line this often within an epoch
 REFERENCE_BATCH = 256  # Goyal et al.'s linear scaling rule, as the tensorpack ImageNet code uses it
 
 
@@ -397,6 +401,8 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                  keras.callbacks.TensorBoard(os.path.join(logdir, "tensorboard")),
                  # After ResumeCheckpoint; writes the final weights too, before the export below.
                  ckpt_lib.AtomicCheckpoint(logdir, network, every=cfg.checkpoint_every),
+                 *([callbacks_lib.ProgressLogger(stream, every=PROGRESS_SECONDS)]
+                   if cfg.verbose == 2 else []),  # Keras' own line comes only at the epoch's end
                  *extra_callbacks]
     # Everything that can fail on a bad argument has run (the config was validated first); only
     # now is LOGDIR written, if it holds no other run (tfadv.rundir).

@@ -81,7 +81,9 @@ def define_training_flags():
     flags.DEFINE_string("eval_attacks", None, "Attacks run on the test split after training "
                         "(see scripts/eval_robustness.py --helpfull).")
     flags.DEFINE_float("eval_step_size", None, "Default step of PGD-k in the final evaluation.")
-    flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
+    flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent; 1 a progress bar (for a "
+                         "terminal); 2 one line per epoch, plus progress lines within long epochs "
+                         "(for a log file).")
 
 
 def flag_values() -> dict:

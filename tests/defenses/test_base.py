@@ -58,3 +58,29 @@ def test_images_outside_the_declared_range_stop_training():
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"pixel range \[0,1\]"):
         model.train_on_batch(x * 255.0, y)
+
+
+@pytest.mark.parametrize("kwargs, received", [
+    (dict(loss="categorical_crossentropy"), "Received: loss='categorical_crossentropy'."),
+    (dict(metrics=["accuracy"]), "Received: metrics=['accuracy']."),
+    (dict(weighted_metrics=["accuracy"]), "Received: weighted_metrics=['accuracy']."),
+    (dict(loss="mse", loss_weights=[2.0]), "Received: loss='mse', loss_weights=[2.0]."),
+])
+def test_compile_refuses_a_loss_or_metrics_the_defense_would_ignore(kwargs, received):
+    model = defenses.get("trades", testing.tiny_cnn(), eps=0.1, num_steps=1)
+    with pytest.raises(ValueError) as info:
+        model.compile(optimizer=keras.optimizers.SGD(0.1), **kwargs)
+    message = str(info.value)
+    assert message.endswith(received)
+    assert "TradesAdversarialTraining computes its own loss (mean CE(f(x), y) + beta" in message
+    assert "adv_acc" in message and "kl_loss" in message  # its metrics, named
+    assert not model.compiled  # nothing was compiled
+
+
+def test_compile_refuses_a_positional_loss_and_names_the_default_loss():
+    model = defenses.get("madry", testing.tiny_cnn(), eps=0.1, num_steps=1)
+    with pytest.raises(ValueError, match=r"\(mean CE on the adversarial examples, plus weight "
+                                         r"decay\).*Received: loss='mse'\.$"):
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.compile(keras.optimizers.SGD(0.1), run_eagerly=True)  # execution options still pass
+    assert model.run_eagerly

@@ -22,3 +22,27 @@ def test_lower_error_bars_writes_a_png(tmp_path):
                                   ylabel="CE")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """A notebook's (or any caller's) backend stays as it was: every plot is a Figure of its own,
+    drawn and saved without pyplot or a backend switch."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a caller's non-Agg backend, available headless
+    try:
+        files = [
+            plots.histogram({"a": [0.1, 0.2, 0.2]}, str(tmp_path / "h.png"), title="t", xlabel="x"),
+            plots.lines([1, 2], {"a": [0.5, 0.25]}, str(tmp_path / "l.png"), title="t", xlabel="k"),
+            plots.epoch_distributions({0: [0.1, 0.3], 1: [0.05]}, str(tmp_path / "e.png"),
+                                      title="t", xlabel="FOSC"),
+            plots.lower_error_bars({"a": ([1, 2], [0.5, 0.9], [0.1, 0.2])}, str(tmp_path / "b.png"),
+                                   title="t", xlabel="t", ylabel="CE"),
+        ]
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    for path in files:  # still PNGs, whatever the backend
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"

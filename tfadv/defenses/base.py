@@ -54,6 +54,9 @@ class AdversarialModel(keras.Model):
             defense loss and update stay mixed); no effect in float32.
     """
 
+    #: The training objective ``defense_loss`` minimises, named in ``compile``'s refusal of a loss.
+    loss_description = "mean CE on the adversarial examples"
+
     def __init__(self, network: keras.Model, *, attack: Attack, eval_attack: Optional[Attack] = None,
                  weight_decay: float = 0.0, attack_training: bool = False, track_clean: bool = True,
                  eps_warmup_steps: int = 0, attack_fp32: bool = False, name: Optional[str] = None,
@@ -83,6 +86,24 @@ class AdversarialModel(keras.Model):
     @property
     def metrics(self):
         return list(self._trackers.values())
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                weighted_metrics=None, **kwargs):
+        """Keras ``compile`` with the optimizer and the execution options (``run_eagerly``,
+        ``jit_compile``, ``steps_per_execution``, ...) only: the defense computes its own loss
+        (``defense_loss``) and metrics, so a ``loss``, ``loss_weights``, ``metrics`` or
+        ``weighted_metrics`` (which ``train_step`` would never use) is refused."""
+        given = {name: value for name, value in (("loss", loss), ("loss_weights", loss_weights),
+                                                 ("metrics", metrics),
+                                                 ("weighted_metrics", weighted_metrics))
+                 if value is not None}
+        if given:
+            raise ValueError(
+                f"{type(self).__name__} computes its own loss ({self.loss_description}, plus "
+                f"weight decay) and metrics ({', '.join(m.name for m in self.metrics)}); compile() takes "
+                f"only the optimizer and execution options. Received: "
+                + ", ".join(f"{name}={value!r}" for name, value in given.items()) + ".")
+        super().compile(optimizer=optimizer, **kwargs)
 
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
@@ -303,11 +324,8 @@ class AdversarialModel(keras.Model):
         """The network is built at construction and the metrics are the model's own, so there
         is nothing to trace on a data batch: mark the wrapper built and build the optimizer. (Keras
         would first average a distributed batch with ``strategy.reduce``, which fails on the
-        ``(x, y)`` tuple under MultiWorkerMirroredStrategy.) Falls back to Keras when ``compile()``
-        was given a loss or metrics."""
-        if getattr(self, "_compile_metrics", None) is not None or \
-                getattr(self, "_compile_loss", None) is not None:
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        ``(x, y)`` tuple under MultiWorkerMirroredStrategy.) ``compile()`` refuses a loss or
+        metrics, so there are no compiled ones to build."""
         self.built = True
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():

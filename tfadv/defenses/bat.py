@@ -154,6 +154,8 @@ class BilateralAdversarialTraining(AdversarialModel):
     evaluation (``test_step``) is AdversarialModel's, on hard labels, without them.
     """
 
+    loss_description = "mean CE(f(x'), y') on the adversarial images and labels"
+
     def __init__(self, network: keras.Model, *, attack, label_adversary: str = "la", beta: float = 9.0,
                  gamma: float = 0.01, eps_y: Optional[float] = None, top_k: Optional[int] = None,
                  variant: str = "main", **kwargs):

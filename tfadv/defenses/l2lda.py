@@ -114,6 +114,8 @@ class L2LDA(AdversarialModel):
     gradient norm before clipping). ``adv_loss``/``adv_acc`` are on x_adv⁽ᵀ⁾(z₁), training mode.
     """
 
+    loss_description = "one mean CE over [x; x_adv(z1); x_adv(z2)]; the generator optimises eq. (8)"
+
     def __init__(self, network: keras.Model, *, generator: keras.Model, attack, eps: float,
                  step_size: float, num_steps: int = NUM_STEPS, lam: float = LAMBDA["cifar10"],
                  recursive: bool = True, diversity: bool = True, normalize_grad: bool = True,

@@ -13,6 +13,8 @@ from tfadv.defenses.base import AdversarialModel
 class NaturalTraining(AdversarialModel):
     """CE on clean images; ``make_adversarial`` returns x unchanged (no attack cost)."""
 
+    loss_description = "mean CE on the clean images"
+
     def make_adversarial(self, x, y):
         return x
 

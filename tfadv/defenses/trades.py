@@ -109,6 +109,8 @@ class TradesAdversarialTraining(AdversarialModel):
     weight decay, as for every defense; evaluation (``test_step``) is AdversarialModel's.
     """
 
+    loss_description = "mean CE(f(x), y) + beta * mean KL(f(x) || f(x'))"
+
     def __init__(self, network: keras.Model, *, attack, beta: float = 6.0, **kwargs):
         beta = check_beta(beta)
         super().__init__(network, attack=attack, **kwargs)

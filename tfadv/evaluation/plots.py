@@ -1,6 +1,8 @@
-"""PNG plots of the analyses (matplotlib, Agg backend), written atomically.
+"""PNG plots of the analyses, written atomically.
 
-matplotlib is imported on first use, so the rest of tfadv does not need it.
+Each plot is its own ``matplotlib.figure.Figure`` saved with ``Figure.savefig``: no pyplot state and
+no backend switch, so it works headless and leaves a notebook's backend as it was. matplotlib is
+imported on first use, so the rest of tfadv does not need it.
 """
 
 from __future__ import annotations
@@ -13,23 +15,18 @@ import numpy as np
 from tfadv import atomic
 
 
-def _pyplot():
-    import matplotlib
+def _axes():
+    """A new 6x4-inch figure and its one axes (not registered with pyplot)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(6, 4))
+    return fig, fig.subplots()
 
 
 def _save(fig, path: str) -> str:
-    plt = _pyplot()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        with atomic.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return path
 
 
@@ -37,8 +34,7 @@ def histogram(values: Dict[str, Sequence[float]], path: str, *, title: str, xlab
               bins: int = 40, log10: bool = False) -> str:
     """Overlaid histograms, one per label. ``log10``: histogram of log10(value) over the positive
     values; the number of values that are zero (or negative) is given in the legend."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     for label, vals in values.items():
         v = np.asarray(vals, np.float64).ravel()
         v = v[np.isfinite(v)]
@@ -63,8 +59,7 @@ def lines(xs: Sequence[float], ys: Dict[str, Sequence[float]], path: str, *, tit
           ylabel: str = "accuracy (%)", log_x: bool = False, percent: bool = True,
           reference: Optional[Dict[str, float]] = None) -> str:
     """One line per label over ``xs``; ``reference``: horizontal lines (e.g. clean accuracy)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     scale = 100.0 if percent else 1.0
     for label, vals in ys.items():
         ax.plot(list(xs), [scale * float(v) for v in vals], marker="o", label=label)
@@ -86,7 +81,6 @@ def epoch_distributions(values_by_epoch: Dict[int, Sequence[float]], path: str, 
     one curve per epoch for at most ``max_curves`` epochs, evenly spaced, always including the
     first and the last (the FOSC paper's Figures 3/5). ``values_by_epoch``: 0-based epoch ->
     values; the bins span min(0, smallest value) to the 99th percentile of all the values."""
-    plt = _pyplot()
     epochs = sorted(values_by_epoch)
     if len(epochs) > max_curves:
         picks = np.unique(np.round(np.linspace(0, len(epochs) - 1, max_curves)).astype(int))
@@ -97,7 +91,7 @@ def epoch_distributions(values_by_epoch: Dict[int, Sequence[float]], path: str, 
     high = float(np.quantile(pooled, 0.99)) if pooled.size else 1.0
     low = min(0.0, float(pooled.min()))
     edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     for epoch, v in zip(epochs, finite):
         counts, _ = np.histogram(np.clip(v, edges[0], edges[-1]), bins=edges)
         share = 100.0 * counts / max(v.size, 1)
@@ -115,8 +109,7 @@ def lower_error_bars(curves: Dict[str, Sequence[Sequence[float]]], path: str, *,
     """One line per label, ``curves[label] = (xs, ys, lower)``, with a one-sided error bar of
     ``lower`` below every point (e.g. L2L-DA's Figure 2: mean max loss, mean std below); x ticks at
     every x of any curve."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     for label, (xs, ys, lower) in curves.items():
         ax.errorbar(xs, ys, yerr=[lower, [0.0] * len(xs)], marker="o", capsize=3, label=label)
     ax.set_title(title)
