@@ -20,10 +20,8 @@ Each framework's *limit* is one forward+backward pass with respect to the input 
 attack step cannot avoid), compiled as well as the framework allows (a ``tf.function`` whose
 tape watches only the input, ``watch_accessed_variables=False``, for TensorFlow; plain autograd for
 PyTorch), divided by k: an attack at 1.0x its limit spends nothing
-beyond its k gradient passes. On a CPU, tfadv cuts each pass into concurrent sub-batches
-(``tfadv.attacks.gradients``: examples are independent with BatchNorm in inference mode, and one
-pass of a small network does not keep every core busy); a second TF row times that same pass, so
-the table shows both what the one-pass limit is and how close tfadv gets to its own passes.
+beyond its k gradient passes (for tfadv the pass is its own ``tfadv.attacks.gradients``
+``input_gradient``, compiled alone).
 The calls are interleaved round by round (``--repeats`` rounds after
 ``--warmup`` untimed ones) so that the load of a shared machine hits every row alike; only ratios
 measured in one run count. A peer that is not importable is a "not installed" row; a peer that
@@ -49,7 +47,6 @@ PEER_MODULES = {"cleverhans.tf2": "cleverhans.tf2.attacks.projected_gradient_des
 # Targets of issue 8 for tfadv's PGD-k, printed beside the measured ratios.
 TARGET_VS_LIMIT = 0.95
 TARGET_VS_CLEVERHANS = 1.1
-TARGET_SUB_BATCH_GAIN = 1.15  # issue 17 item 7: the sub-batch pass is kept only above this
 
 flags.DEFINE_string("model", "resnet20_cifar", "Architecture from the models registry (a CIFAR "
                     "ResNet: resnet20_cifar; the PyTorch twin follows its layers).")
@@ -161,31 +158,16 @@ def tf_rows(network, x, y, eps, step, k):
     xt, yt = tf.constant(x), tf.constant(y)
     model_fn = core.ModelFn(network, training=False)
 
-    def compiled_pass(sub_batches):
-        # tfadv's own input-gradient pass (the tape watches only the input), compiled alone.
-        @tf.function
-        def input_gradient(images, labels):
-            return gradients.input_gradient(model_fn, gradients.ce_objective, images, (labels,),
-                                            sub_batches=sub_batches)[2]
-
-        return lambda: input_gradient(xt, yt).numpy()
+    # tfadv's own input-gradient pass (the tape watches only the input), compiled alone.
+    @tf.function
+    def input_gradient(images, labels):
+        return gradients.input_gradient(model_fn, gradients.ce_objective, images, (labels,))[2]
 
     pgd = attacks.get("pgd", eps=eps, step_size=step, num_steps=k, random_start="uniform")
     fgsm = attacks.get("fgsm", eps=eps)
-    rows = {"limit": compiled_pass(1)}
-    sub_batches = gradients.auto_sub_batches()
-    if sub_batches > 1:
-        # The same pass cut into the concurrent sub-batches tfadv's attacks use on this machine
-        # (tfadv.attacks.gradients): what the attacks can reach, beside the one-pass limit.
-        rows["limit_split"] = compiled_pass(sub_batches)
-    rows["pgd"] = lambda: pgd(network, xt, yt).numpy()
-    if sub_batches > 1:
-        # The same attack without the sub-batches, interleaved with it: what they gain here.
-        unsplit = attacks.get("pgd", eps=eps, step_size=step, num_steps=k, random_start="uniform",
-                              sub_batches=1)
-        rows["pgd_unsplit"] = lambda: unsplit(network, xt, yt).numpy()
-    rows["fgsm"] = lambda: fgsm(network, xt, yt).numpy()
-    return rows
+    return {"limit": lambda: input_gradient(xt, yt).numpy(),
+            "pgd": lambda: pgd(network, xt, yt).numpy(),
+            "fgsm": lambda: fgsm(network, xt, yt).numpy()}
 
 
 def cleverhans_rows(network, x, y, eps, step, k):
@@ -296,7 +278,7 @@ def run_benchmark(*, model, batch_size, image_size, num_classes, num_steps, eps_
         try:
             if fw == "tfadv":
                 rows = tf_rows(network, x, y, eps, step, num_steps)
-                rows = {("TF limit" if key.startswith("limit") else fw, key): fn
+                rows = {("TF limit" if key == "limit" else fw, key): fn
                         for key, fn in rows.items()}
             elif fw == "cleverhans.tf2":
                 rows = {(fw, key): fn for key, fn in
@@ -330,24 +312,16 @@ def run_benchmark(*, model, batch_size, image_size, num_classes, num_steps, eps_
     out = []
     limits = {}
     for (fw, kind), sec in seconds.items():
-        if kind.startswith("limit"):
-            limits[fw if kind == "limit" else kind] = batch_size / (sec * num_steps)  # k passes
+        if kind == "limit":
+            limits[fw] = batch_size / (sec * num_steps)  # k passes
     tf_limit, torch_limit = limits.get("TF limit"), limits.get("PyTorch limit")
     ch = {kind: batch_size / s for (fw, kind), s in seconds.items() if fw == "cleverhans.tf2"}
     for (fw, kind), sec in seconds.items():
         if kind == "limit":
             label, ips = f"limit of PGD-{num_steps} (1 fwd+bwd w.r.t. x, x{num_steps})", limits[fw]
             own = None
-        elif kind == "limit_split":
-            from tfadv.attacks import gradients
-
-            label = (f"limit of PGD-{num_steps}, the pass in {gradients.auto_sub_batches()} "
-                     f"concurrent sub-batches (x{num_steps})")
-            ips = limits[kind]
-            own = ips / tf_limit if tf_limit else None
         else:
-            label = {"pgd": f"PGD-{num_steps}", "fgsm": "FGSM",
-                     "pgd_unsplit": f"PGD-{num_steps}, one pass (sub_batches=1)"}[kind]
+            label = {"pgd": f"PGD-{num_steps}", "fgsm": "FGSM"}[kind]
             ips = batch_size / sec
             own_limit = {"torchattacks": torch_limit, "art": limits.get("art")}.get(fw, tf_limit)
             if own_limit is None:
@@ -390,17 +364,6 @@ def target_lines(rows, *, num_steps):
         verdict = "not measured" if value is None else ("met" if value >= target else "MISSED")
         out.append(f"{what} = {'-' if value is None else format(value, '.3f')} "
                    f"(target >= {target}): {verdict}")
-    unsplit = next((r for r in rows if r["kind"] == "pgd_unsplit"), None)
-    if pgd is not None and unsplit is not None:
-        gain = pgd["img_per_s"] / unsplit["img_per_s"]
-        out.append(f"tfadv PGD-{num_steps} with / without concurrent sub-batches = {gain:.3f} "
-                   f"(kept only at >= {TARGET_SUB_BATCH_GAIN} over 5 interleaved rounds: "
-                   f"{'met' if gain >= TARGET_SUB_BATCH_GAIN else 'MISSED'})")
-    split = next((r for r in rows if r["kind"] == "limit_split"), None)
-    if pgd is not None and split is not None:
-        out.append(f"tfadv PGD-{num_steps} / the sub-batched pass's limit = "
-                   f"{pgd['img_per_s'] / split['img_per_s']:.3f} (how close the attack gets to "
-                   f"what its own gradient passes allow)")
     return out
 
 

@@ -310,8 +310,8 @@ def test_early_stop_compacts_the_batch_without_changing_results(digits_model, di
     eps = 0.1 if norm == "linf" else 1.0
     kwargs = dict(eps=eps, num_steps=8, norm=norm, target=target, restarts=restarts,
                   random_start="none", early_stop=True)
-    # One pass per step (no sub-batches), so that each step's batch size is one recorded call.
-    attack = attacks.get("pgd", sub_batches=1, **kwargs)
+    # One pass per step, so that each step's batch size is one recorded call.
+    attack = attacks.get("pgd", **kwargs)
     masked = attacks.get("pgd", **kwargs)
     masked.compact_frozen = False
     wrapped = testing.EagerBatchSizes(digits_model)

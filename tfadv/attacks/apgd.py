@@ -115,8 +115,6 @@ class APGD(Attack):
         rho: ρ of Condition 1.
         pixel_range: images are clipped to it (part of the projection P_S).
         seed: seed of the random starts; with a seed the attack is deterministic.
-        sub_batches: concurrent sub-batches per forward/backward (``None``: automatic; see
-            :mod:`tfadv.attacks.gradients`); only speed depends on it.
 
     Returns, per example: the input itself if the model already misclassifies it; else the last
     misclassified point any run found (the reference's ``x_best_adv``); else the highest-loss point
@@ -129,9 +127,8 @@ class APGD(Attack):
     def __init__(self, *, eps: float, norm: str = "linf", loss: str = "ce", targeted: bool = False,
                  n_iter: int = DEFAULT_ITERATIONS, n_restarts: int = 1, n_target_classes: int = 9,
                  rho: float = 0.75, pixel_range="[0,1]", seed: Optional[int] = None,
-                 name: Optional[str] = None, sub_batches: Optional[int] = None):
+                 name: Optional[str] = None):
         self.pixel_range = ranges_lib.get_range(pixel_range)
-        self.sub_batches = gradients_lib.check_sub_batches(sub_batches)
         if not isinstance(norm, str):
             raise ValueError(f"norm must be 'linf' or 'l2'. Received: {norm!r}.")
         self._step = steps_lib.get(norm)
@@ -324,11 +321,9 @@ class APGD(Attack):
         ckpt_table[[w for w in self.checkpoints if w > 0]] = True
         ckpt_table = tf.constant(ckpt_table)
 
-        sub_batches = gradients_lib.resolve_sub_batches(self.sub_batches, fn)
-
         def evaluate(x_adv):
             logits, loss, grad = gradients_lib.input_gradient(
-                fn, self._objective, x_adv, (y, targets), sub_batches=sub_batches)
+                fn, self._objective, x_adv, (y, targets))
             misclassified = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
             return tf.stop_gradient(loss), tf.stop_gradient(grad), misclassified
 
@@ -403,32 +398,26 @@ def _iterations(n_iter, num_steps):
 
 @ATTACKS.register("apgd_ce", "apgd-ce")
 def apgd_ce(*, eps, norm="linf", n_iter=DEFAULT_ITERATIONS, n_restarts=1, rho=0.75,
-            pixel_range="[0,1]", seed=None, num_steps=None, name="apgd_ce",
-            sub_batches=None) -> Attack:
+            pixel_range="[0,1]", seed=None, num_steps=None, name="apgd_ce") -> Attack:
     """APGD on the cross-entropy loss (the first attack of AutoAttack)."""
     return APGD(eps=eps, norm=norm, loss="ce", n_iter=_iterations(n_iter, num_steps),
-                n_restarts=n_restarts, rho=rho, pixel_range=pixel_range, seed=seed, name=name,
-                sub_batches=sub_batches)
+                n_restarts=n_restarts, rho=rho, pixel_range=pixel_range, seed=seed, name=name)
 
 
 @ATTACKS.register("apgd_dlr", "apgd-dlr")
 def apgd_dlr(*, eps, norm="linf", n_iter=DEFAULT_ITERATIONS, n_restarts=1, rho=0.75,
-             pixel_range="[0,1]", seed=None, num_steps=None, name="apgd_dlr",
-             sub_batches=None) -> Attack:
+             pixel_range="[0,1]", seed=None, num_steps=None, name="apgd_dlr") -> Attack:
     """APGD on the DLR loss (sec. 4), invariant to shifts and rescalings of the logits."""
     return APGD(eps=eps, norm=norm, loss="dlr", n_iter=_iterations(n_iter, num_steps),
-                n_restarts=n_restarts, rho=rho, pixel_range=pixel_range, seed=seed, name=name,
-                sub_batches=sub_batches)
+                n_restarts=n_restarts, rho=rho, pixel_range=pixel_range, seed=seed, name=name)
 
 
 @ATTACKS.register("apgd_t", "apgd-t")
 def apgd_t(*, eps, norm="linf", n_iter=DEFAULT_ITERATIONS, n_restarts=1, n_target_classes=9,
-           rho=0.75, pixel_range="[0,1]", seed=None, num_steps=None, name="apgd_t",
-           sub_batches=None) -> Attack:
+           rho=0.75, pixel_range="[0,1]", seed=None, num_steps=None, name="apgd_t") -> Attack:
     """APGD-T: APGD on the targeted DLR loss (sec. 4) for the top-``n_target_classes`` other
     classes of the clean prediction (AutoAttack's standard version: 9 targets, 1 restart each)."""
     return APGD(eps=eps, norm=norm, loss="dlr", targeted=True,
                 n_iter=_iterations(n_iter, num_steps),
                 n_restarts=n_restarts, n_target_classes=n_target_classes, rho=rho,
-                pixel_range=pixel_range, seed=seed, name=name,
-                sub_batches=sub_batches)
+                pixel_range=pixel_range, seed=seed, name=name)

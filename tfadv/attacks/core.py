@@ -188,9 +188,6 @@ class IterativeAttack(Attack):
         stop_fn: optional per-example criterion ``StepState -> bool``; examples for which it is true
             stop moving for the rest of the run (Dynamic AT's FOSC control).
         seed: op seed for the random start and random targets.
-        sub_batches: how many concurrent sub-batches each forward/backward is cut into (``None``:
-            automatic, 1 where a GPU is visible; see :mod:`tfadv.attacks.gradients`). Only speed
-            depends on it; training-mode models are never split.
     """
 
     name = "pgd"
@@ -200,10 +197,8 @@ class IterativeAttack(Attack):
                  target: Optional[str] = None, restarts: int = 1, pixel_range="[0,1]",
                  training: bool = False, gaussian_std: float = 1e-3, kappa: float = 50.0,
                  early_stop: bool = False, stop_fn: Optional[Callable] = None,
-                 seed: Optional[int] = None, name: Optional[str] = None,
-                 sub_batches: Optional[int] = None):
+                 seed: Optional[int] = None, name: Optional[str] = None):
         self.pixel_range = ranges_lib.get_range(pixel_range)
-        self.sub_batches = gradients_lib.check_sub_batches(sub_batches)
         self.norm = norm
         self._step = steps_lib.get(norm)
         self.eps = self._check_size(eps, "eps", allow_zero=True)
@@ -475,11 +470,9 @@ class IterativeAttack(Attack):
         if num_steps is not None:
             bound = tf.minimum(tf.cast(num_steps, tf.int32), self.num_steps)
 
-        sub_batches = gradients_lib.resolve_sub_batches(self.sub_batches, model_fn)
-
         def input_gradient(xs, ys, ts, lcs):
             logits, _, grad = gradients_lib.input_gradient(
-                model_fn, self._objective, xs, (ys, ts, lcs), sub_batches=sub_batches)
+                model_fn, self._objective, xs, (ys, ts, lcs))
             return logits, grad
 
         def body(i, x_adv, active):

@@ -44,8 +44,7 @@ class MomentumIterativeAttack(IterativeAttack):
         decay: μ, the momentum decay factor (1.0 in the paper; 0 gives I-FGSM).
         norm: ``linf`` (sign step) or ``l2`` (g/‖g‖₂ step, sec. 3.4 of the paper).
         random_start: ``none`` as in the paper; ``uniform``/``gaussian`` as in IterativeAttack.
-        loss, target, restarts, pixel_range, training, kappa, early_stop, seed, sub_batches: as
-            IterativeAttack.
+        loss, target, restarts, pixel_range, training, kappa, early_stop, seed: as IterativeAttack.
     """
 
     name = "mifgsm"
@@ -54,12 +53,11 @@ class MomentumIterativeAttack(IterativeAttack):
                  decay: float = 1.0, norm: str = "linf", random_start: str = "none",
                  loss: str = "ce", target: Optional[str] = None, restarts: int = 1,
                  pixel_range="[0,1]", training: bool = False, kappa: float = 50.0,
-                 early_stop: bool = False, seed: Optional[int] = None, name: Optional[str] = None,
-                 sub_batches: Optional[int] = None):
+                 early_stop: bool = False, seed: Optional[int] = None, name: Optional[str] = None):
         super().__init__(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
                          random_start=random_start, loss=loss, target=target, restarts=restarts,
                          pixel_range=pixel_range, training=training, kappa=kappa,
-                         early_stop=early_stop, seed=seed, name=name, sub_batches=sub_batches)
+                         early_stop=early_stop, seed=seed, name=name)
         if step_size is None:
             self.step_size = self.eps / max(self.num_steps, 1)
         try:
@@ -84,12 +82,10 @@ class MomentumIterativeAttack(IterativeAttack):
         if targets is None:
             targets = y
         decay = tf.constant(self.decay, x.dtype)
-        sub_batches = gradients_lib.resolve_sub_batches(self.sub_batches, model_fn)
 
         def body(i, x_adv, momentum, active):
             logits, _, grad = gradients_lib.input_gradient(
-                model_fn, self._objective, x_adv, (y, targets, logits_clean),
-                sub_batches=sub_batches)
+                model_fn, self._objective, x_adv, (y, targets, logits_clean))
             if self.early_stop:
                 active = tf.logical_and(active, tf.logical_not(self._success(logits, y, targets)))
             if self.stop_fn is not None:
