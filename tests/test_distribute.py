@@ -70,13 +70,13 @@ def test_global_batch_must_split_over_replicas_and_tiny_last_batches_are_dropped
     with pytest.raises(ValueError, match="Received: batch_size=15"):
         distribute.global_batch_check(15, TwoReplicas())
     # 17 examples, batch 8: 8, 8, 1 on one device; on 4 replicas the 1-example batch is dropped.
-    assert experiment.steps_per_epoch_for(17, 8) == 3
-    assert experiment.steps_per_epoch_for(17, 8, replicas=4) == 2
-    assert experiment.steps_per_epoch_for(20, 8, replicas=4) == 3
+    assert distribute.steps_per_epoch(17, 8) == 3
+    assert distribute.steps_per_epoch(17, 8, replicas=4) == 2
+    assert distribute.steps_per_epoch(20, 8, replicas=4) == 3
     ds = tf.data.Dataset.from_tensor_slices((tf.zeros([17, 2]), tf.range(17))).batch(8)
-    sizes = [int(y.shape[0]) for _, y in experiment.distributed_dataset(ds, replicas=4, steps=2)]
-    assert sizes == [8, 8]
-    assert [int(y.shape[0]) for _, y in experiment.distributed_dataset(ds, replicas=1)] == [8, 8, 1]
+    sizes = [int(y.shape[0]) for _, y in distribute.split_over_replicas(ds, 4)]
+    assert sizes == [2] * 8  # two batches of 8 in 4 pieces each; the 1-example batch dropped
+    assert [int(y.shape[0]) for _, y in experiment.validation_dataset(ds)] == [8, 8, 1]
 
 
 # ------------------------------------------------------------------------------ replica equivalence

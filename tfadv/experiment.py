@@ -304,12 +304,6 @@ def run_evaluation(model, cfg: TrainConfig, *, out_dir: str, row: str, stream=sy
     return result
 
 
-def steps_per_epoch_for(num_examples: int, batch_size: int, replicas: int = 1) -> int:
-    """Optimizer steps per epoch of one input pipeline; with several replicas a final batch smaller
-    than the replica count is dropped (:func:`tfadv.distribute.steps_per_epoch`)."""
-    return distribute_lib.steps_per_epoch(num_examples, batch_size, replicas)
-
-
 def train_input(cfg: TrainConfig, strategy, split: str = "train") -> distribute_lib.WorkerInput:
     """The training input ``fit`` reads: one pipeline per worker from
     ``strategy.distribute_datasets_from_function`` (:func:`tfadv.distribute.distribute_input`),
@@ -331,21 +325,14 @@ def train_input(cfg: TrainConfig, strategy, split: str = "train") -> distribute_
     return distribute_lib.distribute_input(strategy, load_shard, global_batch=cfg.batch_size)
 
 
-def distributed_dataset(ds, *, replicas: int, steps: Optional[int] = None):
-    """Pipeline options for an evaluation pipeline given to ``fit`` (``validation_data``):
+def validation_dataset(ds):
+    """Pipeline options for the validation data given to ``fit`` (``validation_data``):
     deterministic order and DATA auto-sharding (each worker of a multi-worker run takes its share of
-    every global batch). With several replicas a final batch with fewer examples than replicas is
-    dropped (so no replica slice is empty) and the cardinality is kept known. Training input is
-    :func:`train_input`."""
+    every global batch). Training input is :func:`train_input`."""
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    ds = ds.with_options(options)
-    if replicas > 1:
-        ds = ds.filter(lambda x, y: tf.shape(y)[0] >= replicas)
-        if steps is not None:
-            ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-    return ds
+    return ds.with_options(options)
 
 
 def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = None,
@@ -376,7 +363,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
         val_ds, _ = data_lib.load(cfg.dataset, validation.split, batch_size=max(cfg.batch_size, 100),
                                   pixel_range=rng, data_dir=cfg.data_dir, limit=validation.limit,
                                   training=False, **(cfg.data_options or {}))
-        val_ds = distributed_dataset(val_ds, replicas=1)
+        val_ds = validation_dataset(val_ds)
     import models  # architecture registry
 
     with strategy.scope(), distribute_lib.precision_policy(cfg.precision):
