@@ -121,9 +121,9 @@ def parse_variants(names):
 
 
 def _bat_rmc_la(get, network, pixel_range, **kwargs):
-    from tfadv.defenses import bat_config
+    from tfadv.recipes import bat as bat_recipe
 
-    return get("bat", network, **bat_config("R-MC-LA", pixel_range=pixel_range),
+    return get("bat", network, **bat_recipe.defense_kwargs("R-MC-LA", pixel_range=pixel_range),
                pixel_range=pixel_range, **kwargs)
 
 

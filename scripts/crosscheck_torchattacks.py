@@ -167,9 +167,9 @@ def train_network(out_dir, dataset):
     """Trains (or reuses) a Madry PGD model on ``dataset`` under OUT_DIR/model."""
     from tfadv import checkpoints as ckpt_lib
     from tfadv import experiment
-    from tfadv import presets as presets_lib
+    from tfadv import recipes as recipes_lib
 
-    preset = presets_lib.get(presets_lib.dataset_preset(dataset, FLAGS.data_dir))
+    preset = recipes_lib.get(recipes_lib.dataset_preset(dataset, FLAGS.data_dir))
     logdir = os.path.join(out_dir, "model")
     fields = {f.name for f in dataclasses.fields(experiment.TrainConfig)}
     base = {k: getattr(preset, k) for k in dataclasses.asdict(preset) if k in fields}

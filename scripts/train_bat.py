@@ -30,14 +30,13 @@ import os
 from absl import flags
 
 from tfadv import experiment
-from tfadv import ranges as ranges_lib
-from tfadv.defenses import bat as bat_lib
+from tfadv.recipes import bat as bat_recipe
 
 FLAGS = flags.FLAGS
 
 
 def define_bat_flags():
-    flags.DEFINE_enum("bat_model", "R-MC-LA", bat_lib.model_names(), "The paper's named model.")
+    flags.DEFINE_enum("bat_model", "R-MC-LA", bat_recipe.model_names(), "The paper's named model.")
     flags.DEFINE_float("beta", None, "Label multiplier beta of eq. (16) (default 9; 11 on cifar100).")
     flags.DEFINE_float("gamma", 0.01, "gamma of eq. (14).")
     flags.DEFINE_float("eps_y", None, "Label-smoothing budget of the LS models (default 0.5).")
@@ -62,12 +61,12 @@ def imagenet_data_options(fv) -> dict:
 
     if fv["schedule"].present:
         raise ValueError("--schedule picks the cifar/svhn schedules; imagenet uses preset "
-                         f"{bat_lib.IMAGENET_PRESET} (x0.1 at epochs 30/60/90 of 100). "
+                         f"{bat_recipe.IMAGENET_PRESET} (x0.1 at epochs 30/60/90 of 100). "
                          f"Received: --schedule={fv.schedule!r}.")
     if not fv["bat_model"].present:
         fv.bat_model = "R-MC-LA-ImageNet"
     if fv.preset is None:
-        fv.preset = bat_lib.IMAGENET_PRESET
+        fv.preset = bat_recipe.IMAGENET_PRESET
     options = {"image_size": fv.image_size or imagenet_lib.DEFAULT_IMAGE_SIZE,
                "lmdb": bool(fv.imagenet_lmdb)}
     if fv.data_workers is not None:
@@ -87,35 +86,27 @@ def resolve(flag_values=FLAGS):
     if fv["random_start"].present:
         raise ValueError("BAT's random start is set by --bat_model (the R- prefix). "
                          f"Received: --random_start={fv.random_start!r}.")
-    bat_dataset = fv.dataset.lower() in bat_lib.BAT_DATASETS
+    bat_dataset = fv.dataset.lower() in bat_recipe.BAT_DATASETS
     for name in ("image_size", "imagenet_lmdb", "data_workers"):
         if fv[name].present and not imagenet:
             raise ValueError(f"--{name} applies to --dataset=imagenet. "
                              f"Received: --{name}={fv[name].value!r} with --dataset={fv.dataset!r}.")
     if fv["schedule"].present and not bat_dataset and fv.preset is None:
-        raise ValueError(f"--schedule applies to the paper's datasets {bat_lib.BAT_DATASETS}. "
+        raise ValueError(f"--schedule applies to the paper's datasets {bat_recipe.BAT_DATASETS}. "
                          f"Received: --schedule={fv.schedule!r} with --dataset={fv.dataset!r}.")
     if fv.preset is None and bat_dataset:
-        fv.preset = bat_lib.preset_name(fv.dataset.lower(), fv.schedule)
+        fv.preset = bat_recipe.preset_name(fv.dataset.lower(), fv.schedule)
     data_options = imagenet_data_options(fv) if imagenet else None
     cfg = experiment.config_from_flags(fv)
     if data_options is not None:
         cfg = dataclasses.replace(cfg, data_options=data_options)
-    beta = fv.beta if fv.beta is not None else (11.0 if fv.dataset.lower() == "cifar100" else 9.0)
-    kwargs = bat_lib.bat_config(
-        fv.bat_model, eps=cfg.eps, pixel_range=cfg.pixel_range,
-        step_size=cfg.step_size if fv["step_size"].present else None,
+    beta = fv.beta if fv.beta is not None else bat_recipe.default_beta(fv.dataset)
+    # The named model's attack, built once; the returned config records the attack actually used
+    # (run metadata, the training banner).
+    return bat_recipe.training(
+        cfg, fv.bat_model, step_size=cfg.step_size if fv["step_size"].present else None,
         num_steps=cfg.num_steps if fv["num_steps"].present else None, beta=beta, gamma=fv.gamma,
-        eps_y=fv.eps_y, top_k=fv.top_k, variant=fv.label_variant, seed=cfg.seed)
-    attack = kwargs.pop("image_attack")
-    kwargs["attack"] = attack  # replaces experiment.train's PGD attack
-    # Record the attack actually used (run metadata, the training banner).
-    rng = ranges_lib.get_range(cfg.pixel_range)
-    cfg = dataclasses.replace(cfg, eps=round(rng.to_pixels(attack.eps), 6),
-                              num_steps=attack.num_steps,
-                              step_size=round(rng.to_pixels(attack.step_size), 6),
-                              random_start=attack.random_start)
-    return cfg, kwargs
+        eps_y=fv.eps_y, top_k=fv.top_k, variant=fv.label_variant)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ follows its PGD-k accuracy) uses the last --val_limit training images, held out 
 from absl import flags
 
 from tfadv import experiment
-from tfadv.defenses import dynamic as dynamic_lib
+from tfadv.recipes import fosc as fosc_recipe
 
 FLAGS = flags.FLAGS
 
@@ -37,7 +37,7 @@ def resolve(flag_values=FLAGS):
     """(TrainConfig, curriculum kwargs) from the parsed flags."""
     fv = flag_values
     if fv.preset is None:
-        fv.preset = dynamic_lib.script_preset(fv.dataset, fv.data_dir)
+        fv.preset = fosc_recipe.script_preset(fv.dataset, fv.data_dir)
     cfg = experiment.config_from_flags(fv)
     if cfg.val_limit == 0:
         raise ValueError("Curriculum training advances k from the PGD-k accuracy on validation "

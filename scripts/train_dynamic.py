@@ -17,7 +17,7 @@ epoch (TensorBoard histogram, LOGDIR/fosc/*.npy, LOGDIR/fosc.png). Sizes are pix
 from absl import flags
 
 from tfadv import experiment
-from tfadv.defenses import dynamic as dynamic_lib
+from tfadv.recipes import fosc as fosc_recipe
 
 FLAGS = flags.FLAGS
 
@@ -38,10 +38,10 @@ def resolve(flag_values=FLAGS):
     """(TrainConfig, dynamic kwargs) from the parsed flags."""
     fv = flag_values
     if fv.preset is None:
-        fv.preset = dynamic_lib.script_preset(fv.dataset, fv.data_dir)
+        fv.preset = fosc_recipe.script_preset(fv.dataset, fv.data_dir)
     cfg = experiment.config_from_flags(fv)
-    t_prime = fv.t_prime if fv.t_prime is not None else dynamic_lib.default_t_prime(fv.preset,
-                                                                                    cfg.epochs)
+    t_prime = (fv.t_prime if fv.t_prime is not None
+               else fosc_recipe.default_t_prime(fv.preset, cfg.epochs))
     kwargs = {"c_max": fv.c_max, "t_prime": t_prime, "fosc_reference": fv.fosc_reference,
               "release_loss_weighting": fv.release_loss_weighting, "record_fosc": fv.record_fosc}
     return cfg, kwargs

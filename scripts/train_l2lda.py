@@ -31,11 +31,9 @@ import dataclasses
 
 from absl import flags
 
-from tfadv import attacks as attacks_lib
 from tfadv import experiment
-from tfadv import presets as presets_lib
-from tfadv import ranges as ranges_lib
-from tfadv.defenses import l2lda as l2lda_lib
+from tfadv import recipes
+from tfadv.recipes import l2lda as l2lda_recipe
 
 FLAGS = flags.FLAGS
 
@@ -62,7 +60,7 @@ def define_l2lda_flags():
 def _default_preset(fv) -> str:
     """l2lda_<dataset> for mnist/cifar10/digits (npz files matched by image shape), else the
     dataset's own preset."""
-    return l2lda_lib.preset_name(presets_lib.dataset_preset(fv.dataset, fv.data_dir))
+    return l2lda_recipe.preset_name(recipes.dataset_preset(fv.dataset, fv.data_dir))
 
 
 def resolve(flag_values=FLAGS):
@@ -80,21 +78,15 @@ def resolve(flag_values=FLAGS):
         raise ValueError(f"--num_steps (T of eq. 5) must be >= 1. Received: {cfg.num_steps!r}.")
     if not fv.recursive and not fv["step_size"].present:
         cfg = dataclasses.replace(cfg, step_size=cfg.eps)
-    lam = fv.lam if fv.lam is not None else l2lda_lib.preset_lambda(fv.preset)
+    lam = fv.lam if fv.lam is not None else l2lda_recipe.preset_lambda(fv.preset)
     if not lam >= 0:
         raise ValueError(f"--lam must be >= 0. Received: {lam!r}.")
-    rng = ranges_lib.get_range(cfg.pixel_range)
-    eps = rng.from_pixels(cfg.eps)
-    # Validation attack: the paper's PGD10 (step eps/4, random start), whatever T is.
-    validation = attacks_lib.IterativeAttack(
-        eps=eps, step_size=l2lda_lib.STEP_FRACTION * eps, num_steps=l2lda_lib.NUM_STEPS,
-        random_start="uniform", pixel_range=rng, name=f"pgd-{l2lda_lib.NUM_STEPS}")
-    kwargs = {"attack": validation, "eps": eps, "step_size": rng.from_pixels(cfg.step_size),
-              "num_steps": cfg.num_steps, "lam": float(lam), "recursive": fv.recursive,
-              "diversity": fv.diversity, "latent_dim": fv.latent_dim, "use_delta": fv.use_delta,
-              "class_conditional": fv.class_conditional, "normalize_grad": fv.normalize_grad,
-              "base_filters": fv.base_filters, "step_reduction": fv.step_reduction,
-              "pixel_range": rng, "seed": cfg.seed}
+    # The generator's sizes in input units and the validation attack, built once.
+    kwargs = l2lda_recipe.training(
+        cfg, lam=float(lam), recursive=fv.recursive, diversity=fv.diversity,
+        latent_dim=fv.latent_dim, use_delta=fv.use_delta, class_conditional=fv.class_conditional,
+        normalize_grad=fv.normalize_grad, base_filters=fv.base_filters,
+        step_reduction=fv.step_reduction)
     # The generator starts from delta = 0 (no random start): record what is used.
     cfg = dataclasses.replace(cfg, random_start="none")
     return cfg, kwargs

@@ -4,7 +4,7 @@
     python scripts/train_madry.py --dataset=npz:../shared/data/mnist_subset.npz --eps=76.5 ...
     python scripts/train_madry.py --dataset=cifar10 --data_dir=~/tensorflow_datasets
 
-Unset flags take the dataset's preset (tfadv/presets.py); sizes are pixel levels out of 255.
+Unset flags take the dataset's preset (tfadv/recipes/madry.py); sizes are pixel levels out of 255.
 Run with --helpfull for every flag.
 """
 

@@ -20,14 +20,11 @@ datasets use their own preset with beta 6. Sizes are pixel levels out of 255. Ru
 for every flag.
 """
 
-import dataclasses
-
 from absl import flags
 
 from tfadv import experiment
-from tfadv import presets as presets_lib
-from tfadv import ranges as ranges_lib
-from tfadv.defenses import trades as trades_lib
+from tfadv import recipes
+from tfadv.recipes import trades as trades_recipe
 
 FLAGS = flags.FLAGS
 
@@ -40,7 +37,7 @@ def define_trades_flags():
 def _default_preset(fv) -> str:
     """trades_<dataset> for the paper's datasets (npz files matched by image shape), else the
     dataset's own preset."""
-    return trades_lib.preset_name(presets_lib.dataset_preset(fv.dataset, fv.data_dir))
+    return trades_recipe.preset_name(recipes.dataset_preset(fv.dataset, fv.data_dir))
 
 
 def resolve(flag_values=FLAGS):
@@ -53,19 +50,11 @@ def resolve(flag_values=FLAGS):
         raise ValueError("TRADES' L2 variant has no paper radius and the preset's eps is an Linf "
                          "budget; pass --eps in pixel levels (0.5 in [0,1] is --eps=127.5). "
                          "Received: --norm=l2 without --eps.")
-    beta = trades_lib.check_beta(fv.beta if fv.beta is not None
-                                 else trades_lib.preset_beta(fv.preset))
+    beta = fv.beta if fv.beta is not None else trades_recipe.preset_beta(fv.preset)
     random_start = fv.random_start if fv["random_start"].present else "gaussian"
-    rng = ranges_lib.get_range(cfg.pixel_range)
-    step = (rng.from_pixels(cfg.step_size) if cfg.norm != "l2" or fv["step_size"].present
-            else None)  # None: the release's 2*eps/K for L2
-    attack = trades_lib.trades_attack(eps=rng.from_pixels(cfg.eps), step_size=step,
-                                      num_steps=cfg.num_steps, norm=cfg.norm, pixel_range=rng,
-                                      random_start=random_start, seed=cfg.seed)
-    # Record the attack actually used (run metadata, the training banner).
-    cfg = dataclasses.replace(cfg, step_size=round(rng.to_pixels(attack.step_size), 6),
-                              random_start=random_start)
-    return cfg, {"attack": attack, "beta": beta}
+    # TRADES' attack, built once; the returned config records the step and start actually used.
+    return trades_recipe.training(cfg, beta=beta, random_start=random_start,
+                                  step_size_given=fv["step_size"].present)
 
 
 if __name__ == "__main__":

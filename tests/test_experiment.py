@@ -99,10 +99,10 @@ def test_no_warm_up_at_or_below_256(batch, expected):
 def test_lr_scaling_comes_from_the_preset_and_old_flag_namespaces_still_resolve(monkeypatch):
     import dataclasses
 
-    from tfadv import presets
+    from tfadv import recipes
 
-    digits = presets.get("digits")
-    monkeypatch.setattr(presets, "get", lambda name: dataclasses.replace(
+    digits = recipes.get("digits")
+    monkeypatch.setattr(recipes, "get", lambda name: dataclasses.replace(
         digits, lr_scaling="linear", lr_warmup_epochs=2.0))
     cfg = experiment.config_from_flags(flags(batch_size=512))
     assert (cfg.lr_scaling, cfg.lr_warmup_epochs, experiment.base_lr(cfg)) == \

@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRACTS = os.path.join(ROOT, ".importlinter")
 # Layers that must stay above tfadv.attacks whatever else the contract says.
-ABOVE_ATTACKS = ("tfadv.evaluation", "tfadv.callbacks", "tfadv.defenses", "tfadv.presets",
+ABOVE_ATTACKS = ("tfadv.evaluation", "tfadv.callbacks", "tfadv.defenses", "tfadv.recipes",
                  "tfadv.experiment", "tfadv.flags", "scripts")
 
 

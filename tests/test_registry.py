@@ -9,7 +9,7 @@ import pytest
 
 import models
 import tfadv
-from tfadv import attacks, data, defenses, losses, presets, registry
+from tfadv import attacks, data, defenses, losses, recipes, registry
 from tfadv.attacks import steps, targets
 from tfadv.data import augment
 from tests import testing
@@ -18,7 +18,7 @@ from tests import testing
 REGISTRIES = [
     (attacks, attacks.ATTACKS),
     (defenses, defenses.DEFENSES),
-    (tfadv, presets.PRESETS),
+    (recipes, recipes.PRESETS),
     (tfadv, losses.LOSSES),
     (attacks, steps.STEPS),
     (attacks, targets.TARGETS),
@@ -67,9 +67,9 @@ def test_get_returns_the_built_object():
     assert isinstance(attacks.get("pgd", eps=0.1), attacks.IterativeAttack)
     assert isinstance(attacks.get("noop"), attacks.NoOpAttack)
     assert attacks.get("fgsm", eps=0.1).get_config()["num_steps"] == 1
-    for name in presets.PRESETS.names():
-        assert isinstance(presets.get(name), presets.Preset), name
-    assert presets.get("digits").model == "digits_cnn"
+    for name in recipes.PRESETS.names():
+        assert isinstance(recipes.get(name), recipes.Preset), name
+    assert recipes.get("digits").model == "digits_cnn"
     assert isinstance(steps.get("l2"), steps.L2Step)
     assert isinstance(steps.get("linf"), steps.LinfStep)
     assert losses.get("ce") is losses.ce and losses.get("kl") is losses.trades_kl
@@ -92,7 +92,7 @@ def test_package_entry_points_give_the_registry_message():
     cases = [
         (lambda: attacks.get("nope", eps=0.1), attacks.ATTACKS),
         (lambda: defenses.get("nope", testing.tiny_cnn(seed=0)), defenses.DEFENSES),
-        (lambda: presets.get("nope"), presets.PRESETS),
+        (lambda: recipes.get("nope"), recipes.PRESETS),
         (lambda: losses.get("nope"), losses.LOSSES),
         (lambda: steps.get("nope"), steps.STEPS),
         (lambda: models.build("nope", num_classes=10, input_shape=(8, 8, 1)), models.REGISTRY),

@@ -16,16 +16,14 @@ matches the one LOGDIR records, and a different one is refused unless ``--overwr
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 import sys
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
 
-from tfadv import attacks as attacks_lib
 from tfadv import callbacks as callbacks_lib
 from tfadv import checkpoints as ckpt_lib
 from tfadv import data as data_lib
@@ -33,255 +31,14 @@ from tfadv import defenses as defenses_lib
 from tfadv import distribute as distribute_lib
 from tfadv import evaluation as eval_lib
 from tfadv import export as export_lib
-from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
+from tfadv import recipes as recipes_lib
 from tfadv import rundir as rundir_lib
+from tfadv.config import TrainConfig, config_from_flags
+from tfadv.optimizers import base_lr, make_optimizer
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """A fully resolved training run. Sizes (eps, step_size) are pixel levels out of 255."""
-
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    # Extra keyword arguments of tfadv.data.load for both splits (e.g. ImageNet's image_size).
-    data_options: dict = dataclasses.field(default_factory=dict)
-    pixel_range: str = "[0,1]"
-    model: str = "digits_cnn"
-    model_kwargs: dict = dataclasses.field(default_factory=dict)
-    init_checkpoint: Optional[str] = None
-    eps: float = 25.5
-    step_size: float = 6.375
-    num_steps: int = 7
-    random_start: str = "uniform"
-    norm: str = "linf"
-    attack_training: bool = False
-    eps_warmup_epochs: float = 0.0
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    lr_boundaries: Tuple[int, ...] = ()
-    lr_decay: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    logdir: str = "runs/madry_digits"
-    seed: int = 0
-    num_gpus: int = 0
-    strategy: str = "auto"
-    logical_cpus: int = 0
-    precision: str = "fp32"
-    attack_fp32: bool = False
-    xla: bool = False
-    lr_scaling: str = "none"
-    lr_warmup_epochs: float = 5.0
-    resume: bool = True
-    overwrite: bool = False  # move a different run in LOGDIR aside (tfadv.rundir) instead of failing
-    train_limit: Optional[int] = None
-    eval_limit: Optional[int] = None
-    val_limit: Optional[int] = 1000
-    # "heldout": validate on the last examples of the training split, excluded from training
-    # (tfadv.data.holdout); "test": on the test split, only when asked for.
-    val_split: str = "heldout"
-    checkpoint_every: int = 1
-    eval_attacks: str = "clean,fgsm,pgd-20"
-    eval_step_size: Optional[float] = None
-    verbose: int = 2
-
-    def validate(self):
-        """Checks every field (the evaluation attacks parsed included) so that a bad value stops
-        the run before anything is loaded, written or trained."""
-        ranges_lib.get_range(self.pixel_range)
-        ranges_lib.check_pixel_size(self.eps, name="eps")
-        ranges_lib.check_pixel_size(self.step_size, name="step_size", allow_subpixel=True)
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1. Received: {getattr(self, name)!r}.")
-        if self.eps_warmup_epochs < 0:
-            raise ValueError(f"--eps_warmup_epochs must be >= 0. Received: {self.eps_warmup_epochs!r}.")
-        if self.num_steps < 0:
-            raise ValueError(f"--num_steps must be >= 0. Received: {self.num_steps!r}.")
-        if list(self.lr_boundaries) != sorted(self.lr_boundaries):
-            raise ValueError(f"--lr_boundaries must increase. Received: {self.lr_boundaries!r}.")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"--lr_scaling must be one of {LR_SCALINGS}. "
-                             f"Received: {self.lr_scaling!r}.")
-        if self.lr_warmup_epochs < 0:
-            raise ValueError(f"--lr_warmup_epochs must be >= 0. Received: {self.lr_warmup_epochs!r}.")
-        if self.precision not in distribute_lib.PRECISIONS:
-            raise ValueError(f"--precision must be one of {sorted(distribute_lib.PRECISIONS)}. "
-                             f"Received: {self.precision!r}.")
-        if self.strategy not in distribute_lib.STRATEGIES:
-            raise ValueError(f"--strategy must be one of {distribute_lib.STRATEGIES}. "
-                             f"Received: {self.strategy!r}.")
-        for name in ("num_gpus", "logical_cpus"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0. Received: {getattr(self, name)!r}.")
-        self._validate_inputs()
-        return self
-
-    def _validate_inputs(self):
-        if not self.lr > 0 or self.lr == float("inf"):
-            raise ValueError(f"--lr must be a finite number > 0. Received: {self.lr!r}.")
-        for name, optional in (("checkpoint_every", False), ("train_limit", True),
-                               ("eval_limit", True)):
-            value = getattr(self, name)
-            if (value is not None or not optional) and (
-                    isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-                raise ValueError(f"--{name} must be an integer >= 1{' or unset' if optional else ''}."
-                                 f" Received: {value!r}.")
-        if isinstance(self.verbose, bool) or self.verbose not in (0, 1, 2):
-            raise ValueError("--verbose must be 0 (silent), 1 (a progress bar) or 2 (a line per "
-                             f"epoch, a progress line within it). Received: {self.verbose!r}.")
-        data_lib.holdout.check_val_limit(self.val_limit)
-        data_lib.holdout.check_val_split(self.val_split)
-        eval_lib.parse_list(self.eval_attacks, eps=self.eps, pixel_range=self.pixel_range,
-                            step_size=self.eval_step_size, seed=self.seed)
-
-
-LR_SCALINGS = ("none", "linear")
 PROGRESS_SECONDS = 30.0  # with --verbose=2, a progress line this often within an epoch
-REFERENCE_BATCH = 256  # Goyal et al.'s linear scaling rule, as the tensorpack ImageNet code uses it
-
-
-def parse_model_kwargs(items) -> dict:
-    """``["depth=28", "per_image_standardization=true"]`` -> ``{"depth": 28, ...: True}``."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--model_kwargs entries are key=value. Received: {item!r}.")
-        key, value = (t.strip() for t in item.split("=", 1))
-        lowered = value.lower()
-        if lowered in ("true", "false"):
-            out[key] = lowered == "true"
-            continue
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
-
-
-def config_from_flags(flag_values) -> TrainConfig:
-    """Fills unset flags from the dataset's preset and returns a validated TrainConfig."""
-    fv = flag_values
-    dataset = fv.dataset
-    preset_name = fv.preset
-    if preset_name is None:
-        # Validates the dataset name (and that a tfds dataset is prepared) before anything else.
-        image_shape = data_lib.info(dataset, "test", data_dir=fv.data_dir).image_shape
-        preset_name = presets_lib.for_dataset(dataset, image_shape)
-    preset = presets_lib.get(preset_name)
-
-    def pick(flag, default):
-        value = getattr(fv, flag)
-        return default if value is None else value
-
-    def pick_new(flag, default):  # flags newer than some callers' flag namespaces
-        value = getattr(fv, flag, None)
-        return default if value is None else value
-
-    boundaries = pick("lr_boundaries", preset.lr_boundaries)
-    try:
-        boundaries = tuple(int(float(b)) for b in boundaries)
-    except ValueError:
-        raise ValueError(f"--lr_boundaries must be epochs. Received: {fv.lr_boundaries!r}.") from None
-    return TrainConfig(
-        dataset=dataset, data_dir=fv.data_dir, pixel_range=pick("pixel_range", preset.pixel_range),
-        model=pick("model", preset.model), model_kwargs=parse_model_kwargs(fv.model_kwargs),
-        init_checkpoint=fv.init_checkpoint, eps=pick("eps", preset.eps),
-        step_size=pick("step_size", preset.step_size), num_steps=pick("num_steps", preset.num_steps),
-        random_start=fv.random_start, norm=fv.norm, attack_training=fv.attack_training,
-        eps_warmup_epochs=fv.eps_warmup_epochs,
-        epochs=pick("epochs", preset.epochs), batch_size=pick("batch_size", preset.batch_size),
-        optimizer=pick("optimizer", preset.optimizer), lr=pick("lr", preset.lr),
-        lr_boundaries=boundaries, lr_decay=pick("lr_decay", preset.lr_decay),
-        momentum=pick("momentum", preset.momentum),
-        weight_decay=pick("weight_decay", preset.weight_decay), logdir=fv.logdir, seed=fv.seed,
-        num_gpus=fv.num_gpus, strategy=pick_new("strategy", "auto"),
-        logical_cpus=pick_new("logical_cpus", 0), precision=pick_new("precision", "fp32"),
-        attack_fp32=pick_new("attack_fp32", False), xla=pick_new("xla", False),
-        lr_scaling=pick_new("lr_scaling", preset.lr_scaling),
-        lr_warmup_epochs=pick_new("lr_warmup_epochs", preset.lr_warmup_epochs),
-        resume=pick_new("resume", True), overwrite=pick_new("overwrite", False),
-        train_limit=fv.train_limit, eval_limit=fv.eval_limit,
-        val_limit=pick("val_limit", preset.val_limit), val_split=pick_new("val_split", "heldout"),
-        checkpoint_every=fv.checkpoint_every,
-        eval_attacks=pick("eval_attacks", preset.eval_attacks),
-        eval_step_size=pick("eval_step_size", preset.eval_step_size), verbose=fv.verbose).validate()
-
-
-def base_lr(cfg: TrainConfig) -> float:
-    """The LR after the scaling rule: ``lr x global_batch / 256`` for ``lr_scaling="linear"``
-    (Goyal et al. sec. 2.1, the tensorpack ImageNet code's ``BASE_LR``), else ``lr``."""
-    if cfg.lr_scaling == "linear":
-        return cfg.lr * cfg.batch_size / REFERENCE_BATCH
-    return cfg.lr
-
-
-@keras.saving.register_keras_serializable(package="tfadv")
-class WarmupPiecewiseConstant(keras.optimizers.schedules.LearningRateSchedule):
-    """Piecewise-constant LR (``values[i]`` while ``step <= boundaries[i]``, as
-    PiecewiseConstantDecay) preceded by a linear warm-up from ``warmup_from`` to ``values[0]`` over
-    the first ``warmup_steps`` updates (Goyal et al. sec. 2.2: the tensorpack code's step-based
-    linear interpolation from 0.1 to BASE_LR over 5 epochs)."""
-
-    def __init__(self, boundaries, values, warmup_steps: int = 0, warmup_from: float = 0.0):
-        if len(values) != len(boundaries) + 1:
-            raise ValueError(f"values needs one more entry than boundaries. Received: "
-                             f"boundaries={boundaries!r}, values={values!r}.")
-        self.boundaries = [int(b) for b in boundaries]
-        self.values = [float(v) for v in values]
-        self.warmup_steps = int(warmup_steps)
-        self.warmup_from = float(warmup_from)
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        lr = tf.constant(self.values[0], tf.float32)
-        for boundary, value in zip(self.boundaries, self.values[1:]):
-            lr = tf.where(step > boundary, tf.constant(value, tf.float32), lr)
-        if self.warmup_steps > 0:
-            ramp = self.warmup_from + (self.values[0] - self.warmup_from) * step / self.warmup_steps
-            lr = tf.where(step < self.warmup_steps, ramp, lr)
-        return lr
-
-    def get_config(self):
-        return {"boundaries": self.boundaries, "values": self.values,
-                "warmup_steps": self.warmup_steps, "warmup_from": self.warmup_from}
-
-
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
-    """SGD (momentum) or Adam with a piecewise-constant LR whose boundaries are given in epochs,
-    scaled and warmed up per ``cfg.lr_scaling`` (warm-up only when the scaled LR exceeds ``lr``,
-    as the tensorpack code's ``if BASE_LR > 0.1``)."""
-    lr = base_lr(cfg)
-    warmup = 0
-    if cfg.lr_scaling == "linear" and lr > cfg.lr:
-        warmup = int(round(cfg.lr_warmup_epochs * steps_per_epoch))
-    # The step counter is the number of updates already made, so epoch b's first update has step
-    # b*steps_per_epoch: values[i] is kept while step <= b*steps_per_epoch - 1.
-    boundaries = [b * steps_per_epoch - 1 for b in cfg.lr_boundaries]
-    values = [lr * cfg.lr_decay ** i for i in range(len(cfg.lr_boundaries) + 1)]
-    if warmup:
-        lr = WarmupPiecewiseConstant(boundaries, values, warmup_steps=warmup, warmup_from=cfg.lr)
-    elif cfg.lr_boundaries:
-        lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum)
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
-    raise ValueError(f"Unknown optimizer. Expected sgd or adam. Received: {cfg.optimizer!r}.")
-
-
-def training_attack(cfg: TrainConfig):
-    rng = ranges_lib.get_range(cfg.pixel_range)
-    return attacks_lib.get("pgd", eps=rng.from_pixels(cfg.eps), step_size=rng.from_pixels(cfg.step_size),
-                           num_steps=cfg.num_steps, random_start=cfg.random_start, norm=cfg.norm,
-                           pixel_range=rng)
 
 
 def run_evaluation(model, cfg: TrainConfig, *, out_dir: str, row: str, stream=sys.stdout,
@@ -372,13 +129,12 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
         distribute_lib.float32_logits(network)
         if cfg.init_checkpoint:
             ckpt_lib.load_into(network, cfg.init_checkpoint)
-        attack = training_attack(cfg)
-        kwargs = dict(attack=attack, weight_decay=cfg.weight_decay,
-                      attack_training=cfg.attack_training,
+        kwargs = dict(weight_decay=cfg.weight_decay, attack_training=cfg.attack_training,
                       eps_warmup_steps=int(round(cfg.eps_warmup_epochs * steps_per_epoch)))
         if cfg.attack_fp32:
             kwargs["attack_fp32"] = True
-        kwargs.update(defense_kwargs or {})
+        # The recipe's attack (built once, by the script's recipe or here from cfg's PGD).
+        kwargs.update(recipes_lib.training_kwargs(cfg, defense_kwargs))
         model = defenses_lib.get(defense, network, **kwargs)
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=bool(cfg.xla))
     resume = ckpt_lib.ResumeCheckpoint(logdir)

@@ -1,4 +1,5 @@
-"""Tests for Bilateral Adversarial Training (tfadv.defenses.bat, scripts/train_bat.py)."""
+"""Tests for Bilateral Adversarial Training (tfadv.defenses.bat, its recipes tfadv.recipes.bat,
+scripts/train_bat.py)."""
 
 import json
 import os
@@ -12,6 +13,7 @@ from tfadv import attacks, defenses, labels, losses
 from tfadv.attacks import targets as targets_lib
 from tests import testing
 from tfadv.defenses import bat as bat_lib
+from tfadv.recipes import bat as bat_recipe
 
 EPS = 0.1  # digits, [0,1]: 25.5 pixel levels
 
@@ -79,7 +81,7 @@ EXPECTED = {  # name: (target, random start, label adversary, steps, step in pix
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_named_configurations(name):
     target, start, adversary, steps, step, top_k, variant = EXPECTED[name]
-    kwargs = bat_lib.bat_config(name, eps=8, pixel_range="[-1,1]")
+    kwargs = bat_recipe.defense_kwargs(name, eps=8, pixel_range="[-1,1]")
     cfg = kwargs["image_attack"].get_config()
     assert cfg["target"] == target and cfg["random_start"] == start and cfg["num_steps"] == steps
     assert cfg["eps"] == pytest.approx(16 / 255) and cfg["step_size"] == pytest.approx(2 * step / 255)
@@ -91,12 +93,12 @@ def test_named_configurations(name):
 
 
 def test_imagenet_configuration_and_overrides():
-    kwargs = bat_lib.bat_config("r-mc-la-imagenet", pixel_range="[-1,1]")
+    kwargs = bat_recipe.defense_kwargs("r-mc-la-imagenet", pixel_range="[-1,1]")
     cfg = kwargs["image_attack"].get_config()
     assert cfg["num_steps"] == 2 and cfg["target"] == "mc"
     assert cfg["eps"] == pytest.approx(32 / 255) and cfg["step_size"] == pytest.approx(16 / 255)
     assert kwargs["beta"] == 100
-    kwargs = bat_lib.bat_config("R-MC-LA9", eps=4, pixel_range="[0,1]", beta=11, num_steps=2,
+    kwargs = bat_recipe.defense_kwargs("R-MC-LA9", eps=4, pixel_range="[0,1]", beta=11, num_steps=2,
                                 step_size=2)
     cfg = kwargs["image_attack"].get_config()
     assert cfg["eps"] == pytest.approx(4 / 255) and cfg["step_size"] == pytest.approx(2 / 255)
@@ -106,7 +108,7 @@ def test_imagenet_configuration_and_overrides():
 def test_named_models_are_the_papers():
     # Tables 3 and 5, appendix B and the ImageNet setting: no model more, none less (each one's
     # values are checked above).
-    assert bat_lib.model_names() == sorted([*EXPECTED, "R-MC-LA-ImageNet"])
+    assert bat_recipe.model_names() == sorted([*EXPECTED, "R-MC-LA-ImageNet"])
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -121,13 +123,13 @@ def test_bad_arguments(kwargs):
 
 def test_bad_names_and_two_attacks():
     with pytest.raises(ValueError, match="Received"):
-        bat_lib.bat_config("R-MC-LA10")
+        bat_recipe.defense_kwargs("R-MC-LA10")
     a = attacks.get("fgsm", eps=EPS)
     b = attacks.get("fgsm", eps=EPS)
     with pytest.raises(ValueError, match="Received"):
         defenses.get("bat", testing.tiny_cnn(seed=0), image_attack=a, attack=b)
     with pytest.raises(ValueError, match="Received"):
-        bat_lib.bat_config("R-MC", eps=8, pixel_range="[0,1]", step_size=300)
+        bat_recipe.defense_kwargs("R-MC", eps=8, pixel_range="[0,1]", step_size=300)
 
 
 # ------------------------------------------------------------------------------ image adversary
@@ -170,7 +172,7 @@ def test_one_targeted_step_lowers_the_targets_ce(target):
 def test_untargeted_fgsm_raises_the_true_ce():
     model = testing.trained_digits_model()
     x, y, _, _ = testing.digits_split(num_train=128)
-    attack = bat_lib.bat_config("FGSM", eps=12.75, pixel_range="[0,1]")["image_attack"]
+    attack = bat_recipe.defense_kwargs("FGSM", eps=12.75, pixel_range="[0,1]")["image_attack"]
     before = losses.ce(logits=model(x, training=False), labels=y).numpy()
     after = losses.ce(logits=model(attack(model, x, y), training=False), labels=y).numpy()
     assert np.mean(after > before) > 0.95
@@ -179,9 +181,9 @@ def test_untargeted_fgsm_raises_the_true_ce():
 def test_random_start_off_is_deterministic_and_on_is_not():
     model = testing.trained_digits_model()
     x, y, _, _ = testing.digits_split(num_train=32)
-    off = bat_lib.bat_config("MC", eps=25.5, pixel_range="[0,1]")["image_attack"]
+    off = bat_recipe.defense_kwargs("MC", eps=25.5, pixel_range="[0,1]")["image_attack"]
     np.testing.assert_array_equal(off(model, x, y).numpy(), off(model, x, y).numpy())
-    on = bat_lib.bat_config("R-MC", eps=25.5, pixel_range="[0,1]")["image_attack"]
+    on = bat_recipe.defense_kwargs("R-MC", eps=25.5, pixel_range="[0,1]")["image_attack"]
     assert not np.array_equal(on(model, x, y).numpy(), on(model, x, y).numpy())
 
 
@@ -190,7 +192,7 @@ def test_random_start_off_is_deterministic_and_on_is_not():
 
 def test_one_clean_inference_forward_shared_by_target_and_labels():
     net, counter = counting_net()
-    model = defenses.get("bat", net, **bat_lib.bat_config("R-MC-LA", eps=25.5, pixel_range="[0,1]"),
+    model = defenses.get("bat", net, **bat_recipe.defense_kwargs("R-MC-LA", eps=25.5, pixel_range="[0,1]"),
                                 track_clean=False)
     model.compile(keras.optimizers.SGD(0.01), run_eagerly=True)
     x, y, _, _ = testing.digits_split(num_train=16)
@@ -202,7 +204,7 @@ def test_one_clean_inference_forward_shared_by_target_and_labels():
 def test_pair_uses_inference_mode_bn_and_labels_from_clean_logits():
     net = testing.tiny_cnn(seed=0)
     net(tf.zeros([1, 8, 8, 1]), training=True)
-    model = defenses.get("bat", net, **bat_lib.bat_config("R-MC-LA", eps=25.5, pixel_range="[0,1]"))
+    model = defenses.get("bat", net, **bat_recipe.defense_kwargs("R-MC-LA", eps=25.5, pixel_range="[0,1]"))
     x, y, _, _ = testing.digits_split(num_train=32)
     before = testing.bn_moving_stats(net)
     x_adv, y_soft = model.adversarial_pair(x, y)
@@ -235,7 +237,7 @@ def test_defense_loss_is_soft_ce_on_adversarial_pair_only(adversary, extra):
 def test_short_training_run_on_digits_reports_label_metrics(digits):
     x_train, y_train, x_test, y_test = digits
     model = defenses.get("bat", testing.tiny_cnn(seed=0),
-                                **bat_lib.bat_config("R-MC-LA", eps=25.5, pixel_range="[0,1]"))
+                                **bat_recipe.defense_kwargs("R-MC-LA", eps=25.5, pixel_range="[0,1]"))
     model.compile(keras.optimizers.Adam(1e-2))
     history = model.fit(x_train, y_train, epochs=4, batch_size=64, verbose=0,
                         validation_data=(x_test, y_test)).history
@@ -253,7 +255,7 @@ def test_short_training_run_on_digits_reports_label_metrics(digits):
 def test_label_smoothing_model_logs_its_fixed_budget(digits):
     x_train, y_train, _, _ = digits
     model = defenses.get("bat", testing.tiny_cnn(seed=0),
-                                **bat_lib.bat_config("R-MC-LS", eps=25.5, pixel_range="[0,1]"))
+                                **bat_recipe.defense_kwargs("R-MC-LS", eps=25.5, pixel_range="[0,1]"))
     model.compile(keras.optimizers.Adam(1e-2))
     logs = model.train_on_batch(x_train[:64], y_train[:64], return_dict=True)
     assert logs["eps_y"] == pytest.approx(0.5) and logs["true_mass"] == pytest.approx(0.5)
@@ -325,7 +327,7 @@ def test_script_trains_on_digits(tmp_path):
 
 def test_config_rejects_label_options_of_other_adversaries():
     with pytest.raises(ValueError, match="Received: eps_y"):
-        bat_lib.bat_config("R-MC-LA", eps_y=0.3)
+        bat_recipe.defense_kwargs("R-MC-LA", eps_y=0.3)
     with pytest.raises(ValueError, match="Received: top_k"):
-        bat_lib.bat_config("R-MC-LS", top_k=3)
-    assert bat_lib.spec_name("r-mc-la9") == "R-MC-LA9"
+        bat_recipe.defense_kwargs("R-MC-LS", top_k=3)
+    assert bat_recipe.spec_name("r-mc-la9") == "R-MC-LA9"

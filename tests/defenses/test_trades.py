@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfadv import attacks, defenses, losses, presets
+from tfadv import attacks, defenses, losses, recipes
 from tfadv.defenses import AdversarialModel, TradesAdversarialTraining
 from tests import testing
 from tfadv.defenses import trades as trades_lib
+from tfadv.recipes import trades as trades_recipe
 
 EPS = 0.1  # digits, [0,1]: 25.5 pixel levels
 
@@ -85,23 +86,23 @@ def test_attack_and_eps_conflict_and_bad_pixel_sizes():
         defenses.get("trades", net, eps=8)  # pixel levels passed as input units
 
 
-def test_presets_registered_from_trades_module():
-    cifar = presets.get("trades_cifar10")
+def test_presets_registered_from_the_trades_recipe():
+    cifar = recipes.get("trades_cifar10")
     assert (cifar.model, cifar.pixel_range, cifar.eps, cifar.num_steps) == (
         "trades_wrn34_10", "[0,1]", 8.0, 10)
     assert cifar.step_size == pytest.approx(1.785) and cifar.eval_step_size == pytest.approx(0.765)
     assert (cifar.optimizer, cifar.lr, cifar.batch_size, cifar.epochs) == ("sgd", 0.1, 128, 100)
     assert cifar.weight_decay == pytest.approx(2e-4) and cifar.lr_boundaries == (74, 89, 99)
-    mnist = presets.get("trades_mnist")
+    mnist = recipes.get("trades_mnist")
     assert (mnist.model, mnist.num_steps, mnist.lr, mnist.weight_decay) == (
         "trades_smallcnn", 40, 0.01, 0.0)
     assert mnist.eps == pytest.approx(76.5) and mnist.step_size == pytest.approx(2.55)
-    assert trades_lib.preset_beta("trades_cifar10") == 6.0
-    assert trades_lib.preset_beta("trades_cifar10_beta1") == 1.0
-    assert trades_lib.preset_beta("trades_mnist_beta1") == 1.0
-    assert trades_lib.preset_beta("digits") == 6.0
-    assert trades_lib.preset_name("CIFAR10") == "trades_cifar10"
-    assert trades_lib.preset_name("digits") == "digits"
+    assert trades_recipe.preset_beta("trades_cifar10") == 6.0
+    assert trades_recipe.preset_beta("trades_cifar10_beta1") == 1.0
+    assert trades_recipe.preset_beta("trades_mnist_beta1") == 1.0
+    assert trades_recipe.preset_beta("digits") == 6.0
+    assert trades_recipe.preset_name("CIFAR10") == "trades_cifar10"
+    assert trades_recipe.preset_name("digits") == "digits"
 
 
 # ------------------------------------------------------------------------------ the loss

@@ -2,14 +2,15 @@
 
 ``get`` returns the built defense model (see :mod:`tfadv.registry`). Each defense lives in the
 module of its name (``tfadv.defenses.trades``, ...); the package namespace holds those modules and
-the model classes, not the registered factories.
+the model classes, not the registered factories. Defenses take sizes in input units; the papers'
+recipes (pixel levels, named models, presets) are :mod:`tfadv.recipes`.
 """
 
 from __future__ import annotations
 
 from tfadv.defenses import bat, curriculum, dynamic, l2lda, madry, natural, trades
 from tfadv.defenses.base import AdversarialModel
-from tfadv.defenses.bat import BilateralAdversarialTraining, bat_config
+from tfadv.defenses.bat import BilateralAdversarialTraining
 from tfadv.defenses.curriculum import CurriculumAdversarialTraining
 from tfadv.defenses.dynamic import DynamicAdversarialTraining
 from tfadv.defenses.l2lda import L2LDA
@@ -40,5 +41,5 @@ def names():
 
 __all__ = ["AdversarialModel", "BilateralAdversarialTraining", "CurriculumAdversarialTraining",
            "DynamicAdversarialTraining", "MadryAdversarialTraining",
-           "L2LDA", "NaturalTraining", "TradesAdversarialTraining", "bat_config", "get", "names",
+           "L2LDA", "NaturalTraining", "TradesAdversarialTraining", "get", "names",
            "DEFENSES"]

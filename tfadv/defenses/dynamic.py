@@ -14,8 +14,8 @@ and the attack is plain PGD.
 
 Paper defaults (sec. 5.1): c_max = 0.5, T′ = 40 of 50 epochs (MNIST) and 100 of 120 (CIFAR-10);
 10-step PGD with step ε/4 from a uniform random start, ε = 0.3 / 8/255; SGD 0.01 momentum 0.9,
-weight decay 1e-4, LR ÷10 at epochs 20/40 (MNIST) and 60/100 (CIFAR-10). Registered as the presets
-``fosc_mnist`` and ``fosc_cifar10`` (shared with the Curriculum baseline).
+weight decay 1e-4, LR ÷10 at epochs 20/40 (MNIST) and 60/100 (CIFAR-10): the recipes ``fosc_mnist``
+and ``fosc_cifar10`` of :mod:`tfadv.recipes.fosc` (shared with the Curriculum baseline).
 
 Release facts reproduced behind options (``../shared/REFERENCE_NOTES.md``):
 
@@ -42,7 +42,6 @@ import tensorflow as tf
 
 from tfadv import attacks as attacks_lib
 from tfadv import losses as losses_lib
-from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.callbacks import FoscLogger, FoscRecorder
@@ -251,56 +250,3 @@ def dynamic(network, *, c_max: float = 0.5, t_prime: float = 100, attack=None,
         release_loss_weighting=release_loss_weighting, record_fosc=record_fosc,
         fosc_capacity=fosc_capacity, eval_attack=eval_attack, weight_decay=weight_decay,
         attack_training=attack_training, track_clean=track_clean, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------------
-# Script defaults of the FOSC paper (sec. 5.1), shared by scripts/train_dynamic.py and
-# scripts/train_curriculum.py: 10-step PGD, step ε/4, uniform random start; SGD 0.01 momentum 0.9,
-# weight decay 1e-4 (c·Σ½‖W‖², PyTorch weight_decay=1e-4), batch 128 (release); T′ per dataset.
-
-FOSC_PAPER_T_PRIME = {"fosc_mnist": 40, "fosc_cifar10": 100}
-
-
-def paper_preset(dataset_preset: str) -> Optional[str]:
-    """``fosc_<name>`` for the datasets of the paper (``mnist``, ``cifar10``), else None."""
-    name = f"fosc_{dataset_preset}"
-    return name if name in FOSC_PAPER_T_PRIME else None
-
-
-def default_t_prime(preset: Optional[str], epochs: int) -> float:
-    """T′ of the paper for its presets; elsewhere 0.8·T rounded (T′ = 40 of 50 and 100 of 120 in
-    the paper: "slightly smaller than total epochs T"), at least 1."""
-    if preset in FOSC_PAPER_T_PRIME:
-        return FOSC_PAPER_T_PRIME[preset]
-    return max(1, int(round(0.8 * epochs)))
-
-
-def _register_presets():
-    presets = {
-        "fosc_mnist": presets_lib.Preset(
-            model="fosc_mnist_cnn", pixel_range="[0,1]", eps=76.5, step_size=19.125, num_steps=10,
-            epochs=50, batch_size=128, optimizer="sgd", lr=0.01, lr_boundaries=(20, 40),
-            momentum=0.9, weight_decay=1e-4, eval_attacks="clean,fgsm,pgd-10,pgd-20,cw_linf",
-            eval_step_size=19.125),
-        "fosc_cifar10": presets_lib.Preset(
-            model="fosc_cifar_cnn", pixel_range="[0,1]", eps=8.0, step_size=2.0, num_steps=10,
-            epochs=120, batch_size=128, optimizer="sgd", lr=0.01, lr_boundaries=(60, 100),
-            momentum=0.9, weight_decay=1e-4, eval_attacks="clean,fgsm,pgd-10,pgd-20,cw_linf",
-            eval_step_size=2.0),
-    }
-    for name, preset in presets.items():
-        if name not in presets_lib.PRESETS.names():
-            presets_lib.PRESETS.register(name)(lambda p=preset: p)
-
-
-_register_presets()
-
-
-def script_preset(dataset: str, data_dir: Optional[str] = None) -> Optional[str]:
-    """The FOSC paper's preset for a script's ``--dataset`` (``mnist``, ``cifar10`` and npz files of
-    their image shapes), or None to use the dataset's own preset."""
-    try:
-        base = presets_lib.dataset_preset(dataset, data_dir)
-    except ValueError:
-        return None
-    return paper_preset(base.lower())

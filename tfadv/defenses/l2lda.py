@@ -44,7 +44,6 @@ The recursion, eq. (8) on the doubled batch, the generator's update step and its
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from typing import Optional
@@ -55,7 +54,6 @@ import tensorflow as tf
 from tfadv import attacks as attacks_lib
 from tfadv import batches as batches_lib
 from tfadv import losses as losses_lib
-from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import l2lda_generator as generator_lib
 from tfadv.callbacks import GeneratorCheckpoint
@@ -339,59 +337,4 @@ def l2l(network, *, generator=None, eps: Optional[float] = None, pixel_range="[0
                  base_filters=base_filters, **kwargs)
 
 
-# ------------------------------------------------------------------------------------------------
-# Script presets (sec. 5.1 and the release's run commands), registered in the shared preset
-# registry for scripts/train_l2lda.py. 100k iterations of batch 100 are 167 epochs of MNIST's 60k
-# training images and 200 of CIFAR-10's 50k; the release's StepLR(max_step // 2, 0.1) is the
-# boundary at half of them (0-based epochs 83 and 100). Sizes are pixel levels of [0,1].
-
-_MNIST = presets_lib.Preset(
-    model="lenet5", pixel_range="[0,1]", eps=EPS_PIXELS["mnist"],
-    step_size=STEP_FRACTION * EPS_PIXELS["mnist"], num_steps=NUM_STEPS, epochs=167,
-    batch_size=100, optimizer="sgd", lr=0.01, lr_boundaries=(83,), lr_decay=0.1, momentum=0.9,
-    weight_decay=WEIGHT_DECAY, eval_attacks="clean,fgsm,pgd-10,pgd-100,cw-100",
-    eval_step_size=STEP_FRACTION * EPS_PIXELS["mnist"])
-_CIFAR10 = presets_lib.Preset(
-    model="resnet20_cifar", pixel_range="[0,1]", eps=EPS_PIXELS["cifar10"],
-    step_size=STEP_FRACTION * EPS_PIXELS["cifar10"], num_steps=NUM_STEPS, epochs=200,
-    batch_size=100, optimizer="sgd", lr=0.01, lr_boundaries=(100,), lr_decay=0.1, momentum=0.9,
-    weight_decay=WEIGHT_DECAY, eval_attacks="clean,fgsm,pgd-10,pgd-100,cw-100",
-    eval_step_size=STEP_FRACTION * EPS_PIXELS["cifar10"])
-
-
-def _digits_preset():
-    # The offline digits default (tfadv's digits preset: eps 25.5, step eps/4) with T = 10 and the
-    # release's weight decay.
-    return dataclasses.replace(presets_lib.get("digits"), num_steps=NUM_STEPS,
-                               weight_decay=WEIGHT_DECAY)
-
-
-#: preset name -> (λ, source). digits are grayscale digits like MNIST: MNIST's λ.
-L2LDA_PRESETS = {"l2lda_mnist": (LAMBDA["mnist"], "sec. 5.1 / the release's MNIST command"),
-                 "l2lda_cifar10": (LAMBDA["cifar10"], "sec. 5.1 / the release's CIFAR command"),
-                 "l2lda_digits": (LAMBDA["mnist"], "digits: MNIST's lambda")}
-
-
-def preset_name(dataset: str) -> str:
-    """``l2lda_<dataset>`` for mnist, cifar10 and digits, else the dataset's own preset."""
-    name = f"l2lda_{str(dataset).lower()}"
-    return name if name in L2LDA_PRESETS else str(dataset)
-
-
-def preset_lambda(name: Optional[str], default: float = LAMBDA["cifar10"]) -> float:
-    """λ of an L2L-DA preset (``default`` for any other preset)."""
-    entry = L2LDA_PRESETS.get(str(name).lower()) if name is not None else None
-    return entry[0] if entry is not None else default
-
-
-def _register_presets():
-    for name, factory in (("l2lda_mnist", lambda: _MNIST), ("l2lda_cifar10", lambda: _CIFAR10),
-                          ("l2lda_digits", _digits_preset)):
-        if name not in presets_lib.PRESETS:
-            presets_lib.PRESETS.register(name)(factory)
-
-
-_register_presets()
-
-
-__all__ = ["L2LDA", "L2LDA_PRESETS", "LAMBDA", "l2l", "l2lda", "preset_lambda", "preset_name"]
+__all__ = ["L2LDA", "LAMBDA", "l2l", "l2lda"]

@@ -14,14 +14,12 @@ Eq. (5) with β = 1/λ, as the authors' release (yaodongyu/TRADES, ``trades.py``
   plus β times the batch-mean KL (the release's ``KLDivLoss(sum) / batch_size``), gradients flowing
   through **both** f(x) and f(x') (the clean prediction is not detached).
 
-Presets (sec. 5.3, Table 5; the release's scripts) register themselves as
-``trades_<dataset>[_beta1]`` for ``scripts/train_trades.py``; :data:`TRADES_PRESETS` lists them
-with their β.
+Sizes are input units. The presets (sec. 5.3, Table 5; the release's scripts) are recipes:
+:mod:`tfadv.recipes.trades` (``trades_<dataset>[_beta1]`` with their β).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Optional
 
@@ -30,7 +28,6 @@ import tensorflow as tf
 
 from tfadv import attacks as attacks_lib
 from tfadv import losses as losses_lib
-from tfadv import presets as presets_lib
 from tfadv import ranges as ranges_lib
 from tfadv.defenses.base import AdversarialModel
 
@@ -175,57 +172,3 @@ def trades(network, *, beta: float = 6.0, attack=None, eps: Optional[float] = No
     return TradesAdversarialTraining(network, attack=attack, beta=beta, eval_attack=eval_attack,
                                      weight_decay=weight_decay, attack_training=attack_training,
                                      track_clean=track_clean, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------------
-# Script presets (sec. 5.3, Table 5, and the release's train_trades_{cifar10,mnist}.py), registered
-# in the shared preset registry for scripts/train_trades.py. Sizes are pixel levels of [0,1]; LR
-# boundaries are tfadv's 0-based epochs (the release's `epoch >= 75` of 1-based epochs is 74 here).
-
-
-@dataclasses.dataclass(frozen=True)
-class TradesPreset:
-    preset: presets_lib.Preset
-    beta: float
-    source: str
-
-
-_CIFAR10 = presets_lib.Preset(
-    model="trades_wrn34_10", pixel_range="[0,1]", eps=CIFAR_EPS_PIXELS, step_size=CIFAR_STEP_PIXELS,
-    num_steps=CIFAR_NUM_STEPS, epochs=100, batch_size=128, optimizer="sgd", lr=0.1,
-    lr_boundaries=(74, 89, 99), momentum=0.9, weight_decay=2e-4,
-    eval_attacks="clean,fgsm,pgd-20,cw-20", eval_step_size=0.003 * ranges_lib.PIXEL_LEVELS)
-_MNIST = presets_lib.Preset(
-    model="trades_smallcnn", pixel_range="[0,1]", eps=0.3 * ranges_lib.PIXEL_LEVELS,
-    step_size=0.01 * ranges_lib.PIXEL_LEVELS, num_steps=40, epochs=100, batch_size=128,
-    optimizer="sgd", lr=0.01, lr_boundaries=(54, 74, 89), momentum=0.9, weight_decay=0.0,
-    eval_attacks="clean,fgsm,pgd-40,cw-40", eval_step_size=0.01 * ranges_lib.PIXEL_LEVELS)
-
-TRADES_PRESETS = {
-    "trades_cifar10": TradesPreset(_CIFAR10, 6.0, "sec. 5.3 / Table 5, 1/lambda = 6 (the release)"),
-    "trades_cifar10_beta1": TradesPreset(_CIFAR10, 1.0, "sec. 5.3 / Table 5, 1/lambda = 1"),
-    "trades_mnist": TradesPreset(_MNIST, 6.0, "sec. 5.3 / Table 5, 1/lambda = 6"),
-    "trades_mnist_beta1": TradesPreset(_MNIST, 1.0, "train_trades_mnist.py's default beta"),
-}
-TRADES_DATASETS = ("cifar10", "mnist")
-
-
-def preset_name(dataset: str) -> str:
-    """``trades_<dataset>`` for the paper's datasets (cifar10, mnist), else the dataset's preset."""
-    name = f"trades_{str(dataset).lower()}"
-    return name if name in TRADES_PRESETS else str(dataset)
-
-
-def preset_beta(name: Optional[str], default: float = 6.0) -> float:
-    """β of a TRADES preset (``default`` for any other preset)."""
-    entry = TRADES_PRESETS.get(str(name).lower()) if name is not None else None
-    return entry.beta if entry is not None else default
-
-
-def _register_presets():
-    for name, entry in TRADES_PRESETS.items():
-        if name not in presets_lib.PRESETS:
-            presets_lib.PRESETS.register(name)(lambda p=entry.preset: p)
-
-
-_register_presets()

@@ -1,0 +1,39 @@
+"""Madry et al.'s recipes: the per-dataset presets digits, mnist, cifar10, cifar100 and svhn (from the
+paper's released challenges; digits is tfadv's offline default), in pixel levels out of 255.
+
+Madry's training attack is the PGD of the resolved configuration,
+:func:`tfadv.recipes.base.pgd_attack`; these presets are also every other script's defaults on a
+dataset that has no paper preset of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tfadv.recipes import base
+
+
+def _register_presets():
+    # scikit-learn 8x8 digits: the offline default; small enough to train robustly in about a minute.
+    base.register("digits", base.Preset(
+        model="digits_cnn", pixel_range="[0,1]", eps=25.5, step_size=6.375, num_steps=7, epochs=30,
+        batch_size=64, optimizer="adam", lr=1e-3, eval_attacks="clean,fgsm,pgd-20,pgd-40,cw-20",
+        eval_step_size=2.55, val_limit=None))
+    # Madry et al.'s mnist_challenge: eps 0.3, 40 steps of 0.01, random start, Adam 1e-4, batch 50,
+    # 100k steps (~83 epochs of the 60k training set).
+    base.register("mnist", base.Preset(
+        model="madry_mnist_cnn", pixel_range="[0,1]", eps=76.5, step_size=2.55, num_steps=40,
+        epochs=83, batch_size=50, optimizer="adam", lr=1e-4,
+        eval_attacks="clean,fgsm,pgd-40,pgd-100,cw-40", eval_step_size=2.55))
+    # Madry et al.'s cifar10_challenge as released: PGD-7 step 2 eps 8, SGD 0.1 momentum 0.9,
+    # x0.1 at 40k/60k of 80k steps with batch 128 (epochs 102/154 of 205), wd 2e-4 (l2_loss).
+    cifar10 = base.Preset(
+        model="madry_wrn34", pixel_range="[0,1]", eps=8.0, step_size=2.0, num_steps=7, epochs=205,
+        batch_size=128, optimizer="sgd", lr=0.1, lr_boundaries=(102, 154), weight_decay=2e-4,
+        eval_attacks="clean,fgsm,pgd-20,cw-20", eval_step_size=2.0)
+    base.register("cifar10", cifar10)
+    base.register("cifar100", dataclasses.replace(cifar10))
+    base.register("svhn", dataclasses.replace(cifar10, lr=0.01, epochs=100, lr_boundaries=(50, 75)))
+
+
+_register_presets()
