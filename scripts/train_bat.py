@@ -29,6 +29,7 @@ import os
 
 from absl import flags
 
+from tfadv import config as config_lib
 from tfadv import experiment
 from tfadv.recipes import bat as bat_recipe
 
@@ -97,7 +98,7 @@ def resolve(flag_values=FLAGS):
     if fv.preset is None and bat_dataset:
         fv.preset = bat_recipe.preset_name(fv.dataset.lower(), fv.schedule)
     data_options = imagenet_data_options(fv) if imagenet else None
-    cfg = experiment.config_from_flags(fv)
+    cfg = config_lib.config_from_flags(fv)
     if data_options is not None:
         cfg = dataclasses.replace(cfg, data_options=data_options)
     beta = fv.beta if fv.beta is not None else bat_recipe.default_beta(fv.dataset)

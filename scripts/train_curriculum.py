@@ -16,6 +16,7 @@ follows its PGD-k accuracy) uses the last --val_limit training images, held out 
 
 from absl import flags
 
+from tfadv import config as config_lib
 from tfadv import experiment
 from tfadv.recipes import fosc as fosc_recipe
 
@@ -38,7 +39,7 @@ def resolve(flag_values=FLAGS):
     fv = flag_values
     if fv.preset is None:
         fv.preset = fosc_recipe.script_preset(fv.dataset, fv.data_dir)
-    cfg = experiment.config_from_flags(fv)
+    cfg = config_lib.config_from_flags(fv)
     if cfg.val_limit == 0:
         raise ValueError("Curriculum training advances k from the PGD-k accuracy on validation "
                          "data; --val_limit must not be 0. Received: --val_limit=0.")

@@ -16,6 +16,7 @@ epoch (TensorBoard histogram, LOGDIR/fosc/*.npy, LOGDIR/fosc.png). Sizes are pix
 
 from absl import flags
 
+from tfadv import config as config_lib
 from tfadv import experiment
 from tfadv.recipes import fosc as fosc_recipe
 
@@ -39,7 +40,7 @@ def resolve(flag_values=FLAGS):
     fv = flag_values
     if fv.preset is None:
         fv.preset = fosc_recipe.script_preset(fv.dataset, fv.data_dir)
-    cfg = experiment.config_from_flags(fv)
+    cfg = config_lib.config_from_flags(fv)
     t_prime = (fv.t_prime if fv.t_prime is not None
                else fosc_recipe.default_t_prime(fv.preset, cfg.epochs))
     kwargs = {"c_max": fv.c_max, "t_prime": t_prime, "fosc_reference": fv.fosc_reference,

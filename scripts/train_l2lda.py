@@ -31,6 +31,7 @@ import dataclasses
 
 from absl import flags
 
+from tfadv import config as config_lib
 from tfadv import experiment
 from tfadv import recipes
 from tfadv.recipes import l2lda as l2lda_recipe
@@ -70,7 +71,7 @@ def resolve(flag_values=FLAGS):
         fv.preset = _default_preset(fv)
     if not fv.recursive and fv.num_steps is None:
         fv.num_steps = 1  # the one-shot generator: eq. (4)
-    cfg = experiment.config_from_flags(fv)
+    cfg = config_lib.config_from_flags(fv)
     if cfg.norm != "linf":
         raise ValueError("L2L-DA's recursion projects to an Linf ball (eq. 5, Proj_S). "
                          f"Received: --norm={cfg.norm}.")

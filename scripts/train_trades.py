@@ -22,6 +22,7 @@ for every flag.
 
 from absl import flags
 
+from tfadv import config as config_lib
 from tfadv import experiment
 from tfadv import recipes
 from tfadv.recipes import trades as trades_recipe
@@ -45,7 +46,7 @@ def resolve(flag_values=FLAGS):
     fv = flag_values
     if fv.preset is None:
         fv.preset = _default_preset(fv)
-    cfg = experiment.config_from_flags(fv)
+    cfg = config_lib.config_from_flags(fv)
     if cfg.norm == "l2" and not fv["eps"].present:
         raise ValueError("TRADES' L2 variant has no paper radius and the preset's eps is an Linf "
                          "budget; pass --eps in pixel levels (0.5 in [0,1] is --eps=127.5). "

@@ -1,11 +1,12 @@
-"""Flag resolution against presets, and the errors bad flags give (in process, fast)."""
+"""Flag resolution against the recipes' presets (tfadv.config), the optimizer and LR schedule
+(tfadv.optimizers), and the errors bad flags give (in process, fast)."""
 
 import io
 import types
 
 import pytest
 
-from tfadv import experiment
+from tfadv import experiment, optimizers
 
 DEFAULTS = dict(dataset="digits", data_dir=None, preset=None, pixel_range=None, model=None, model_kwargs=[], init_checkpoint=None, eps=None,
                 step_size=None, num_steps=None, random_start="uniform", norm="linf",
@@ -38,7 +39,7 @@ def test_npz_preset_by_image_shape(tmp_path):
 
 def test_piecewise_lr_in_epochs():
     cfg = experiment.config_from_flags(flags(optimizer="sgd", lr=0.1, lr_boundaries=["2", "4"]))
-    opt = experiment.make_optimizer(cfg, steps_per_epoch=10)
+    opt = optimizers.make_optimizer(cfg, steps_per_epoch=10)
     sched = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
     values = [float(sched(s)) for s in (0, 19, 20, 39, 40, 100)]
     assert values == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
@@ -74,7 +75,7 @@ def test_unknown_model_raises_when_building(tmp_path):
 
 
 def _lr_values(cfg, steps_per_epoch, steps):
-    opt = experiment.make_optimizer(cfg, steps_per_epoch=steps_per_epoch)
+    opt = optimizers.make_optimizer(cfg, steps_per_epoch=steps_per_epoch)
     sched = opt._learning_rate
     return [float(sched(s)) if callable(sched) else float(sched) for s in steps]
 
@@ -84,7 +85,7 @@ def test_linear_lr_scaling_warms_up_then_keeps_the_epoch_drops():
     # 10 steps (the tensorpack code's warm-up), then x0.1 at epochs 30 and 60.
     cfg = experiment.config_from_flags(flags(optimizer="sgd", lr=0.1, batch_size=1024,
                                              lr_scaling="linear", lr_boundaries=["30", "60"]))
-    assert experiment.base_lr(cfg) == pytest.approx(0.4) and cfg.lr_warmup_epochs == 5.0
+    assert optimizers.base_lr(cfg) == pytest.approx(0.4) and cfg.lr_warmup_epochs == 5.0
     values = _lr_values(cfg, 10, (0, 25, 49, 50, 299, 300, 599, 600))
     assert values == pytest.approx([0.1, 0.25, 0.4 - 0.3 / 50, 0.4, 0.4, 0.04, 0.04, 0.004])
 
@@ -105,18 +106,18 @@ def test_lr_scaling_comes_from_the_preset_and_old_flag_namespaces_still_resolve(
     monkeypatch.setattr(recipes, "get", lambda name: dataclasses.replace(
         digits, lr_scaling="linear", lr_warmup_epochs=2.0))
     cfg = experiment.config_from_flags(flags(batch_size=512))
-    assert (cfg.lr_scaling, cfg.lr_warmup_epochs, experiment.base_lr(cfg)) == \
+    assert (cfg.lr_scaling, cfg.lr_warmup_epochs, optimizers.base_lr(cfg)) == \
         ("linear", 2.0, pytest.approx(digits.lr * 2))
     # DEFAULTS has no strategy/precision/xla/resume attributes (older scripts' namespaces).
     assert (cfg.strategy, cfg.precision, cfg.xla, cfg.resume) == ("auto", "fp32", False, True)
 
 
 def test_warmup_schedule_serialises():
-    sched = experiment.WarmupPiecewiseConstant([9], [0.4, 0.04], warmup_steps=5, warmup_from=0.1)
-    again = experiment.WarmupPiecewiseConstant(**sched.get_config())
+    sched = optimizers.WarmupPiecewiseConstant([9], [0.4, 0.04], warmup_steps=5, warmup_from=0.1)
+    again = optimizers.WarmupPiecewiseConstant(**sched.get_config())
     assert [float(again(s)) for s in (0, 5, 10)] == pytest.approx([0.1, 0.4, 0.04])
     with pytest.raises(ValueError, match="Received: boundaries"):
-        experiment.WarmupPiecewiseConstant([1, 2], [0.1])
+        optimizers.WarmupPiecewiseConstant([1, 2], [0.1])
 
 
 def test_verbose_2_adds_progress_lines_within_an_epoch(tmp_path, monkeypatch):

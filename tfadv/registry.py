@@ -6,7 +6,7 @@ new function plus one ``@REGISTRY.register("name")`` line, and every registry an
 * ``REGISTRY.get(name, *args, **params)`` returns **the built object**: the registered factory
   called with ``args`` and ``params`` (an attack, a defense model, a preset, a step rule, ...). The
   module-level ``get`` of a package (``tfadv.attacks.get``, ``tfadv.defenses.get``,
-  ``tfadv.presets.get``, ``tfadv.attacks.steps.get``) is this method.
+  ``tfadv.recipes.get``, ``tfadv.attacks.steps.get``) is this method.
 * ``REGISTRY.lookup(name)`` returns the factory itself (a class or a function), for code that
   inspects signatures or calls the factory later.
 * An unknown name raises ``ValueError("Unknown <kind> ... Expected one of: ... Received: ...")``;
