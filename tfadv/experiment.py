@@ -1,8 +1,11 @@
-"""The training experiment every ``scripts/train_*.py`` runs: flags -> data -> network -> defense ->
-fit (TensorBoard, checkpoints, run metadata) -> SavedModel -> robustness report.
+"""The training experiment every ``scripts/train_*.py`` runs: flags -> recipe (:mod:`tfadv.config`,
+:mod:`tfadv.recipes`) -> data -> network -> defense -> fit (TensorBoard, checkpoints, run metadata)
+-> SavedModel -> robustness report.
 
-A script supplies only its defense's name and the defense's keyword arguments; everything else is
-shared here so that no training loop is ever copied.
+A script supplies only its defense's name and the defense's keyword arguments, as its recipe built
+them (its attack built once, in input units; without one, :func:`tfadv.recipes.training_kwargs`
+builds the configuration's PGD); everything else is shared here so that no training loop is ever
+copied.
 
 Scale-out (BAT ImageNet sec. 5, following the tensorpack ImageNet code): ``--batch_size`` is the
 GLOBAL batch, split evenly over the replicas of ``--num_gpus``/``--strategy``; ``--lr_scaling=linear``

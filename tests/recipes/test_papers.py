@@ -62,10 +62,11 @@ def test_l2lda_training_gives_the_generator_input_units(constructions):  # noqa:
 
 
 def test_fosc_recipes():
-    assert fosc_recipe.paper_preset("mnist") == "fosc_mnist" and fosc_recipe.paper_preset("svhn") is None
+    assert fosc_recipe.paper_preset("mnist") == "fosc_mnist"
+    assert fosc_recipe.paper_preset("svhn") is None
     assert fosc_recipe.default_t_prime("fosc_cifar10", 7) == 100
     assert fosc_recipe.default_t_prime(None, 50) == 40 and fosc_recipe.default_t_prime(None, 1) == 1
-    assert fosc_recipe.script_preset("digits") is None and fosc_recipe.script_preset("cifar10") == \
-        "fosc_cifar10"
+    assert fosc_recipe.script_preset("digits") is None
+    assert fosc_recipe.script_preset("cifar10") == "fosc_cifar10"
     mnist = recipes.get("fosc_mnist")
     assert (mnist.eps, mnist.step_size, mnist.num_steps) == (76.5, 19.125, 10)

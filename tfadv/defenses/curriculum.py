@@ -28,10 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfadv import attacks as attacks_lib
-from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.callbacks import FoscRecorder
+from tfadv.defenses import dynamic as dynamic_lib
 from tfadv.defenses.base import AdversarialModel
 from tfadv.defenses.dynamic import _RequiredCallbacks, with_stop_fn
 
@@ -216,15 +216,9 @@ def curriculum(network, *, attack=None, eps: Optional[float] = None,
     Either pass ``attack=`` (its ``num_steps`` is K) or the PGD parameters; defaults are the FOSC
     paper's setting for all its defenses (sec. 5.1): K = 10 steps of ε/4 with random start, ε = 8
     pixel levels; patience 10 (Cai et al.)."""
-    rng = ranges_lib.get_range(pixel_range)
-    if attack is None:
-        eps = rng.from_pixels(8) if eps is None else eps
-        attack = attacks_lib.get("pgd", eps=eps, step_size=eps / 4 if step_size is None else step_size,
-                                 num_steps=num_steps, random_start=random_start, norm=norm,
-                                 pixel_range=rng)
-    elif eps is not None or step_size is not None:
-        raise ValueError("Pass either attack=... or eps/step_size, not both. "
-                         f"Received: attack={attack!r}, eps={eps!r}, step_size={step_size!r}.")
+    attack = dynamic_lib.paper_attack(attack, eps=eps, step_size=step_size, num_steps=num_steps,
+                                      random_start=random_start, norm=norm,
+                                      pixel_range=pixel_range)
     return CurriculumAdversarialTraining(
         network, attack=attack, patience=patience, batch_mixing=batch_mixing,
         restore_best=restore_best, initial_k=initial_k, eval_attack=eval_attack,

@@ -226,6 +226,24 @@ class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         return logs
 
 
+def paper_attack(attack=None, *, eps: Optional[float] = None, step_size: Optional[float] = None,
+                 num_steps: int = 10, random_start: str = "uniform", norm: str = "linf",
+                 pixel_range="[0,1]"):
+    """``attack``, or the PGD of the FOSC paper's setting for all its defenses (sec. 5.1) from the
+    given parameters in input units: ``eps`` defaults to 8 pixel levels of ``pixel_range``,
+    ``step_size`` to ε/4, 10 steps from a uniform random start (Dynamic and Curriculum)."""
+    rng = ranges_lib.get_range(pixel_range)
+    if attack is not None:
+        if eps is not None or step_size is not None:
+            raise ValueError("Pass either attack=... or eps/step_size, not both. "
+                             f"Received: attack={attack!r}, eps={eps!r}, step_size={step_size!r}.")
+        return attack
+    eps = rng.from_pixels(8) if eps is None else eps
+    return attacks_lib.get("pgd", eps=eps, step_size=eps / 4 if step_size is None else step_size,
+                           num_steps=num_steps, random_start=random_start, norm=norm,
+                           pixel_range=rng)
+
+
 def dynamic(network, *, c_max: float = 0.5, t_prime: float = 100, attack=None,
             eps: Optional[float] = None, step_size: Optional[float] = None, num_steps: int = 10,
             random_start: str = "uniform", norm: str = "linf", pixel_range="[0,1]",
@@ -236,15 +254,8 @@ def dynamic(network, *, c_max: float = 0.5, t_prime: float = 100, attack=None,
     """Builds a Dynamic AT model (``tfadv.defenses.get("dynamic", network, ...)``).
     Either pass ``attack=`` or the PGD parameters; ``eps``/``step_size`` default to the paper's
     CIFAR-10 setting, 8 pixel levels and ε/4, with 10 steps from a uniform random start (sec. 5.1)."""
-    rng = ranges_lib.get_range(pixel_range)
-    if attack is None:
-        eps = rng.from_pixels(8) if eps is None else eps
-        attack = attacks_lib.get("pgd", eps=eps, step_size=eps / 4 if step_size is None else step_size,
-                                 num_steps=num_steps, random_start=random_start, norm=norm,
-                                 pixel_range=rng)
-    elif eps is not None or step_size is not None:
-        raise ValueError("Pass either attack=... or eps/step_size, not both. "
-                         f"Received: attack={attack!r}, eps={eps!r}, step_size={step_size!r}.")
+    attack = paper_attack(attack, eps=eps, step_size=step_size, num_steps=num_steps,
+                          random_start=random_start, norm=norm, pixel_range=pixel_range)
     return DynamicAdversarialTraining(
         network, attack=attack, c_max=c_max, t_prime=t_prime, fosc_reference=fosc_reference,
         release_loss_weighting=release_loss_weighting, record_fosc=record_fosc,
