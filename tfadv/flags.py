@@ -1,4 +1,5 @@
-"""absl flag definitions shared by the scripts, and their resolution against dataset presets.
+"""absl flag definitions shared by the scripts; :func:`tfadv.config.config_from_flags` resolves them
+against the recipes' presets (:mod:`tfadv.recipes`).
 
 Sizes are pixel levels out of 255: ``--eps=8`` is 8/255 of the range in [0,1] and 16/255 in [-1,1];
 MNIST's 0.3 is ``--eps=76.5``. Flags left unset (None) come from the dataset's preset.
