@@ -168,7 +168,8 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                               model_kwargs=cfg.model_kwargs)
     stream.write(f"Training {defense} on {cfg.dataset} ({info.num_examples} images, "
                  f"{info.image_shape}, {info.num_classes} classes) with {cfg.model}; "
-                 f"eps {cfg.eps:g}/255 of {rng} = {rng.from_pixels(cfg.eps):.5g} input units, "
+                 f"eps {cfg.eps:g}/255 of {rng} = {recipes_lib.to_input(cfg.eps, rng):.5g} "
+                 "input units, "
                  f"{cfg.num_steps} steps of {cfg.step_size:g}/255; logdir {logdir}\n")
     stream.write(validation.describe() + "\n")
     if replicas > 1 or cfg.precision != "fp32" or cfg.xla or cfg.lr_scaling != "none":

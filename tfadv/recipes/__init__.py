@@ -22,7 +22,7 @@ from __future__ import annotations
 from tfadv.recipes import madry  # first: the others' presets may start from a dataset's
 from tfadv.recipes import bat, fosc, l2lda, trades
 from tfadv.recipes.base import (PRESETS, Preset, dataset_preset, for_dataset, get, pgd_attack,
-                                training_kwargs)
+                                to_input, training_kwargs)
 
 __all__ = ["PRESETS", "Preset", "bat", "dataset_preset", "for_dataset", "fosc", "get", "l2lda",
-           "madry", "pgd_attack", "trades", "training_kwargs"]
+           "madry", "pgd_attack", "to_input", "trades", "training_kwargs"]
