@@ -78,8 +78,9 @@ def validate_batch(x, y, logits, pixel_range):
         warn_if_probabilities(logits)
     num_classes = logits if isinstance(logits, (int, np.integer)) else int(logits.shape[-1])
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={y.min()}, "
-                         f"max={y.max()}.")
+        raise ValueError(f"Labels must be in [0, {num_classes}), the model's {num_classes} "
+                         f"classes: check that the labels belong to the model's dataset. "
+                         f"Received: min={y.min()}, max={y.max()}.")
     return logits
 
 

@@ -252,7 +252,6 @@ class IterativeAttack(Attack):
     def _attack_graph(self, model_fn, x, y, targets, logits_clean, eps_scale, num_steps):
         """The attack as traced into a graph: clean logits (only if targets or the KL loss need
         them), targets, then ``restarts`` runs of :meth:`_run` keeping the per-example worst case."""
-        run_kwargs = {} if num_steps is None else {"num_steps": num_steps}
         raw_model = model_fn
         model_fn = as_model_fn(raw_model, self.training)
         needs_clean = self.target in ("mc", "ll", "random") or self.loss == "kl"
@@ -271,7 +270,7 @@ class IterativeAttack(Attack):
             if best is not None and self.early_stop:
                 active0 = tf.logical_not(best[2])
             x_adv = self._run(model_fn, x, y, targets, logits_clean, seed, active0, eps_scale,
-                              **run_kwargs)
+                              num_steps)
             if self.restarts == 1:
                 return tf.stop_gradient(x_adv)
             logits = inference_fn(raw_model)(x_adv)  # scoring never touches BN statistics
