@@ -187,8 +187,8 @@ class APGD(Attack):
     def _call(self, fn, x, y):
         if not tf.executing_eagerly():
             return self._attack(fn, x, y)
-        checks.validate_batch(x, y, lambda: output_classes(fn, x), self.pixel_range)
-        self._check_num_classes(output_classes(fn, x))
+        self._check_num_classes(checks.validate_batch(x, y, lambda: output_classes(fn, x),
+                                                      self.pixel_range))
         # One trace per model and image shape; the batch dimension is left open because restarts
         # gather the still-robust points.
         shape = tuple(x.shape[1:])
