@@ -153,3 +153,63 @@ def test_cw_linf_errors(params):
     kwargs.update(params)
     with pytest.raises(ValueError, match="Received"):
         attacks.get("cw_linf", **kwargs)
+
+
+# ------------------------------------------------------------------- MI-FGSM is the core loop
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.5])
+def test_three_steps_match_dong_et_al_eq_6_7_eagerly_and_compiled(linear_case, decay):
+    """g_{t+1} = μ·g_t + ∇/‖∇‖₁, x_{t+1} = clip(project(x_t + α·sign(g_{t+1}))) for T = 3: the
+    momentum is state of the one loop; the op-by-op first call and the compiled second agree."""
+    model, x, y, w, b = linear_case
+    expected = reference_mifgsm(x, y, w, b, 0.3, 3, decay)
+    attack = attacks.get("mifgsm", eps=0.3, num_steps=3, decay=decay)
+    for _ in range(2):  # first call op by op, then the compiled attack
+        np.testing.assert_allclose(attack(model, x, y).numpy(), expected, atol=1e-6)
+    assert len(attack.compiled_functions()) == 1
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_of_the_core_stays_in_the_ball_and_is_seeded(tiny_model, norm):
+    x, y = batch_in_range("[0,1]", seed=4)
+    eps = EPS[(norm, "[0,1]")]
+
+    def run(seed, random_start="uniform"):
+        tf.random.set_seed(0)  # the core's start is op-seeded: a fixed global seed reproduces it
+        attack = attacks.get("mifgsm", eps=eps, norm=norm, num_steps=2, seed=seed,
+                             random_start=random_start)
+        return attack(tiny_model, x, y).numpy()
+
+    first = run(5)
+    assert_in_ball_and_range(first, x, norm, eps, "[0,1]")
+    np.testing.assert_allclose(run(5), first, rtol=0, atol=1e-6)  # the same seed: the same start
+    assert np.abs(run(6) - first).max() > 1e-3  # another seed: another start
+    assert np.abs(run(5, "none") - first).max() > 1e-3  # the start is used (not x)
+
+
+def test_compaction_matches_the_masked_loop_and_the_plain_run(digits_model, digits_test):
+    """Early stop drops fooled examples from the forward/backward (with their momentum); the
+    result equals the masked full-batch loop, and on the points no step fooled it equals the run
+    without early stop (their trajectories never froze)."""
+    x, y = digits_test
+    kwargs = dict(eps=0.1, num_steps=8, step_size=0.02, early_stop=True)
+    attack = attacks.get("mifgsm", **kwargs)
+    masked = attacks.get("mifgsm", **kwargs)
+    masked.compact_frozen = False
+    wrapped = testing.EagerBatchSizes(digits_model)
+    x_compact = attack(wrapped, x, y).numpy()  # first call: op by op, batch sizes recorded
+    grads = wrapped.sizes[1:]  # minus the clean forward of the validating first call
+    assert grads == sorted(grads, reverse=True) and grads[-1] < len(x), wrapped.sizes
+    np.testing.assert_allclose(x_compact, masked(digits_model, x, y).numpy(), atol=1e-6)
+    np.testing.assert_allclose(attack(digits_model, x, y).numpy(), x_compact, atol=1e-6)
+    plain = attacks.get("mifgsm", **dict(kwargs, early_stop=False))(digits_model, x, y).numpy()
+    never_fooled = np.argmax(digits_model(x_compact, training=False).numpy(), -1) == y
+    assert 0 < never_fooled.sum() < len(y)
+    np.testing.assert_allclose(x_compact[never_fooled], plain[never_fooled], atol=1e-6)
+
+
+def test_takes_no_per_call_num_steps(tiny_model):
+    x, y = batch_in_range("[0,1]", seed=2)
+    with pytest.raises(ValueError, match=r"fixed by num_steps=10.*Received: num_steps=1\."):
+        attacks.get("mifgsm", eps=0.1)(tiny_model, x, y, num_steps=1)

@@ -210,3 +210,29 @@ def test_state_file_is_written_atomically_and_readable(setup, tmp_path):
     with pytest.raises(ValueError, match="Received"):
         runner.evaluate(model, batches(x[:60], y[:60], 30), {"clean": attacks.get("noop")},
                         pixel_range="[0,1]", progress=None, state_path=str(tmp_path / "bad.npz"))
+
+
+@pytest.mark.parametrize("bad", ["label", "range"])
+def test_runner_and_attacks_refuse_a_bad_batch_with_one_message(setup, bad):
+    """One batch validator (tfadv.attacks.checks.validate_batch): the runner's first-batch check
+    and every attack's eager check raise the same error for the same batch."""
+    model, x, y = setup
+    x, y = x[:8].copy(), y[:8].copy()
+    if bad == "label":
+        y[3] = 10
+    else:
+        x[2, 0, 0, 0] = 1.5
+    messages = set()
+    with pytest.raises(ValueError, match="Received") as e:
+        evaluation.evaluate(model, [(x, y)], {"clean": attacks.get("noop")}, pixel_range="[0,1]",
+                            progress=None)
+    messages.add(str(e.value))
+    for name, params in (("pgd", dict(num_steps=1)), ("apgd_ce", dict(n_iter=1)),
+                         ("fab", dict(n_iter=1)), ("square", dict(n_queries=1)),
+                         ("deepfool", dict(max_iter=1))):
+        with pytest.raises(ValueError, match="Received") as e:
+            attacks.get(name, eps=0.1, **params)(model, x, y)
+        messages.add(str(e.value))
+    assert len(messages) == 1, messages
+    assert messages.pop().startswith("Labels must be in [0, 10)" if bad == "label"
+                                     else "images must lie in the declared pixel range [0,1]")

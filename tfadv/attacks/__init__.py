@@ -1,7 +1,7 @@
 """Attacks, reachable by name: ``tfadv.attacks.get(name, **params)(model_fn, x, y) -> x_adv``.
 
 Sizes (``eps``, ``step_size``) are in the input units of the images (see :mod:`tfadv.ranges`).
-Registered names: :func:`names` (``noop``/``clean``, ``fgsm``, ``pgd`` in
+Registered names: :func:`names` (``noop``/``clean``, ``fgsm``, ``pgd``, ``cw_linf`` in
 :mod:`tfadv.attacks.basic`; each other attack in the module of its name). ``get`` returns the built attack (see
 :mod:`tfadv.registry`); the package namespace holds submodules and classes, not factories.
 """

@@ -37,8 +37,10 @@ from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks import gradients as gradients_lib
-from tfadv.attacks.core import Attack, inference_fn
-from tfadv.attacks.checks import check_int as _check_int, unless_empty
+from tfadv.attacks import checks
+from tfadv.attacks.base import Attack
+from tfadv.attacks.checks import check_int as _check_int, expand_to as _expand, unless_empty
+from tfadv.attacks.model_fn import inference_fn, output_classes
 from tfadv.attacks.registry import ATTACKS
 
 APGD_LOSSES = ("ce", "dlr")
@@ -92,11 +94,6 @@ def halve_step_size(*, num_increases, window, rho, halved_last, best_last, best)
     return tf.logical_or(condition1, condition2)
 
 
-def _expand(v, like):
-    """(B,) -> (B, 1, ..., 1) broadcasting against ``like``."""
-    return tf.reshape(v, tf.concat([tf.shape(v), tf.ones([tf.rank(like) - 1], tf.int32)], 0))
-
-
 class APGD(Attack):
     """Auto-PGD with the cross-entropy or DLR loss, untargeted or targeted (APGD-T).
 
@@ -133,18 +130,7 @@ class APGD(Attack):
             raise ValueError(f"norm must be 'linf' or 'l2'. Received: {norm!r}.")
         self._step = steps_lib.get(norm)
         self.norm = self._step.name
-        try:
-            eps_value = float(eps)
-        except (TypeError, ValueError):
-            raise ValueError(f"eps must be a positive number in input units. Received: {eps!r}.")
-        if not np.isfinite(eps_value) or eps_value <= 0:
-            raise ValueError(f"eps must be a positive number in input units. Received: {eps!r}.")
-        if self.norm == "linf" and eps_value > self.pixel_range.width:
-            raise ValueError(
-                f"eps={eps!r} exceeds the width {self.pixel_range.width:g} of the pixel range "
-                f"{self.pixel_range}; attacks take sizes in input units (8 pixel levels are "
-                f"{self.pixel_range.from_pixels(8):.6g} here). Received: eps={eps!r}.")
-        self.eps = eps_value
+        self.eps = checks.check_radius(eps, "eps", self.norm, self.pixel_range)
         if loss not in APGD_LOSSES:
             raise ValueError(f"Unknown APGD loss. Expected one of {APGD_LOSSES}. "
                              f"Received: {loss!r}.")
@@ -169,7 +155,10 @@ class APGD(Attack):
             name = "apgd_t" if self.targeted else f"apgd_{loss}"
         self.name = name
         self.checkpoints = checkpoints(self.n_iter)
-        self._compiled = None
+
+    #: One compiled function (the last model and image shape): an attack object never holds on to
+    #: models it no longer attacks.
+    compiled_cache_size = 1
 
     # ------------------------------------------------------------------------------ reporting
     def model_calls_per_example(self) -> int:
@@ -198,22 +187,15 @@ class APGD(Attack):
     def _call(self, fn, x, y):
         if not tf.executing_eagerly():
             return self._attack(fn, x, y)
-        self._validate(fn, x, y)
-        return self._compiled_attack(fn, x)(x, y)
-
-    def _validate(self, fn, x, y):
-        if x.shape.rank is None or x.shape.rank < 2:
-            raise ValueError(f"Images must be a batch (B, ...). Received shape: {x.shape}.")
-        if y.shape.rank != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
-                             f"Received shape: {y.shape}.")
-        self.pixel_range.check_images(x.numpy())
-        num_classes = int(fn(x[:1]).shape[-1])
-        self._check_num_classes(num_classes)
-        yn = y.numpy()
-        if yn.size and (yn.min() < 0 or yn.max() >= num_classes):
-            raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={yn.min()}, "
-                             f"max={yn.max()}.")
+        self._check_num_classes(checks.validate_batch(x, y, lambda: output_classes(fn, x),
+                                                      self.pixel_range))
+        # One trace per model and image shape; the batch dimension is left open because restarts
+        # gather the still-robust points.
+        shape = tuple(x.shape[1:])
+        return self.compiled(fn, lambda owner: tf.function(
+            lambda a, b: self._attack(owner, a, b), input_signature=[
+                tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None], tf.int32)]),
+            static=shape)(x, y)
 
     def _check_num_classes(self, num_classes):
         if num_classes is None:
@@ -221,20 +203,6 @@ class APGD(Attack):
         if self.targeted and self.n_target_classes > num_classes - 1:
             raise ValueError(f"n_target_classes must be at most the number of classes - 1 "
                              f"({num_classes - 1}). Received: {self.n_target_classes}.")
-
-    def _compiled_attack(self, fn, x):
-        """The ``tf.function`` of the last (model, image shape) this attack ran on, traced once;
-        the batch dimension is left open because restarts gather the still-robust points. Only
-        one is kept, so an attack object never holds on to models it no longer attacks."""
-        owner = getattr(fn, "model", fn)
-        shape = tuple(x.shape[1:])
-        if self._compiled is not None and self._compiled[0] is owner \
-                and self._compiled[1] == shape:
-            return self._compiled[2]
-        compiled = tf.function(lambda a, b: self._attack(fn, a, b), input_signature=[
-            tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None], tf.int32)])
-        self._compiled = (owner, shape, compiled)
-        return compiled
 
     # ------------------------------------------------------------------------------ the attack
     def _objective(self, logits, labels, targets):

@@ -22,7 +22,8 @@ import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
-from tfadv.attacks.core import Attack, inference_fn
+from tfadv.attacks.base import Attack
+from tfadv.attacks.model_fn import inference_fn
 from tfadv.attacks.checks import check_radius, validate_batch
 from tfadv.attacks.registry import ATTACKS
 
@@ -150,7 +151,7 @@ class AutoAttack(Attack):
 
     def _run_eagerly(self, model_fn, x, y):
         fn = inference_fn(model_fn)
-        validate_batch(x, y, fn(x[:1]) if x.shape[0] else tf.zeros([0, 1]), self.pixel_range)
+        validate_batch(x, y, lambda: fn(x[:1]) if x.shape[0] else 0, self.pixel_range)
         y_np = y.numpy()
         x_adv = x.numpy().copy()
         robust = self._predict(fn, x) == y_np if len(y_np) else np.zeros([0], bool)

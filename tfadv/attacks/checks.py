@@ -26,22 +26,26 @@ def check_number(value, what, *, positive=True, upper=None):
     return v
 
 
-def check_radius(value, what: str, norm: str, pixel_range, allow_none: bool = False):
-    """Validates a size in input units (a positive finite number; Linf sizes ≤ the range width)."""
+def check_radius(value, what: str, norm: str, pixel_range, *, allow_zero: bool = False,
+                 allow_none: bool = False):
+    """The one size check of the attacks: a finite number > 0 (>= 0 with ``allow_zero``) in input
+    units; an Linf size must not exceed the width of the pixel range (a pixel-level flag passed
+    unconverted). L2 sizes legitimately exceed the width (ImageNet L2 eps=3): no bound there."""
     if value is None and allow_none:
         return None
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a positive number in input units. "
-                         f"Received: {value!r}.") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{what} must be a positive number in input units. Received: {value!r}.")
+        raise ValueError(f"{what} must be a number in input units. Received: {value!r}.") from None
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{what} must be a {'non-negative' if allow_zero else 'positive'} number "
+                         f"in input units. Received: {value!r}.")
     if norm == "linf" and v > pixel_range.width:
         raise ValueError(
             f"{what}={value!r} exceeds the width {pixel_range.width:g} of the pixel range "
-            f"{pixel_range}; sizes are in input units (8 pixel levels are "
-            f"{pixel_range.from_pixels(8):.6g} here). Received: {what}={value!r}.")
+            f"{pixel_range}. Attacks take sizes in input units: 8 pixel levels are "
+            f"{pixel_range.from_pixels(8):.6g} here (tfadv.ranges.get_range("
+            f"'{pixel_range}').from_pixels(8)). Received: {what}={value!r}.")
     return v
 
 
@@ -53,23 +57,31 @@ def check_int(value, what: str, minimum: int) -> int:
     return int(value)
 
 
-def validate_batch(x, y, logits, pixel_range) -> None:
-    """Eager checks shared by the attacks of this package: a batch, matching labels, range.
+def validate_batch(x, y, logits, pixel_range):
+    """The one batch check of the attacks and the evaluation runner (eagerly, on the host): a batch
+    of images in the pixel range and one label in [0, classes) per image.
 
-    ``logits``: the model's logits for some of the images, or the number of classes (an int)."""
-    if x.shape.rank is None or x.shape.rank < 2:
+    ``x``, ``y``: eager tensors or arrays. ``logits``: the model's logits for some of the images
+    (then a softmax output is warned about), the number of classes (an int), or a callable
+    returning either, called only once the shapes and the range passed (a model call last).
+    Returns ``logits`` (what the callable returned), so that a caller's model call is not repeated."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim < 2:
         raise ValueError(f"Images must be a batch (B, ...). Received shape: {x.shape}.")
-    if y.shape.rank != 1 or y.shape[0] != x.shape[0]:
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
                          f"Received shape: {y.shape}.")
-    pixel_range.check_images(x.numpy())
+    pixel_range.check_images(x)
+    if callable(logits):
+        logits = logits()
     if not isinstance(logits, (int, np.integer)):
         warn_if_probabilities(logits)
     num_classes = logits if isinstance(logits, (int, np.integer)) else int(logits.shape[-1])
-    yn = y.numpy()
-    if yn.size and (yn.min() < 0 or yn.max() >= num_classes):
-        raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={yn.min()}, "
-                         f"max={yn.max()}.")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"Labels must be in [0, {num_classes}), the model's {num_classes} "
+                         f"classes: check that the labels belong to the model's dataset. "
+                         f"Received: min={y.min()}, max={y.max()}.")
+    return logits
 
 
 def model_image_shape(model) -> Optional[Tuple[Optional[int], ...]]:

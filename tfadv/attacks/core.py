@@ -3,8 +3,13 @@
     x⁰ = start(x)                                   (BAT eq. 3: uniform in the ball; or Gaussian; or x)
     repeat k times, for the examples still active:
         g  = ∇_x Σ_i objective(f(xᵗ)_i)             (summed per-example losses, as every release does)
-        xᵗ⁺¹ = clip_range(project_ball(step(xᵗ, g))) (BAT eq. 4 / Madry's PGD)
+        d, sᵗ⁺¹ = update(sᵗ, g)                      (d = g; MI-FGSM: momentum, tfadv.attacks.updates)
+        xᵗ⁺¹ = clip_range(project_ball(step(xᵗ, d))) (BAT eq. 4 / Madry's PGD)
     keep, over restarts, the per-example worst case (successful first, then the larger objective).
+
+PGD, FGSM, C&W∞ (:mod:`tfadv.attacks.basic`) and MI-FGSM (:mod:`tfadv.attacks.mifgsm`) are this
+loop with different sizes, losses, starts and updates; the step objects (:mod:`tfadv.attacks.steps`)
+own the geometry (random start, step, projection).
 
 Every attack takes a logits callable ``model_fn(x)``. A Keras model passed instead is called with
 ``training=self.training`` (``False`` by default: BatchNorm in inference mode, no statistic updates;
@@ -14,12 +19,9 @@ same object runs eagerly, inside ``tf.function`` and inside a Keras ``train_step
 
 from __future__ import annotations
 
-import abc
 import dataclasses
-import weakref
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -29,72 +31,13 @@ from tfadv.attacks import checks
 from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks import targets as targets_lib
+from tfadv.attacks import updates as updates_lib
+# The base classes and model callables have their own modules; they stay importable from here.
+from tfadv.attacks.base import Attack, NoOpAttack  # noqa: F401
+from tfadv.attacks.model_fn import ModelFn, as_model_fn, inference_fn, output_classes  # noqa: F401
 
 ATTACK_LOSSES = ("ce", "cw", "kl")
 TARGET_KINDS = (None, "given", "mc", "ll", "random")
-
-
-class ModelFn:
-    """A Keras model called in a fixed BatchNorm mode; it knows its inference-mode twin, so an attack
-    handed a training-mode callable still computes clean logits/targets in inference mode."""
-
-    def __init__(self, model: keras.layers.Layer, training: bool = False):
-        self.model = model
-        self.training = bool(training)
-
-    def __call__(self, x):
-        return self.model(x, training=self.training)
-
-
-def inference_fn(model) -> Callable:
-    """The inference-mode logits callable of a Keras model or ModelFn (plain callables as they are)."""
-    if isinstance(model, ModelFn):
-        return ModelFn(model.model, False)
-    return as_model_fn(model, False)
-
-
-def as_model_fn(model, training: bool = False) -> Callable:
-    """Returns a logits callable. Keras layers/models are called with ``training=training``; a
-    ModelFn keeps the mode its creator fixed (a defense's ``attack_training``)."""
-    if isinstance(model, ModelFn):
-        return model
-    if isinstance(model, keras.layers.Layer):
-        return ModelFn(model, training)
-    if callable(model):
-        if training:
-            raise ValueError(
-                "training=True needs a keras Model/Layer so that BatchNorm can be switched to "
-                f"training mode; a plain callable cannot be. Received: {model!r}.")
-        return model
-    raise TypeError(f"model_fn must map images to logits. Received: {model!r}.")
-
-
-_NUM_CLASSES = weakref.WeakKeyDictionary()
-
-
-def output_classes(model_fn, x) -> int:
-    """The number of logits ``model_fn`` returns, for the host-side label check of an eager call.
-
-    A functional Keras model states it (``outputs``); any other model is probed once on one image
-    (``x[:1]``, inference mode) and remembered for as long as it lives, so that repeated eager calls
-    (FGSM in an evaluation loop) pay no extra forward pass.
-    """
-    model = model_fn.model if isinstance(model_fn, ModelFn) else model_fn
-    outputs = getattr(model, "outputs", None) if isinstance(model, keras.Model) else None
-    if outputs and len(outputs) == 1 and outputs[0].shape[-1] is not None:
-        return int(outputs[0].shape[-1])
-    try:
-        cached = _NUM_CLASSES.get(model)
-    except TypeError:  # not weak-referenceable: probe every call
-        cached = None
-    if cached is not None:
-        return cached
-    count = int(inference_fn(model_fn)(x[:1]).shape[-1])
-    try:
-        _NUM_CLASSES[model] = count
-    except TypeError:
-        pass
-    return count
 
 
 @dataclasses.dataclass
@@ -109,60 +52,7 @@ class StepState:
     labels: tf.Tensor
     eps: float
     x_start: Optional[tf.Tensor] = None  # the run's start point x⁰ (after the random start)
-
-
-class Attack(abc.ABC):
-    """Base class: ``attack(model_fn, x, y) -> x_adv``.
-
-    ``graph_safe``: the call can be traced into a ``tf.function`` (the evaluation runner compiles
-    it once per attack); attacks with host-side control flow set it to False and run eagerly.
-
-    Every subclass's ``__call__`` first checks the images against the model (dtype, image shape;
-    :func:`tfadv.attacks.checks.checking_input`), eagerly and while tracing.
-    """
-
-    name = "attack"
-    graph_safe = True
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        call = cls.__dict__.get("__call__")
-        if call is not None and not getattr(call, "__isabstractmethod__", False):
-            cls.__call__ = checks.checking_input(call)
-
-    @abc.abstractmethod
-    def __call__(self, model_fn, x, y, **kwargs):
-        """Returns adversarial images for ``x`` (labels ``y``) against the logits callable."""
-
-    @abc.abstractmethod
-    def model_calls_per_example(self) -> int:
-        """How many times the attack evaluates the model per example (for reports)."""
-
-    def _compiled_attack(self):
-        """One ``tf.function`` of ``self._attack`` per attack object, for subclasses that define
-        ``_attack``: eager calls with the same model (and any batch size) reuse its trace."""
-        if getattr(self, "_compiled", None) is None:
-            self._compiled = tf.function(self._attack, reduce_retracing=True)
-        return self._compiled
-
-    def get_config(self) -> dict:
-        return {"name": self.name}
-
-
-class NoOpAttack(Attack):
-    """Returns the clean images, so clean and robust evaluation share one code path."""
-
-    name = "noop"
-
-    def __init__(self, **unused):
-        if unused:
-            raise ValueError(f"The noop attack takes no parameters. Received: {sorted(unused)}.")
-
-    def __call__(self, model_fn, x, y, **kwargs):
-        return tf.identity(tf.convert_to_tensor(x, tf.float32))
-
-    def model_calls_per_example(self) -> int:
-        return 0
+    update_state: Any = None  # the update's state before this step (MI-FGSM: the momentum g_t)
 
 
 class IterativeAttack(Attack):
@@ -201,15 +91,17 @@ class IterativeAttack(Attack):
         self.pixel_range = ranges_lib.get_range(pixel_range)
         self.norm = norm
         self._step = steps_lib.get(norm)
-        self.eps = self._check_size(eps, "eps", allow_zero=True)
+        self.eps = checks.check_radius(eps, "eps", self._step.name, self.pixel_range,
+                                       allow_zero=True)
         if not isinstance(num_steps, (int, np.integer, float)) or int(num_steps) != num_steps \
                 or num_steps < 0:
             raise ValueError(f"num_steps must be a non-negative integer. Received: {num_steps!r}.")
         self.num_steps = int(num_steps)
         if step_size is None:
             step_size = 2.5 * self.eps / max(self.num_steps, 1)
-        self.step_size = self._check_size(step_size, "step_size",
-                                          allow_zero=self.num_steps == 0 or self.eps == 0)
+        self.step_size = checks.check_radius(step_size, "step_size", self._step.name,
+                                             self.pixel_range,
+                                             allow_zero=self.num_steps == 0 or self.eps == 0)
         if random_start not in steps_lib.RANDOM_STARTS:
             raise ValueError(f"Unknown random_start. Expected one of {steps_lib.RANDOM_STARTS}. "
                              f"Received: {random_start!r}.")
@@ -231,26 +123,9 @@ class IterativeAttack(Attack):
         self.early_stop = bool(early_stop)
         self.stop_fn = stop_fn
         self.seed = seed
+        self.update = updates_lib.GradientUpdate()
         if name is not None:
             self.name = name
-
-    def _check_size(self, value, what, allow_zero):
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be a number in input units. Received: {value!r}.")
-        if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-            raise ValueError(f"{what} must be {'non-negative' if allow_zero else 'positive'}. "
-                             f"Received: {value!r}.")
-        # An Linf size above the range width cannot be in input units (a pixel-level flag passed
-        # unconverted). L2 radii legitimately exceed the width (ImageNet L2 eps=3), so no bound there.
-        if self._step.name == "linf" and v > self.pixel_range.width:
-            raise ValueError(
-                f"{what}={value!r} exceeds the width {self.pixel_range.width:g} of the pixel range "
-                f"{self.pixel_range}. Attacks take sizes in input units: 8 pixel levels are "
-                f"{self.pixel_range.from_pixels(8):.6g} here (tfadv.ranges.get_range("
-                f"'{self.pixel_range}').from_pixels(8)). Received: {what}={value!r}.")
-        return v
 
     def model_calls_per_example(self) -> int:
         """Model evaluations per example in graph mode: k gradient steps per restart, one scoring
@@ -287,8 +162,8 @@ class IterativeAttack(Attack):
             return tf.equal(pred, targets)
         return tf.not_equal(pred, labels)
 
-    def _validate_eager(self, x, y, logits_clean):
-        checks.validate_batch(x, y, logits_clean, self.pixel_range)
+    #: Whether a call may run fewer iterations than ``num_steps`` (a curriculum's k).
+    per_call_num_steps = True
 
     def __call__(self, model_fn, x, y, *, targets=None, logits_clean=None, eps_scale=None,
                  num_steps=None):
@@ -307,9 +182,10 @@ class IterativeAttack(Attack):
         graph. Compiled, the loop never returns to the host between steps.
         """
         if num_steps is not None:
-            if type(self)._run is not IterativeAttack._run:
-                raise ValueError(f"{type(self).__name__} has its own loop and takes no per-call "
-                                 f"num_steps. Received: num_steps={num_steps!r}.")
+            if not self.per_call_num_steps:
+                raise ValueError(f"{type(self).__name__} takes no per-call num_steps (its step "
+                                 f"schedule is fixed by num_steps={self.num_steps}). "
+                                 f"Received: num_steps={num_steps!r}.")
             if isinstance(num_steps, (int, np.integer)) and not 0 <= num_steps <= self.num_steps:
                 raise ValueError(f"num_steps must lie in [0, {self.num_steps}] (the attack's "
                                  f"num_steps). Received: num_steps={num_steps!r}.")
@@ -330,12 +206,13 @@ class IterativeAttack(Attack):
             # Op by op: the first call against a model, or an attack with a stop criterion.
             if logits_clean is None:
                 logits_clean = tf.stop_gradient(inference_fn(model_fn)(x))
-            self._validate_eager(x, y, logits_clean)
+            checks.validate_batch(x, y, logits_clean, self.pixel_range)
             return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps)
         # Host-side checks need the number of classes: the caller's clean logits, else the model's
         # stated or remembered output size (no forward pass per call, see output_classes).
-        classes = logits_clean if logits_clean is not None else output_classes(model_fn, x)
-        self._validate_eager(x, y, classes)
+        classes = logits_clean if logits_clean is not None else (
+            lambda: output_classes(model_fn, x))
+        checks.validate_batch(x, y, classes, self.pixel_range)
         # Python numbers become tensors so that new values (an eps warm-up, a curriculum's k) reuse
         # the trace instead of retracing it.
         if eps_scale is not None and not isinstance(eps_scale, (tf.Tensor, tf.Variable)):
@@ -348,55 +225,33 @@ class IterativeAttack(Attack):
             logits_clean = tf.convert_to_tensor(logits_clean, tf.float32)
         return compiled(x, y, targets, logits_clean, eps_scale, num_steps)
 
-    _COMPILED_CACHE_SIZE = 8
-
     def compiled_for(self, model_fn) -> Optional[Callable]:
         """The ``tf.function`` that runs this attack against ``model_fn`` from an eager call, or
         None where the call runs op by op.
 
         Tracing costs about as much as a few eager runs, so the first eager call against a model
         runs op by op and every later one the compiled attack: one ``tf.function`` per model and
-        BN mode (kept for the last few models), ``reduce_retracing`` (one trace per input shape, a
-        second, shape-relaxed one if the batch size changes). An attack with a ``stop_fn`` always
-        runs op by op when called eagerly: the criterion may be any Python callable and sees
-        eager tensors once per step (wrap the call in ``tf.function`` to compile it, as
-        ``train_step`` does). A shallow copy of the attack (e.g. Dynamic AT's ``with_stop_fn``)
-        never reuses the original's functions.
+        BN mode from the attack's compile cache (:meth:`Attack.compiled`, ``lazy``), with
+        ``reduce_retracing`` (one trace per input shape, a second, shape-relaxed one if the batch
+        size changes). An attack with a ``stop_fn`` always runs op by op when called eagerly: the
+        criterion may be any Python callable and sees eager tensors once per step (wrap the call
+        in ``tf.function`` to compile it, as ``train_step`` does). A shallow copy of the attack
+        (e.g. Dynamic AT's ``with_stop_fn``) never reuses the original's functions.
         """
         if self.stop_fn is not None:
             return None
-        cache = getattr(self, "_traced", None)
-        if cache is None or cache[0] is not self:
-            cache = (self, {})
-            self._traced = cache
-        functions = cache[1]
-        if isinstance(model_fn, ModelFn):
-            key = (id(model_fn.model), model_fn.training)
-        elif isinstance(model_fn, keras.layers.Layer):
-            key = (id(model_fn), self.training)
-        else:
-            key = (id(model_fn), None)
-        entry = functions.pop(key, None)
-        if entry is None:
-            # Seen for the first time: remember the model (keeping it alive, so that its id stays
-            # unique) and run op by op.
-            entry = (model_fn, None)
-            while len(functions) >= self._COMPILED_CACHE_SIZE:
-                functions.pop(next(iter(functions)))
-        elif entry[1] is None:
-            owner = entry[0]
 
+        def build(owner):
             def attack(x, y, targets, logits_clean, eps_scale, num_steps):
                 return self._attack_graph(owner, x, y, targets, logits_clean, eps_scale, num_steps)
 
-            entry = (owner, tf.function(attack, reduce_retracing=True))
-        functions[key] = entry  # most recently used last
-        return entry[1]
+            return tf.function(attack, reduce_retracing=True)
+
+        return self.compiled(model_fn, build, training=self.training, lazy=True)
 
     def _attack_graph(self, model_fn, x, y, targets, logits_clean, eps_scale, num_steps):
         """The attack as traced into a graph: clean logits (only if targets or the KL loss need
         them), targets, then ``restarts`` runs of :meth:`_run` keeping the per-example worst case."""
-        run_kwargs = {} if num_steps is None else {"num_steps": num_steps}
         raw_model = model_fn
         model_fn = as_model_fn(raw_model, self.training)
         needs_clean = self.target in ("mc", "ll", "random") or self.loss == "kl"
@@ -415,7 +270,7 @@ class IterativeAttack(Attack):
             if best is not None and self.early_stop:
                 active0 = tf.logical_not(best[2])
             x_adv = self._run(model_fn, x, y, targets, logits_clean, seed, active0, eps_scale,
-                              **run_kwargs)
+                              num_steps)
             if self.restarts == 1:
                 return tf.stop_gradient(x_adv)
             logits = inference_fn(raw_model)(x_adv)  # scoring never touches BN statistics
@@ -460,34 +315,40 @@ class IterativeAttack(Attack):
 
     def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None,
              num_steps=None):
-        """One run: random start, then ``num_steps`` masked projected steps; the loop ends early
-        once no example is active (FOSC Algorithm 1's ``while ΣV > 0``; frozen examples never
-        move, so this changes no output)."""
-        step = self._step
+        """One run: start point, then ``num_steps`` masked projected steps along the update's
+        direction (:mod:`tfadv.attacks.updates`: the gradient, or MI-FGSM's momentum carried as
+        loop state); the loop ends early once no example is active (FOSC Algorithm 1's
+        ``while ΣV > 0``; frozen examples never move, so this changes no output)."""
+        step, update = self._step, self.update
         x_adv, eps, step_size = self._start(x, seed, active0, eps_scale)
         x_start = x_adv
         bound = self.num_steps
         if num_steps is not None:
             bound = tf.minimum(tf.cast(num_steps, tf.int32), self.num_steps)
 
-        def input_gradient(xs, ys, ts, lcs):
-            logits, _, grad = gradients_lib.input_gradient(
-                model_fn, self._objective, xs, (ys, ts, lcs))
-            return logits, grad
+        def advance(xs, x_nat, grad, state):
+            """The next iterate and update state of the examples ``xs`` (around ``x_nat``)."""
+            direction, state = update.next_state(state, grad)
+            return self._clip(step.project(step.step(xs, direction, step_size), x_nat, eps)), state
 
-        def body(i, x_adv, active):
-            logits, grad = input_gradient(x_adv, y, targets, logits_clean)
+        def keep(moving, new, old):
+            return tf.nest.map_structure(
+                lambda a, b: tf.where(self._expand(moving, a), a, b), new, old)
+
+        def body(i, x_adv, state, active):
+            logits, _, grad = gradients_lib.input_gradient(
+                model_fn, self._objective, x_adv, (y, targets, logits_clean))
             if self.early_stop:
                 active = tf.logical_and(active, tf.logical_not(self._success(logits, y, targets)))
             if self.stop_fn is not None:
-                state = StepState(step=i, x_adv=x_adv, x_nat=x, grad=grad, logits=logits,
-                                  labels=y, eps=eps, x_start=x_start)
-                active = tf.logical_and(active, tf.logical_not(self.stop_fn(state)))
-            x_new = self._clip(step.project(step.step(x_adv, grad, step_size), x, eps))
-            x_adv = tf.where(self._expand(active, x), x_new, x_adv)
-            return i + 1, x_adv, active
+                stop = self.stop_fn(StepState(step=i, x_adv=x_adv, x_nat=x, grad=grad,
+                                              logits=logits, labels=y, eps=eps, x_start=x_start,
+                                              update_state=state))
+                active = tf.logical_and(active, tf.logical_not(stop))
+            x_new, state = advance(x_adv, x, grad, state)
+            return i + 1, keep(active, x_new, x_adv), state, active
 
-        def compact_body(i, x_adv, active):
+        def compact_body(i, x_adv, state, active):
             # The same step as ``body`` with early stopping, computed on the still-active examples
             # only (gathered, then scattered back): frozen examples cost no forward/backward.
             idx = tf.where(active)
@@ -495,20 +356,23 @@ class IterativeAttack(Attack):
             def take(t):
                 return None if t is None else tf.gather_nd(t, idx)
 
-            xs, ys, ts = take(x_adv), take(y), take(targets)
-            logits, grad = input_gradient(xs, ys, ts, take(logits_clean))
+            def put(full, part):
+                return tf.tensor_scatter_nd_update(full, idx, part)
+
+            xs, ys, ts, ss = take(x_adv), take(y), take(targets), tf.nest.map_structure(take, state)
+            logits, _, grad = gradients_lib.input_gradient(
+                model_fn, self._objective, xs, (ys, ts, take(logits_clean)))
             moving = tf.logical_not(self._success(logits, ys, ts))
-            x_new = self._clip(step.project(step.step(xs, grad, step_size), take(x), eps))
-            x_new = tf.where(self._expand(moving, xs), x_new, xs)
-            return (i + 1, tf.tensor_scatter_nd_update(x_adv, idx, x_new),
-                    tf.tensor_scatter_nd_update(active, idx, moving))
+            x_new, ss = advance(xs, take(x), grad, ss)
+            return (i + 1, put(x_adv, keep(moving, x_new, xs)),
+                    tf.nest.map_structure(put, state, ss), put(active, moving))
 
         if self._compacts(model_fn):
             body = compact_body
         if self.num_steps > 0:
-            _, x_adv, _ = tf.while_loop(
-                lambda i, _, active: tf.logical_and(i < bound, tf.reduce_any(active)), body,
-                (tf.constant(0), x_adv, active0),
+            _, x_adv, _, _ = tf.while_loop(
+                lambda i, _, __, active: tf.logical_and(i < bound, tf.reduce_any(active)), body,
+                (tf.constant(0), x_adv, update.init_state(x), active0),
                 maximum_iterations=self.num_steps)
         # A Gaussian start is not clipped before the first step (TRADES' release); examples frozen
         # before moving, or num_steps=0, must still come back inside the pixel range.

@@ -29,7 +29,8 @@ from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
 from tfadv.attacks.checks import (check_int, check_radius, expand_to, unless_empty,
                                   validate_batch)
-from tfadv.attacks.core import Attack, as_model_fn, inference_fn, output_classes
+from tfadv.attacks.base import Attack
+from tfadv.attacks.model_fn import as_model_fn, inference_fn, output_classes
 from tfadv.attacks.registry import ATTACKS
 
 DEEPFOOL_NORMS = ("linf", "l2")
@@ -98,8 +99,8 @@ class DeepFool(Attack):
 
     def _call(self, raw_model, x, y):
         if tf.executing_eagerly():
-            validate_batch(x, y, output_classes(raw_model, x), self.pixel_range)
-            return self._compiled_attack()(raw_model, x, y)
+            validate_batch(x, y, lambda: output_classes(raw_model, x), self.pixel_range)
+            return self.compiled_call(raw_model, self._attack, training=self.training)(x, y)
         return self._attack(raw_model, x, y)
 
     def _clip(self, x):

@@ -38,7 +38,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
-from tfadv.attacks.core import Attack, ModelFn, inference_fn
+from tfadv.attacks import checks
+from tfadv.attacks.base import Attack
+from tfadv.attacks.model_fn import inference_fn
 from tfadv.attacks.checks import check_int as _check_int
 from tfadv.attacks.checks import check_number as _check_number
 from tfadv.attacks.registry import ATTACKS
@@ -161,8 +163,7 @@ class FABAttack(Attack):
                              f"Received: {norm!r}.")
         self.norm = norm
         # An Linf radius above the range width cannot be in input units; L2 radii may exceed it.
-        self.eps = _check_number(eps, "eps", positive=False,
-                                 upper=self.pixel_range.width if norm == "linf" else None)
+        self.eps = checks.check_radius(eps, "eps", norm, self.pixel_range, allow_zero=True)
         self.n_iter = _check_int(n_iter, "n_iter", 1)
         self.n_restarts = _check_int(n_restarts, "n_restarts", 1)
         self.targeted = bool(targeted)
@@ -177,7 +178,10 @@ class FABAttack(Attack):
             self.name = name
         elif self.targeted:
             self.name = "fab_t"
-        self._compiled = None  # (model, image shape, tf.function) of the last call
+
+    #: One compiled iteration (the last model and image shape): an attack object never holds on
+    #: to models it no longer attacks.
+    compiled_cache_size = 1
 
     def model_calls_per_example(self) -> int:
         """One clean forward pass, then per run (target class × restart) n_iter iterations of one
@@ -267,25 +271,16 @@ class FABAttack(Attack):
     def __call__(self, model_fn, x, y, **unused):
         if unused:
             raise ValueError(f"FAB takes no call options. Received: {sorted(unused)}.")
-        raw = model_fn
-        model_fn = inference_fn(raw)  # BatchNorm in inference mode, even for a ModelFn
+        model_fn = inference_fn(model_fn)  # BatchNorm in inference mode, even for a ModelFn
         x = tf.convert_to_tensor(x, tf.float32)
         y_np = np.asarray(tf.convert_to_tensor(y).numpy()).astype(np.int32)
-        if x.shape.rank is None or x.shape.rank < 2:
-            raise ValueError(f"Images must be a batch (B, ...). Received shape: {x.shape}.")
-        if y_np.shape != (x.shape[0],):
-            raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
-                             f"Received shape: {y_np.shape}.")
         x_np = x.numpy()
-        self.pixel_range.check_images(x_np)
+        logits = checks.validate_batch(x_np, y_np, (lambda: np.asarray(model_fn(x))) if len(x_np)
+                                       else 0, self.pixel_range)
         x_adv = x_np.copy()
         if len(x_np) == 0:
             return tf.constant(x_adv)
-        logits = np.asarray(model_fn(x))
         num_classes = logits.shape[-1]
-        if y_np.min() < 0 or y_np.max() >= num_classes:
-            raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={y_np.min()}, "
-                             f"max={y_np.max()}.")
         robust = logits.argmax(-1) == y_np
         ranked = np.argsort(-logits, axis=-1, kind="stable").astype(np.int32)
         if self.targeted:
@@ -294,11 +289,8 @@ class FABAttack(Attack):
             ranks = [None]
 
         image_shape = tuple(x.shape[1:])
-        owner = raw.model if isinstance(raw, ModelFn) else raw  # both run in inference mode
-        if self._compiled is None or self._compiled[0] is not owner \
-                or self._compiled[1] != image_shape:
-            self._compiled = (owner, image_shape, self._make_run(model_fn, image_shape))
-        run = self._compiled[2]
+        run = self.compiled(model_fn, lambda owner: self._make_run(owner, image_shape),
+                            static=image_shape)
         generator = (tf.random.Generator.from_non_deterministic_state() if self.seed is None
                      else tf.random.Generator.from_seed(self.seed))
         low, high = self.pixel_range.low, self.pixel_range.high

@@ -35,7 +35,8 @@ import tensorflow as tf
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
-from tfadv.attacks.core import Attack, as_model_fn
+from tfadv.attacks.base import Attack
+from tfadv.attacks.model_fn import as_model_fn
 from tfadv.attacks.registry import ATTACKS
 
 DEFAULT_FINETUNE_STEPS = 500
@@ -106,7 +107,7 @@ class GeneratorAttack(Attack):
             steps = checks.check_int(steps, "steps", 1)
         total = self.finetune_steps or steps or DEFAULT_FINETUNE_STEPS
         model_fn = as_model_fn(model_fn, False)
-        self._compiled_generate = None  # a new fit may build new networks: trace again
+        self.clear_compiled()  # a new fit may build new networks: trace again
         step_fn = None
         history = []
         for x, y in _batches(dataset, total):
@@ -143,10 +144,8 @@ class GeneratorAttack(Attack):
 
     def _call(self, model_fn, x, y):
         if tf.executing_eagerly():
-            # One trace per attack object (and model), as Attack._compiled_attack.
-            if getattr(self, "_compiled_generate", None) is None:
-                self._compiled_generate = tf.function(self._generate, reduce_retracing=True)
-            return tf.stop_gradient(self._compiled_generate(model_fn, x, y))
+            # One trace per model (and image shape) from the attack's compile cache.
+            return tf.stop_gradient(self.compiled_call(model_fn, self._generate)(x, y))
         return tf.stop_gradient(self._generate(model_fn, x, y))
 
     def get_config(self) -> dict:

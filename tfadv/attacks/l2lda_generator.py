@@ -33,7 +33,7 @@ from tfadv import atomic
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import gradients as gradients_lib
-from tfadv.attacks.core import as_model_fn
+from tfadv.attacks.model_fn import as_model_fn
 
 GRADIENT_STABILIZER = 1e-15  # the release's "DO NOT EDIT! Need a stabilizer in here!!!"
 STEP_REDUCTIONS = ("mean", "sum")

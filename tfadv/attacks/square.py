@@ -32,7 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
-from tfadv.attacks.core import Attack, ModelFn, inference_fn
+from tfadv.attacks import checks
+from tfadv.attacks.base import Attack
+from tfadv.attacks.model_fn import ModelFn, inference_fn
 from tfadv.attacks.checks import check_int as _check_int
 from tfadv.attacks.checks import check_number as _check_number
 from tfadv.attacks.registry import ATTACKS
@@ -111,8 +113,7 @@ class SquareAttack(Attack):
                              f"Received: {norm!r}.")
         self.norm = norm
         # An Linf radius above the range width cannot be in input units; L2 radii may exceed it.
-        self.eps = _check_number(eps, "eps", positive=False,
-                                 upper=self.pixel_range.width if norm == "linf" else None)
+        self.eps = checks.check_radius(eps, "eps", norm, self.pixel_range, allow_zero=True)
         self.n_queries = _check_int(n_queries, "n_queries", 1)
         self.p_init = _check_number(p_init, "p_init", upper=1.0)
         self.n_restarts = _check_int(n_restarts, "n_restarts", 1)
@@ -142,13 +143,18 @@ class SquareAttack(Attack):
     def _logits(self, model_fn, x: np.ndarray) -> np.ndarray:
         return np.asarray(model_fn(tf.constant(x, tf.float32)), np.float64)
 
-    @staticmethod
-    def _forward(raw, model_fn, image_shape):
+    #: One compiled query forward (the last model and image shape): an attack object never holds
+    #: on to models it no longer attacks.
+    compiled_cache_size = 1
+
+    def _forward(self, raw, model_fn, image_shape):
         """The logits callable used for queries: Keras models run as one traced ``tf.function``
-        (any batch size), other callables as they are (they may hold host-side code)."""
+        (any batch size) from the compile cache, other callables as they are (they may hold
+        host-side code)."""
         if isinstance(raw, (keras.layers.Layer, ModelFn)):
-            return tf.function(model_fn, input_signature=[
-                tf.TensorSpec([None, *image_shape], tf.float32)], autograph=False)
+            return self.compiled(model_fn, lambda owner: tf.function(owner, input_signature=[
+                tf.TensorSpec([None, *image_shape], tf.float32)], autograph=False),
+                static=tuple(image_shape))
         return model_fn
 
     def __call__(self, model_fn, x, y, *, callback: Optional[Callable] = None, **unused):
@@ -162,19 +168,12 @@ class SquareAttack(Attack):
         if x.ndim != 4:
             raise ValueError(f"The Square Attack needs a batch of images (B, H, W, C). "
                              f"Received shape: {x.shape}.")
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"Labels must have shape ({x.shape[0]},) to match the images. "
-                             f"Received shape: {y.shape}.")
-        self.pixel_range.check_images(x)
         model_fn = self._forward(raw, model_fn, x.shape[1:])
+        logits = checks.validate_batch(x, y, (lambda: self._logits(model_fn, x)) if len(x) else 0,
+                                       self.pixel_range)
         x_adv = x.copy()
         if len(x) == 0:
             return tf.constant(x_adv)
-        logits = self._logits(model_fn, x)
-        num_classes = logits.shape[-1]
-        if y.min() < 0 or y.max() >= num_classes:
-            raise ValueError(f"Labels must be in [0, {num_classes}). Received: min={y.min()}, "
-                             f"max={y.max()}.")
         robust = margin(logits, y) > 0
         rng = np.random.default_rng(self.seed)
         for restart in range(self.n_restarts):

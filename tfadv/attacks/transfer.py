@@ -14,7 +14,8 @@ import keras
 import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
-from tfadv.attacks.core import Attack, as_model_fn
+from tfadv.attacks.base import Attack
+from tfadv.attacks.model_fn import as_model_fn
 from tfadv.attacks.registry import ATTACKS
 
 

@@ -32,6 +32,7 @@ from tfadv import attacks as attacks_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.core import Attack, as_model_fn
+from tfadv.attacks.transfer import TransferAttack
 from tfadv.evaluation import runner
 
 PASS, WARN, SKIP = "PASS", "WARN", "SKIP"
@@ -82,26 +83,6 @@ class DiagnosticsReport:
                 "checks": {r.name: r.to_dict() for r in self.records},
                 "sweeps": {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)
                            for k, v in self.sweeps.items()}}
-
-
-class TransferAttack(Attack):
-    """Crafts with ``inner`` against a fixed source model; the target model is only evaluated."""
-
-    name = "transfer_pgd"
-
-    def __init__(self, source, inner: Attack):
-        self.source_fn = as_model_fn(source, False)
-        self.inner = inner
-        self.graph_safe = bool(getattr(inner, "graph_safe", True))
-
-    def __call__(self, model_fn, x, y, **kwargs):
-        return self.inner(self.source_fn, x, y)
-
-    def model_calls_per_example(self) -> int:
-        return 0  # the target model is called once, for the final prediction
-
-    def get_config(self) -> dict:
-        return {"name": self.name, "inner": self.inner.get_config()}
 
 
 def as_arrays(data, limit: Optional[int] = None):
@@ -356,8 +337,9 @@ def run_diagnostics(model, data, *, eps: float, pixel_range, eps_multipliers=(1,
                     raise ValueError(f"The transfer source works in {info['pixel_range']}, the model in "
                                      f"{rng}. Received: transfer_source={transfer_source!r}.")
             k = max(steps_list) if steps_list else sweep_steps
-            t_correct = correctness(model, x, y, {"transfer": TransferAttack(source, pgd(eps, k, rng, seed))},
-                                    pixel_range=rng, batch_size=batch_size)["transfer"]
+            transfer = TransferAttack(source=source, inner=pgd(eps, k, rng, seed), pixel_range=rng)
+            t_correct = correctness(model, x, y, {"transfer": transfer}, pixel_range=rng,
+                                    batch_size=batch_size)["transfer"]
             rec = check_weaker("transfer", f"transfer PGD-{k} from the source model",
                                float(t_correct.mean()), wb_acc, blackbox_tolerance)
             rec.numbers["steps"] = k

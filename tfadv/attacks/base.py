@@ -1,0 +1,93 @@
+"""The base class of every attack: ``attack(model_fn, x, y) -> x_adv``, its input checks and its
+one compile cache; and the ``noop`` attack (clean images through the robust-evaluation path).
+
+The iterative loop (PGD, FGSM, MI-FGSM, C&W∞) is :mod:`tfadv.attacks.core`; the other attacks
+subclass :class:`Attack` in their own modules.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Hashable, Optional
+
+import tensorflow as tf
+
+from tfadv.attacks import checks
+from tfadv.attacks import compiling
+
+
+class Attack(abc.ABC):
+    """Base class: ``attack(model_fn, x, y) -> x_adv``.
+
+    ``graph_safe``: the call can be traced into a ``tf.function`` (the evaluation runner compiles
+    it once per attack); attacks with host-side control flow set it to False and run eagerly.
+
+    Every subclass's ``__call__`` first checks the images against the model (dtype, image shape;
+    :func:`tfadv.attacks.checks.checking_input`), eagerly and while tracing.
+    """
+
+    name = "attack"
+    graph_safe = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is not None and not getattr(call, "__isabstractmethod__", False):
+            cls.__call__ = checks.checking_input(call)
+
+    @abc.abstractmethod
+    def __call__(self, model_fn, x, y, **kwargs):
+        """Returns adversarial images for ``x`` (labels ``y``) against the logits callable."""
+
+    @abc.abstractmethod
+    def model_calls_per_example(self) -> int:
+        """How many times the attack evaluates the model per example (for reports)."""
+
+    #: Models (with their static arguments) whose compiled functions an attack object keeps.
+    compiled_cache_size = 8
+
+    def compiled(self, model_fn, build: Callable, static: Hashable = (), *,
+                 training: bool = False, lazy: bool = False) -> Optional[Callable]:
+        """The attack's one compile cache (:mod:`tfadv.attacks.compiling`): the function
+        ``build(model_fn)`` built for this model (in its BatchNorm mode; a bare Keras model in mode
+        ``training``) and ``static`` arguments, reused until either changes. ``lazy``: None on the
+        first call with a key (run op by op), the function from the second on."""
+        cache = self.__dict__.get("_function_cache")
+        if cache is None or not cache.belongs_to(self):  # a shallow copy starts its own
+            cache = compiling.FunctionCache(self, self.compiled_cache_size)
+            self._function_cache = cache
+        return cache.get(model_fn, build, static, training=training, lazy=lazy)
+
+    def compiled_call(self, model_fn, attack: Callable, *, training: bool = False) -> Callable:
+        """``attack(model_fn, x, y)`` as one ``tf.function`` of ``(x, y)`` from the compile cache
+        (``reduce_retracing``: one trace per image shape, one shape-relaxed trace at most)."""
+        return self.compiled(model_fn, lambda owner: tf.function(
+            lambda x, y: attack(owner, x, y), reduce_retracing=True), training=training)
+
+    def compiled_functions(self):
+        """The functions in the compile cache (least recently used first), for inspection."""
+        cache = self.__dict__.get("_function_cache")
+        return cache.functions() if cache is not None and cache.belongs_to(self) else []
+
+    def clear_compiled(self) -> None:
+        """Drops every compiled function (e.g. after the attack's networks were rebuilt)."""
+        self.__dict__.pop("_function_cache", None)
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+
+class NoOpAttack(Attack):
+    """Returns the clean images, so clean and robust evaluation share one code path."""
+
+    name = "noop"
+
+    def __init__(self, **unused):
+        if unused:
+            raise ValueError(f"The noop attack takes no parameters. Received: {sorted(unused)}.")
+
+    def __call__(self, model_fn, x, y, **kwargs):
+        return tf.identity(tf.convert_to_tensor(x, tf.float32))
+
+    def model_calls_per_example(self) -> int:
+        return 0
