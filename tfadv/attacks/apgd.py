@@ -40,7 +40,7 @@ from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks import checks
 from tfadv.attacks.base import Attack
 from tfadv.attacks.checks import check_int as _check_int, expand_to as _expand, unless_empty
-from tfadv.attacks.model_fn import inference_fn, output_classes
+from tfadv.attacks.model_fn import inference_fn
 from tfadv.attacks.registry import ATTACKS
 
 APGD_LOSSES = ("ce", "dlr")
@@ -187,7 +187,7 @@ class APGD(Attack):
     def _call(self, fn, x, y):
         if not tf.executing_eagerly():
             return self._attack(fn, x, y)
-        self._check_num_classes(checks.validate_batch(x, y, lambda: output_classes(fn, x),
+        self._check_num_classes(checks.validate_batch(x, y, lambda: self.output_classes(fn, x),
                                                       self.pixel_range))
         # One trace per model and image shape; the batch dimension is left open because restarts
         # gather the still-robust points.

@@ -8,12 +8,14 @@ subclass :class:`Attack` in their own modules.
 from __future__ import annotations
 
 import abc
+import weakref
 from typing import Callable, Hashable, Optional
 
 import tensorflow as tf
 
 from tfadv.attacks import checks
 from tfadv.attacks import compiling
+from tfadv.attacks import model_fn as model_fn_lib
 
 
 class Attack(abc.ABC):
@@ -63,6 +65,15 @@ class Attack(abc.ABC):
         (``reduce_retracing``: one trace per image shape, one shape-relaxed trace at most)."""
         return self.compiled(model_fn, lambda owner: tf.function(
             lambda x, y: attack(owner, x, y), reduce_retracing=True), training=training)
+
+    def output_classes(self, model_fn, x) -> int:
+        """The number of classes ``model_fn`` outputs, for the host-side label check
+        (:func:`tfadv.attacks.model_fn.output_classes`), a probe remembered per model by this
+        attack object."""
+        memo = self.__dict__.get("_class_counts")
+        if memo is None:
+            memo = self._class_counts = weakref.WeakKeyDictionary()
+        return model_fn_lib.output_classes(model_fn, x, memo)
 
     def compiled_functions(self):
         """The functions in the compile cache (least recently used first), for inspection."""

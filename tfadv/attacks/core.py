@@ -211,7 +211,7 @@ class IterativeAttack(Attack):
         # Host-side checks need the number of classes: the caller's clean logits, else the model's
         # stated or remembered output size (no forward pass per call, see output_classes).
         classes = logits_clean if logits_clean is not None else (
-            lambda: output_classes(model_fn, x))
+            lambda: self.output_classes(model_fn, x))
         checks.validate_batch(x, y, classes, self.pixel_range)
         # Python numbers become tensors so that new values (an eps warm-up, a curriculum's k) reuse
         # the trace instead of retracing it.

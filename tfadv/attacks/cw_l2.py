@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.base import Attack
-from tfadv.attacks.model_fn import as_model_fn, inference_fn, output_classes
+from tfadv.attacks.model_fn import as_model_fn, inference_fn
 from tfadv.attacks.checks import (check_int, check_radius, expand_to, unless_empty,
                                   validate_batch)
 from tfadv.attacks.registry import ATTACKS
@@ -110,7 +110,7 @@ class CarliniWagnerL2(Attack):
 
     def _call(self, model_fn, x, y):
         if tf.executing_eagerly():
-            validate_batch(x, y, lambda: output_classes(model_fn, x), self.pixel_range)
+            validate_batch(x, y, lambda: self.output_classes(model_fn, x), self.pixel_range)
             return self.compiled_call(model_fn, self._attack, training=self.training)(x, y)
         return self._attack(model_fn, x, y)
 

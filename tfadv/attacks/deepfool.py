@@ -30,7 +30,7 @@ from tfadv.attacks import steps as steps_lib
 from tfadv.attacks.checks import (check_int, check_radius, expand_to, unless_empty,
                                   validate_batch)
 from tfadv.attacks.base import Attack
-from tfadv.attacks.model_fn import as_model_fn, inference_fn, output_classes
+from tfadv.attacks.model_fn import as_model_fn, inference_fn
 from tfadv.attacks.registry import ATTACKS
 
 DEEPFOOL_NORMS = ("linf", "l2")
@@ -99,7 +99,7 @@ class DeepFool(Attack):
 
     def _call(self, raw_model, x, y):
         if tf.executing_eagerly():
-            validate_batch(x, y, lambda: output_classes(raw_model, x), self.pixel_range)
+            validate_batch(x, y, lambda: self.output_classes(raw_model, x), self.pixel_range)
             return self.compiled_call(raw_model, self._attack, training=self.training)(x, y)
         return self._attack(raw_model, x, y)
 

@@ -9,7 +9,6 @@ the identity of a model in a mode, the key of the attacks' one compile cache
 
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Hashable, Tuple
 
 import keras
@@ -62,29 +61,28 @@ def model_key(model_fn, training: bool = False) -> Tuple[int, Hashable]:
     return id(model_fn), None
 
 
-_NUM_CLASSES = weakref.WeakKeyDictionary()
-
-
-def output_classes(model_fn, x) -> int:
+def output_classes(model_fn, x, memo=None) -> int:
     """The number of logits ``model_fn`` returns, for the host-side label check of an eager call.
 
     A functional Keras model states it (``outputs``); any other model is probed once on one image
-    (``x[:1]``, inference mode) and remembered for as long as it lives, so that repeated eager calls
-    (FGSM in an evaluation loop) pay no extra forward pass.
+    (``x[:1]``, inference mode). ``memo`` (a ``weakref.WeakKeyDictionary`` its owner keeps, e.g.
+    :meth:`tfadv.attacks.base.Attack.output_classes`) remembers the probe for as long as the model
+    lives, so that repeated eager calls (FGSM in an evaluation loop) pay no extra forward pass.
     """
     model = model_fn.model if isinstance(model_fn, ModelFn) else model_fn
     outputs = getattr(model, "outputs", None) if isinstance(model, keras.Model) else None
     if outputs and len(outputs) == 1 and outputs[0].shape[-1] is not None:
         return int(outputs[0].shape[-1])
     try:
-        cached = _NUM_CLASSES.get(model)
+        cached = memo.get(model) if memo is not None else None
     except TypeError:  # not weak-referenceable: probe every call
         cached = None
     if cached is not None:
         return cached
     count = int(inference_fn(model_fn)(x[:1]).shape[-1])
-    try:
-        _NUM_CLASSES[model] = count
-    except TypeError:
-        pass
+    if memo is not None:
+        try:
+            memo[model] = count
+        except TypeError:
+            pass
     return count
