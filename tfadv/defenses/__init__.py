@@ -8,7 +8,7 @@ the model classes, not the registered factories.
 from __future__ import annotations
 
 from tfadv.defenses import bat, curriculum, dynamic, l2lda, madry, natural, trades
-from tfadv.defenses.base import AdversarialModel
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
 from tfadv.defenses.bat import BilateralAdversarialTraining, bat_config
 from tfadv.defenses.curriculum import CurriculumAdversarialTraining
 from tfadv.defenses.dynamic import DynamicAdversarialTraining
@@ -41,4 +41,4 @@ def names():
 __all__ = ["AdversarialModel", "BilateralAdversarialTraining", "CurriculumAdversarialTraining",
            "DynamicAdversarialTraining", "MadryAdversarialTraining",
            "L2LDA", "NaturalTraining", "TradesAdversarialTraining", "bat_config", "get", "names",
-           "DEFENSES"]
+           "DEFENSES", "AdversarialExamples"]
