@@ -95,7 +95,9 @@ def test_no_defense_overrides_the_steps_or_keras_internals():
             assert not overridden, (name, cls.__name__, overridden)
     private = {n for n in vars(AdversarialModel) if n.startswith("_")
                and not n.startswith("__") and hasattr(keras.Model, n)}
-    assert not private, private  # no Keras-private method is overridden
+    # The one Keras-private method overridden: Keras' symbolic build peeks a batch under a
+    # strategy (see its docstring); no public route skips it.
+    assert private == {"_maybe_symbolic_build"}, private
 
 
 @pytest.mark.parametrize("name", ["bat", "dynamic"])

@@ -17,7 +17,8 @@ return every metric of the phase (:attr:`AdversarialModel.training_metrics`,
 :attr:`AdversarialModel.evaluation_metrics`), so ``fit()``'s epoch logs are the metrics read across
 replicas. Callbacks a defense needs in every ``fit()`` (a per-epoch schedule) are its
 ``required_callbacks``. ``fit()``, callbacks, checkpoints and ``tf.distribute`` strategies work
-unchanged; only public Keras API is overridden.
+unchanged. Only public Keras API is overridden, but for ``_maybe_symbolic_build`` (no public route
+skips Keras' peek at a batch under a strategy; see there).
 
 Under a strategy (BAT ImageNet sec. 5: synchronous data-parallel training as in the tensorpack code)
 ``train_step`` runs once per replica on its slice of the global batch: the examples are made per
@@ -433,6 +434,17 @@ class AdversarialModel(keras.Model):
         summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [weight] + values)
         for v, total in zip(variables, summed[1:]):
             v.assign(tf.cast(total / tf.maximum(summed[0], 1.0), v.dtype))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """The one Keras-private override, for want of a public route: under a strategy scope
+        Keras 3's ``fit``/``evaluate`` call this unconditionally, and it opens an extra iterator on
+        the training data to average a peeked batch with ``strategy.reduce``, which fails on the
+        ``(x, y)`` tuple under MultiWorkerMirroredStrategy and would advance a seeded reshuffle by
+        one epoch. The model is built at construction and ``compile()`` refuses a loss or metrics,
+        so only the optimizer can be left to build."""
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def _update_adv(self, y, logits_adv):
         self._trackers["adv_loss"].update_state(losses_lib.ce(logits=logits_adv, labels=y))
