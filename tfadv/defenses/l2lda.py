@@ -196,10 +196,11 @@ class L2LDA(AdversarialModel):
     def training_callbacks(self, logdir: Optional[str] = None) -> list:
         """Saves the generator under ``logdir/generator/`` every epoch
         (:class:`tfadv.callbacks.GeneratorCheckpoint`)."""
-        if not logdir:
-            return []
-        return [GeneratorCheckpoint(os.path.join(logdir, generator_lib.GENERATOR_DIR),
-                                    self.generator)]
+        out = super().training_callbacks(logdir)
+        if logdir:
+            out.append(GeneratorCheckpoint(os.path.join(logdir, generator_lib.GENERATOR_DIR),
+                                           self.generator))
+        return out
 
     # ---------------------------------------------------------------------------------- hooks
     def sample_z(self, batch_size):
