@@ -24,7 +24,7 @@ def test_eps_warmup_scales_eps_and_step_linearly():
     for done, expected_scale in [(0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)]:
         model.optimizer.iterations.assign(done)
         assert float(model.eps_scale()) == pytest.approx(expected_scale)
-        delta = np.abs(model.make_adversarial(x, y).numpy() - x.numpy()).max()
+        delta = np.abs(model.make_adversarial(x, y).x_adv.numpy() - x.numpy()).max()
         assert delta <= eps * expected_scale + 1e-6
         assert delta >= 0.9 * eps * expected_scale  # the ball is actually used
     model.optimizer.iterations.assign(0)
@@ -44,7 +44,7 @@ def test_natural_training_uses_clean_images_and_keeps_the_eval_attack():
     model = defenses.get("natural", net, attack=pgd)
     assert isinstance(model.attack, attacks.NoOpAttack)
     assert model.eval_attack is pgd
-    np.testing.assert_array_equal(model.make_adversarial(x, y).numpy(), x.numpy())
+    np.testing.assert_array_equal(model.make_adversarial(x, y).x_adv.numpy(), x.numpy())
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(x, y, batch_size=64, epochs=2, verbose=0)
     assert "clean_acc" not in history.history and history.history["adv_acc"][-1] > 0.5

@@ -221,16 +221,18 @@ def test_defense_loss_is_soft_ce_on_adversarial_pair_only(adversary, extra):
     attack = bat_lib.bat_image_attack(eps=EPS, target="mc", random_start=False, pixel_range="[0,1]")
     model = defenses.get("bat", net, image_attack=attack, label_adversary=adversary, **extra)
     x, y, _, _ = testing.digits_split(num_train=32)
-    x_adv = model.make_adversarial(x, y)
-    loss, logits_adv = model.defense_loss(x, y, x_adv)
+    examples = model.make_adversarial(x, y)
+    x_adv = examples.x_adv
+    loss, logits_adv = model.defense_loss(x, y, examples)
     clean = net(x, training=False)
     soft = {"la": labels.adversarial_labels(clean, y, beta=9),
             "ls": labels.label_smoothing(y, 10, 0.5), "none": tf.one_hot(y, 10)}[adversary]
     expected = tf.reduce_mean(losses.ce(logits=net(x_adv), labels=soft))
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     np.testing.assert_allclose(logits_adv.numpy(), net(x_adv).numpy(), atol=1e-5)
-    # Called outside train_step (no pending pair), the labels come from a fresh clean forward.
-    loss2, _ = model.defense_loss(x, y, x_adv)
+    # The labels travel on make_adversarial's result (no state between the hooks): y' itself.
+    np.testing.assert_allclose(examples.labels.numpy(), soft.numpy(), atol=1e-6)
+    loss2, _ = model.defense_loss(x, y, examples)
     assert float(loss2) == pytest.approx(float(expected), rel=1e-5)
 
 

@@ -66,7 +66,7 @@ def test_batch_mixing_gives_each_part_its_number_of_steps():
     x, y = interior_batch(n=12)
     pgd = attacks.get("pgd", eps=0.3, step_size=0.02, num_steps=4)  # uniform random start
     cur = CurriculumAdversarialTraining(model, attack=pgd, initial_k=3, record_fosc=False)
-    x_adv = tf.function(cur.make_adversarial)(tf.constant(x), tf.constant(y)).numpy()
+    x_adv = tf.function(cur.make_adversarial)(tf.constant(x), tf.constant(y)).x_adv.numpy()
     parts = mixing_steps(12, 3).numpy()  # [0,0,0,1,1,1,2,2,2,3,3,3]
     np.testing.assert_array_equal(x_adv[parts == 0], x[parts == 0])  # strength 0: clean
     assert np.all(linf(x_adv[parts > 0], x[parts > 0]) > 0)
@@ -75,11 +75,11 @@ def test_batch_mixing_gives_each_part_its_number_of_steps():
     no_mix = CurriculumAdversarialTraining(model, attack=attacks.get(
         "pgd", eps=0.3, step_size=0.02, num_steps=4, random_start="none"), initial_k=3,
         batch_mixing=False, record_fosc=False)
-    np.testing.assert_allclose(linf(no_mix.make_adversarial(x, y), x), 0.06, atol=1e-6)
+    np.testing.assert_allclose(linf(no_mix.make_adversarial(x, y).x_adv, x), 0.06, atol=1e-6)
     mixed = CurriculumAdversarialTraining(model, attack=attacks.get(
         "pgd", eps=0.3, step_size=0.02, num_steps=4, random_start="none"), initial_k=3,
         record_fosc=False)
-    np.testing.assert_allclose(linf(mixed.make_adversarial(x, y), x), 0.02 * parts, atol=1e-6)
+    np.testing.assert_allclose(linf(mixed.make_adversarial(x, y).x_adv, x), 0.02 * parts, atol=1e-6)
 
 
 @pytest.mark.parametrize("pixel_range", ["[0,1]", "[-1,1]"])
@@ -89,7 +89,8 @@ def test_outputs_in_ball_and_range(pixel_range):
     for k in (0, 1, 4):
         cur = defenses.get("curriculum", testing.tiny_cnn(seed=2), eps=0.2, step_size=0.08,
                                          num_steps=4, initial_k=k, pixel_range=pixel_range)
-        for attack in (cur.make_adversarial, lambda a, b: cur.eval_attack(cur.network, a, b)):
+        for attack in (lambda a, b: cur.make_adversarial(a, b).x_adv,
+                       lambda a, b: cur.eval_attack(cur.network, a, b)):
             x_adv = attack(tf.constant(x), tf.constant(y))
             testing.assert_in_ball_and_range(x_adv.numpy(), x, "linf", 0.2, pixel_range)
 

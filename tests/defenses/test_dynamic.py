@@ -140,7 +140,7 @@ def test_dynamic_pgd_freezes_exactly_the_examples_with_fosc_at_most_c_t(compiled
     pgd = attacks.get("pgd", eps=eps, step_size=step, num_steps=k, random_start="none")
     dyn = DynamicAdversarialTraining(model, attack=pgd, c_max=c_t, t_prime=10, record_fosc=False)
     make = tf.function(dyn.make_adversarial) if compiled else dyn.make_adversarial
-    x_adv = make(tf.constant(x), tf.constant(y)).numpy()
+    x_adv = make(tf.constant(x), tf.constant(y)).x_adv.numpy()
     np.testing.assert_allclose(x_adv, expected, atol=1e-6)
     moved = np.abs(x_adv - x).reshape(len(x), -1).max(1)
     frozen_first = f1 <= c_t
@@ -159,12 +159,12 @@ def test_c_t_zero_is_plain_pgd_and_large_c_t_is_one_step():
     pgd = attacks.get("pgd", eps=0.1, step_size=0.025, num_steps=4, random_start="none")
     dyn = DynamicAdversarialTraining(model, attack=pgd, c_max=0.5, t_prime=3, record_fosc=False)
     dyn.epoch_counter.assign(3)  # c_t = 0
-    np.testing.assert_allclose(dyn.make_adversarial(x, y).numpy(), pgd(model, x, y).numpy(),
+    np.testing.assert_allclose(dyn.make_adversarial(x, y).x_adv.numpy(), pgd(model, x, y).numpy(),
                                atol=1e-7)
     dyn.epoch_counter.assign(0)
     dyn.c_max = 1e6  # every example freezes after the first (always taken) step
     one = attacks.get("pgd", eps=0.1, step_size=0.025, num_steps=1, random_start="none")
-    np.testing.assert_allclose(dyn.make_adversarial(x, y).numpy(), one(model, x, y).numpy(),
+    np.testing.assert_allclose(dyn.make_adversarial(x, y).x_adv.numpy(), one(model, x, y).numpy(),
                                atol=1e-7)
 
 
@@ -196,7 +196,7 @@ def test_release_reference_uses_the_start_point(digits):
 
     fosc_lib.fosc_of_state = spy
     try:
-        x_adv = dyn.make_adversarial(tf.constant(x[:32]), tf.constant(y[:32])).numpy()
+        x_adv = dyn.make_adversarial(tf.constant(x[:32]), tf.constant(y[:32])).x_adv.numpy()
     finally:
         fosc_lib.fosc_of_state = original
     assert seen["ref"] == "start" and seen["start"] is not None
@@ -212,7 +212,7 @@ def test_outputs_in_ball_and_range(pixel_range):
     for c_max in (0.0, 0.05, 10.0):
         dyn = defenses.get("dynamic", testing.tiny_cnn(seed=1), eps=0.2, step_size=0.08,
                                       num_steps=4, c_max=c_max, pixel_range=pixel_range)
-        x_adv = dyn.make_adversarial(tf.constant(x), tf.constant(y))
+        x_adv = dyn.make_adversarial(tf.constant(x), tf.constant(y)).x_adv
         testing.assert_in_ball_and_range(x_adv.numpy(), x, "linf", 0.2, pixel_range)
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from models.unet_generator import build_generator
 from tfadv import defenses, losses
 from tfadv.attacks import l2lda_generator
-from tfadv.defenses import AdversarialModel
+from tfadv.defenses import AdversarialExamples, AdversarialModel
 from tests import testing
 from tfadv.defenses import l2lda as l2lda_lib
 
@@ -81,7 +81,7 @@ def test_l2l_defense_is_the_one_shot_deterministic_generator(digits):
     out = model.generator([x, testing.ce_input_gradient(net, x, y), np.zeros_like(x), np.zeros((8, 0), "float32"),
                            y], training=True).numpy()
     want = np.clip(x + EPS * out, 0, 1)
-    x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).numpy()
+    x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).x_adv.numpy()
     assert x_adv.shape == (16, 8, 8, 1)
     np.testing.assert_allclose(x_adv[:8], want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(x_adv[8:], want, rtol=1e-5, atol=1e-6)
@@ -164,7 +164,7 @@ def test_generation_runs_the_classifier_in_inference_mode(digits):
     gen_stats = testing.bn_moving_stats(model.generator) + [
         np.array(v) for v in model.generator.non_trainable_variables]
     gen_weights = [np.array(v) for v in model.generator.trainable_variables]
-    x_adv = model.make_adversarial(tf.constant(digits[0][:8]), tf.constant(digits[1][:8]))
+    x_adv = model.make_adversarial(tf.constant(digits[0][:8]), tf.constant(digits[1][:8])).x_adv
     assert x_adv.shape == (16, 8, 8, 1)
     for before, after in zip(stats, testing.bn_moving_stats(net)):
         np.testing.assert_array_equal(before, after)
@@ -186,7 +186,8 @@ def test_defense_loss_is_one_mean_ce_over_clean_and_both_adversarial_halves():
     x = rng.uniform(size=(4, 8, 8, 1)).astype("float32")
     x_adv = rng.uniform(size=(8, 8, 8, 1)).astype("float32")
     y = np.array([1, 2, 3, 4], "int32")
-    loss, logits_adv = model.defense_loss(tf.constant(x), tf.constant(y), tf.constant(x_adv))
+    loss, logits_adv = model.defense_loss(tf.constant(x), tf.constant(y),
+                                          AdversarialExamples(tf.constant(x_adv)))
     ce = lambda images, labels: losses.ce(logits=net(images, training=True), labels=labels).numpy()
     want = np.concatenate([ce(x, y), ce(x_adv[:4], y), ce(x_adv[4:], y)]).mean()
     assert float(loss) == pytest.approx(want, rel=1e-5)

@@ -192,7 +192,7 @@ def test_attack_training_controls_bn_statistics(digits, attack_training):
     model = small_madry(net, attack_training=attack_training)
     stats = testing.bn_moving_stats(net)
     weights = [np.array(v) for v in net.trainable_variables]
-    x_adv = model.make_adversarial(tf.constant(x[:32]), tf.constant(y[:32]))
+    x_adv = model.make_adversarial(tf.constant(x[:32]), tf.constant(y[:32])).x_adv
     assert np.abs(x_adv.numpy() - x[:32]).max() <= 0.1 + 1e-6
     changed = [not np.array_equal(b, a) for b, a in zip(stats, testing.bn_moving_stats(net))]
     assert all(changed) if attack_training else not any(changed)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfadv import attacks, defenses, losses, recipes
-from tfadv.defenses import AdversarialModel, TradesAdversarialTraining
+from tfadv.defenses import AdversarialExamples, AdversarialModel, TradesAdversarialTraining
 from tests import testing
 from tfadv.defenses import trades as trades_lib
 from tfadv.recipes import trades as trades_recipe
@@ -136,7 +136,8 @@ def test_defense_loss_is_clean_ce_plus_beta_kl_in_training_mode():
     want = np_trades_loss(net(x, training=True), net(x_adv, training=True), y, 3.0)[0]
     assert not np.allclose(  # training mode matters on this network
         want, np_trades_loss(net(x, training=False), net(x_adv, training=False), y, 3.0)[0])
-    loss, logits_adv = model.defense_loss(tf.constant(x), tf.constant(y), tf.constant(x_adv))
+    loss, logits_adv = model.defense_loss(tf.constant(x), tf.constant(y),
+                                          AdversarialExamples(tf.constant(x_adv)))
     assert float(loss) == pytest.approx(want, rel=1e-5)
     np.testing.assert_allclose(logits_adv, net(x_adv, training=True), rtol=1e-5, atol=1e-6)
 
@@ -202,7 +203,7 @@ def test_attack_uses_inference_mode_and_leaves_bn_statistics():
     model = defenses.get("trades", net, eps=EPS, step_size=0.03, num_steps=3)
     stats = testing.bn_moving_stats(net)
     weights = [np.array(v) for v in net.trainable_variables]
-    x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).numpy()
+    x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).x_adv.numpy()
     assert np.abs(x_adv - x).max() > 0.02
     for before, after in zip(stats, testing.bn_moving_stats(net)):
         np.testing.assert_array_equal(before, after)
@@ -218,7 +219,7 @@ def test_attack_output_in_ball_and_range(norm, eps, pixel_range):
     y = np.arange(12, dtype="int32") % 10
     model = defenses.get("trades", net, eps=eps, norm=norm, num_steps=4, pixel_range=pixel_range,
                                    step_size=eps / 2)  # large steps: the projection is exercised
-    x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).numpy()
+    x_adv = model.make_adversarial(tf.constant(x), tf.constant(y)).x_adv.numpy()
     testing.assert_in_ball_and_range(x_adv, x, norm, eps, pixel_range)
     assert np.abs(x_adv - x).max() > 0
 

@@ -9,7 +9,7 @@ recipes (pixel levels, named models, presets) are :mod:`tfadv.recipes`.
 from __future__ import annotations
 
 from tfadv.defenses import bat, curriculum, dynamic, l2lda, madry, natural, trades
-from tfadv.defenses.base import AdversarialModel
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
 from tfadv.defenses.bat import BilateralAdversarialTraining
 from tfadv.defenses.curriculum import CurriculumAdversarialTraining
 from tfadv.defenses.dynamic import DynamicAdversarialTraining
@@ -42,4 +42,4 @@ def names():
 __all__ = ["AdversarialModel", "BilateralAdversarialTraining", "CurriculumAdversarialTraining",
            "DynamicAdversarialTraining", "MadryAdversarialTraining",
            "L2LDA", "NaturalTraining", "TradesAdversarialTraining", "get", "names",
-           "DEFENSES"]
+           "DEFENSES", "AdversarialExamples"]

@@ -1,15 +1,24 @@
 """AdversarialModel: the one training/evaluation step every defense shares.
 
-    train_step:  x_adv = stop_gradient(attack(network in inference mode, x, y))     (make examples)
-                 loss  = defense_loss(x, y, x_adv)  [training mode, under the tape]  (hook 1)
+    train_step:  examples = make_adversarial(x, y)        (hook 2: an AdversarialExamples, outside
+                                                           the tape, network in inference mode)
+                 loss  = defense_loss(x, y, examples)  [training mode, under the tape]  (hook 1)
                  loss += weight_decay · Σ ½‖W‖² over conv/dense kernels            (TF l2_loss)
                  update; metrics
     test_step:   clean metrics and adversarial metrics under ``eval_attack`` (a NoOpAttack makes
                  evaluation clean-only through the same path)
 
 A defense subclass is a loss plus an attack configuration: it overrides ``defense_loss`` (and, where
-the paper needs it, ``make_adversarial``) — never the loop. ``fit()``, callbacks, checkpoints and
-``tf.distribute`` strategies work unchanged.
+the paper needs it, ``make_adversarial``) — never the loop. What ``make_adversarial`` computes for
+the loss (BAT's adversarial labels, Dynamic AT's per-example CE) travels to ``defense_loss`` on the
+:class:`AdversarialExamples` it returns (a subclass of it declares the extra fields). A defense's
+own logs are Keras metrics it lists in ``defense_metrics`` and updates in its hooks; the steps
+return every metric of the phase (:attr:`AdversarialModel.training_metrics`,
+:attr:`AdversarialModel.evaluation_metrics`), so ``fit()``'s epoch logs are the metrics read across
+replicas. Callbacks a defense needs in every ``fit()`` (a per-epoch schedule) are its
+``required_callbacks``. ``fit()``, callbacks, checkpoints and ``tf.distribute`` strategies work
+unchanged. Only public Keras API is overridden, but for ``_maybe_symbolic_build`` (no public route
+skips Keras' peek at a batch under a strategy; see there).
 
 Under a strategy (BAT ImageNet sec. 5: synchronous data-parallel training as in the tensorpack code)
 ``train_step`` runs once per replica on its slice of the global batch: the examples are made per
@@ -22,7 +31,8 @@ aggregated over replicas.
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
@@ -33,6 +43,44 @@ from tfadv import losses as losses_lib
 from tfadv.attacks import checks
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.attacks.core import Attack, ModelFn
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialExamples:
+    """What ``make_adversarial`` hands to ``defense_loss`` within one training step.
+
+    ``x_adv`` is the batch of examples the defense trains on (gradients stopped). A defense whose
+    loss needs more from the generation step (BAT's adversarial labels y', Dynamic AT's
+    per-example CE) subclasses this frozen dataclass with those fields; the instance is a
+    ``tf.nest`` structure (its fields, in order), so it may also be returned by a ``tf.function``.
+    """
+
+    x_adv: Any
+
+    def __tf_flatten__(self):
+        fields = dataclasses.fields(self)
+        return tuple(f.name for f in fields), tuple(getattr(self, f.name) for f in fields)
+
+    @classmethod
+    def __tf_unflatten__(cls, names, values):
+        return cls(**dict(zip(names, values)))
+
+
+class LatestValue(keras.metrics.Metric):
+    """A metric whose result is the value it was last given: a schedule's state (``eps_scale``,
+    Dynamic AT's ``c_t``, the curriculum's ``k``), logged as of the epoch's last step. The value is
+    the same on every replica; the first replica's is read."""
+
+    def __init__(self, name: str, dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self.value = self.add_variable(shape=(), initializer="zeros", dtype=dtype,
+                                       aggregation="only_first_replica", name="value")
+
+    def update_state(self, value):
+        self.value.assign(tf.cast(value, self.dtype))
+
+    def result(self):
+        return tf.identity(self.value)
 
 
 class AdversarialModel(keras.Model):
@@ -81,11 +129,76 @@ class AdversarialModel(keras.Model):
         names = ["loss", "adv_loss", "adv_acc", "clean_loss", "clean_acc"]
         self._trackers = {n: (keras.metrics.SparseCategoricalAccuracy(name=n) if n.endswith("acc")
                               else keras.metrics.Mean(name=n)) for n in names}
+        if self.eps_warmup_steps:
+            self._trackers["eps_scale"] = LatestValue("eps_scale")
+        self._evaluating = False
+        # The network (and a defense's other networks) are built: nothing to trace on a batch.
+        self.built = True
 
-    # ----------------------------------------------------------------------------- plumbing
+    # ----------------------------------------------------------------------------- metrics
+    @property
+    def defense_metrics(self) -> list:
+        """The defense's own training metrics (Keras metrics it updates in its hooks, e.g. BAT's
+        ``eps_y``); logged by ``train_step`` after the base's. None by default."""
+        return []
+
+    @property
+    def training_metrics(self) -> list:
+        """What ``train_step`` updates and logs: ``loss`` (the minimised objective plus weight
+        decay), ``adv_loss``/``adv_acc`` (training mode), ``clean_loss``/``clean_acc`` with
+        ``track_clean``, ``eps_scale`` with ``eps_warmup_steps``, then ``defense_metrics``."""
+        skip = () if self.track_clean else ("clean_loss", "clean_acc")
+        return [m for n, m in self._trackers.items() if n not in skip] + list(self.defense_metrics)
+
+    @property
+    def evaluation_metrics(self) -> list:
+        """What ``test_step`` updates and logs: loss, adv_loss/adv_acc under ``eval_attack`` and
+        clean_loss/clean_acc, all in inference mode."""
+        return [self._trackers[n] for n in ("loss", "adv_loss", "adv_acc", "clean_loss",
+                                            "clean_acc")]
+
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        """Every metric of the model (``reset_metrics`` resets them all)."""
+        out = []
+        for m in self.training_metrics + self.evaluation_metrics:
+            if not any(m is seen for seen in out):
+                out.append(m)
+        return out
+
+    def get_metrics_result(self):
+        """The results of the running phase's metrics (``evaluation_metrics`` inside
+        ``evaluate()``, else ``training_metrics``), read across replicas: the epoch logs of
+        ``fit()`` and the logs of ``evaluate()`` (Keras uses them whenever a step returns the same
+        names, which ``train_step``/``test_step`` do)."""
+        return self._results(self.evaluation_metrics if self._evaluating
+                             else self.training_metrics)
+
+    def evaluate(self, *args, **kwargs):
+        """Keras ``evaluate`` (also ``fit()``'s validation): its logs are the evaluation metrics
+        only (no ``val_eps_y``, ...)."""
+        outer, self._evaluating = self._evaluating, True
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._evaluating = outer
+
+    @staticmethod
+    def _results(metrics):
+        return {m.name: m.result() for m in metrics}
+
+    def _step_logs(self, metrics):
+        """A step's logs: every metric's result. Across workers Keras averages each step log with
+        ``strategy.reduce(MEAN, v, axis=0)``, which rejects scalars: there each is a one-element
+        vector, which that reduction turns back into a scalar. Nothing changes on one host."""
+        logs = self._results(metrics)
+        strategy = self.distribute_strategy
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    # ----------------------------------------------------------------------------- plumbing
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
                 weighted_metrics=None, **kwargs):
@@ -149,24 +262,51 @@ class AdversarialModel(keras.Model):
         step = tf.cast(self.optimizer.iterations + 1, tf.float32)  # 1 for the first update
         return tf.minimum(1.0, step / float(self.eps_warmup_steps))
 
-    def make_adversarial(self, x, y):
-        """Hook 2: adversarial examples, generated outside the tape and stop-gradient'ed."""
+    def make_adversarial(self, x, y) -> AdversarialExamples:
+        """Hook 2: the examples to train on, generated outside the tape and stop-gradient'ed, as an
+        :class:`AdversarialExamples` (a subclass of it carries whatever else ``defense_loss``
+        needs from this step). Default: the training attack's x_adv."""
         kwargs = {"eps_scale": self.eps_scale()} if self.eps_warmup_steps else {}
-        return tf.stop_gradient(self.attack(self.model_fn(self.attack_training), x, y, **kwargs))
+        return AdversarialExamples(tf.stop_gradient(
+            self.attack(self.model_fn(self.attack_training), x, y, **kwargs)))
 
-    def defense_loss(self, x, y, x_adv):
-        """Hook 1: the training objective (batch mean) and the adversarial logits, in training mode.
+    def defense_loss(self, x, y, examples: AdversarialExamples):
+        """Hook 1: the training objective (batch mean) and the logits of ``examples.x_adv``
+        (``adv_loss``/``adv_acc`` are computed from them), in training mode.
 
         Madry et al. (BAT eq. 1): minimise CE on the adversarial examples only.
         """
-        logits_adv = self.network(x_adv, training=True)
+        logits_adv = self.network(examples.x_adv, training=True)
         return tf.reduce_mean(losses_lib.ce(logits=logits_adv, labels=y)), logits_adv
 
-    def training_callbacks(self, logdir: Optional[str] = None) -> list:
-        """Hook 3: Keras callbacks the defense needs in ``fit()`` (per-epoch schedules such as
-        Dynamic AT's c_t or a curriculum's k, and their logging under ``logdir``).
-        ``tfadv.experiment.train`` adds them before its TensorBoard callback; none by default."""
+    def required_callbacks(self) -> list:
+        """Hook 3: Keras callbacks every ``fit()`` of this defense needs (per-epoch schedules such
+        as Dynamic AT's c_t or a curriculum's k); ``fit()`` adds each one whose type the caller did
+        not pass. None by default."""
         return []
+
+    def training_callbacks(self, logdir: Optional[str] = None) -> list:
+        """Hook 4: the callbacks of a training run under ``logdir``: ``required_callbacks`` plus
+        what the defense writes there (FOSC histograms, generator checkpoints).
+        ``tfadv.experiment.train`` adds them before its TensorBoard callback."""
+        return self.required_callbacks()
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1):
+        """Keras ``fit`` with ``required_callbacks()`` added to ``callbacks`` (each one whose type
+        is not there already), so that a plain ``model.fit(...)`` advances the schedules."""
+        callbacks = list(callbacks or [])
+        for required in self.required_callbacks():
+            if not any(isinstance(c, type(required)) for c in callbacks):
+                callbacks.insert(0, required)
+        return super().fit(
+            x=x, y=y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
+            class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size, validation_freq=validation_freq)
 
     # ----------------------------------------------------------------------------- steps
     def train_step(self, data):
@@ -175,9 +315,12 @@ class AdversarialModel(keras.Model):
         eps_scale = self.eps_scale()  # the value make_adversarial uses at this step
         if self.attack_fp32:
             with distribute_lib.compute_in_float32(self.network):
-                x_adv = self.make_adversarial(x, y)
+                examples = self.make_adversarial(x, y)
         else:
-            x_adv = self.make_adversarial(x, y)
+            examples = self.make_adversarial(x, y)
+        if not isinstance(examples, AdversarialExamples):
+            raise ValueError(f"{type(self).__name__}.make_adversarial must return an "
+                             f"AdversarialExamples (tfadv.defenses.base). Received: {examples!r}.")
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         local_n, share = self._global_batch_share(y, replicas)
@@ -185,7 +328,7 @@ class AdversarialModel(keras.Model):
             # An empty slice runs no forward/backward (oneDNN fails on zero-size batches): its
             # loss counts 0 below and its gradients are zeros, as they were.
             loss, logits_adv = batches_lib.if_nonempty(
-                y, lambda: self._float32_loss(x, y, x_adv),
+                y, lambda: self._float32_loss(x, y, examples),
                 lambda: (tf.constant(0.0), self._no_logits()))
             decay = self.weight_decay_loss()
             # The optimizer SUMS the replicas' gradients: this replica's batch mean weighted by its
@@ -217,10 +360,9 @@ class AdversarialModel(keras.Model):
         self._update_adv(y, logits_adv)
         if self.track_clean:
             self._update_clean(y, self.logits(x))
-        logs = self._results(exclude=None if self.track_clean else "clean_")
         if self.eps_warmup_steps:
-            logs["eps_scale"] = eps_scale
-        return logs
+            self._trackers["eps_scale"].update_state(eps_scale)
+        return self._step_logs(self.training_metrics)
 
     def test_step(self, data):
         x = self._check_images(data[0])
@@ -232,10 +374,10 @@ class AdversarialModel(keras.Model):
         self._update_adv(y, logits_adv)
         # Per-example CE: the mean over all examples (an empty replica slice adds nothing).
         self._trackers["loss"].update_state(losses_lib.ce(logits=logits_adv, labels=y))
-        return self._results()
+        return self._step_logs(self.evaluation_metrics)
 
-    def _float32_loss(self, x, y, x_adv):
-        loss, logits_adv = self.defense_loss(x, y, x_adv)
+    def _float32_loss(self, x, y, examples):
+        loss, logits_adv = self.defense_loss(x, y, examples)
         return tf.cast(loss, tf.float32), logits_adv
 
     def logits(self, x, training: bool = False):
@@ -293,53 +435,16 @@ class AdversarialModel(keras.Model):
         for v, total in zip(variables, summed[1:]):
             v.assign(tf.cast(total / tf.maximum(summed[0], 1.0), v.dtype))
 
-    def make_train_function(self, force=False):
-        self._vector_logs_across_workers()
-        return super().make_train_function(force=force)
-
-    def make_test_function(self, force=False):
-        self._vector_logs_across_workers()
-        return super().make_test_function(force=force)
-
-    def _vector_logs_across_workers(self):
-        """Across workers Keras averages each step log with ``strategy.reduce(MEAN, v, axis=0)``,
-        which rejects scalars: there the (most derived) train/test steps return each log as a
-        one-element vector, which that reduction turns back into a scalar. Nothing changes on one
-        host."""
-        strategy = self.distribute_strategy
-        if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
-            return
-        for name in ("train_step", "test_step"):
-            if name in self.__dict__:
-                continue
-            step = getattr(self, name)
-
-            def vector_logs(data, step=step):
-                return {k: tf.reshape(v, [1]) for k, v in step(data).items()}
-
-            object.__setattr__(self, name, vector_logs)  # an instance attribute, not tracked
-
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """The network is built at construction and the metrics are the model's own, so there
-        is nothing to trace on a data batch: mark the wrapper built and build the optimizer. (Keras
-        would first average a distributed batch with ``strategy.reduce``, which fails on the
-        ``(x, y)`` tuple under MultiWorkerMirroredStrategy.) ``compile()`` refuses a loss or
-        metrics, so there are no compiled ones to build."""
-        self.built = True
+        """The one Keras-private override, for want of a public route: under a strategy scope
+        Keras 3's ``fit``/``evaluate`` call this unconditionally, and it opens an extra iterator on
+        the training data to average a peeked batch with ``strategy.reduce``, which fails on the
+        ``(x, y)`` tuple under MultiWorkerMirroredStrategy and would advance a seeded reshuffle by
+        one epoch. The model is built at construction and ``compile()`` refuses a loss or metrics,
+        so only the optimizer can be left to build."""
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
-
-    def _get_metrics_result_or_logs(self, logs):
-        """Epoch logs: every metric's result read across replicas (sync-on-read sums), plus the
-        step's other logs (schedules such as ``c_t``, ``k``, ``eps_scale``). Keras returns the
-        last step's replica-averaged logs instead whenever a defense logs a non-metric value."""
-        metric_logs = super()._get_metrics_result_or_logs(logs)
-        if not isinstance(logs, dict) or metric_logs is not logs:
-            return metric_logs
-        results = self.get_metrics_result()
-        return {**logs, **{name: value for name, value in results.items() if name in logs}}
 
     def _update_adv(self, y, logits_adv):
         self._trackers["adv_loss"].update_state(losses_lib.ce(logits=logits_adv, labels=y))
@@ -348,7 +453,3 @@ class AdversarialModel(keras.Model):
     def _update_clean(self, y, logits_clean):
         self._trackers["clean_loss"].update_state(losses_lib.ce(logits=logits_clean, labels=y))
         self._trackers["clean_acc"].update_state(y, logits_clean)
-
-    def _results(self, exclude: Optional[str] = None):
-        return {name: m.result() for name, m in self._trackers.items()
-                if exclude is None or not name.startswith(exclude)}

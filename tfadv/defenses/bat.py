@@ -19,7 +19,8 @@ paper's two-step MC attack), in pixel levels, are recipes: :mod:`tfadv.recipes.b
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
@@ -28,7 +29,7 @@ from tfadv import attacks as attacks_lib
 from tfadv import labels as labels_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
-from tfadv.defenses.base import AdversarialModel
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
 
 LABEL_ADVERSARIES = ("la", "ls", "none")
 
@@ -56,7 +57,15 @@ class BilateralAdversarialTraining(AdversarialModel):
 
     ``train_step`` logs ``eps_y`` (mean label budget 1 - y'_c) and ``true_mass`` (mean y'_c);
     evaluation (``test_step``) is AdversarialModel's, on hard labels, without them.
+    ``make_adversarial`` returns :class:`BilateralAdversarialTraining.Examples`: x' and y'.
     """
+
+    @dataclasses.dataclass(frozen=True)
+    class Examples(AdversarialExamples):
+        """BAT's training pair: the adversarial images x' and their adversarial labels y' (B, n),
+        both from one inference-mode clean forward, gradients stopped."""
+
+        labels: Any = None
 
     loss_description = "mean CE(f(x'), y') on the adversarial images and labels"
 
@@ -83,11 +92,10 @@ class BilateralAdversarialTraining(AdversarialModel):
         self.soft_labels(tf.zeros([1, self.num_classes]), tf.zeros([1], tf.int32))
         self._bat_trackers = {"eps_y": keras.metrics.Mean(name="eps_y"),
                               "true_mass": keras.metrics.Mean(name="true_mass")}
-        self._pending = None
 
     @property
-    def metrics(self):
-        return super().metrics + list(self._bat_trackers.values())
+    def defense_metrics(self):
+        return list(self._bat_trackers.values())
 
     def soft_labels(self, logits_clean, y):
         """y' (B, n) from the clean logits (gradients stopped)."""
@@ -108,27 +116,18 @@ class BilateralAdversarialTraining(AdversarialModel):
         return tf.stop_gradient(x_adv), tf.stop_gradient(self.soft_labels(logits_clean, y))
 
     def make_adversarial(self, x, y):
+        """The adversarial pair (x', y') of :meth:`adversarial_pair`."""
         x_adv, y_soft = self.adversarial_pair(x, y)
-        self._pending = (x_adv, y_soft)  # read by defense_loss in the same train_step trace
-        return x_adv
+        return self.Examples(x_adv, labels=y_soft)
 
-    def defense_loss(self, x, y, x_adv):
+    def defense_loss(self, x, y, examples):
         """CE(f(x'), y') on the adversarial pair only (eq. 10), BN in training mode."""
-        pending, self._pending = self._pending, None
-        if pending is not None and pending[0] is x_adv:
-            y_soft = pending[1]
-        else:  # called outside train_step: labels from a fresh clean inference forward
-            y_soft = tf.stop_gradient(self.soft_labels(self.network(x, training=False), y))
-        logits_adv = self.network(x_adv, training=True)
+        y_soft = examples.labels
+        logits_adv = self.network(examples.x_adv, training=True)
         mass = labels_lib.true_class_mass(y_soft, y)
         self._bat_trackers["true_mass"].update_state(mass)
         self._bat_trackers["eps_y"].update_state(1.0 - mass)
         return tf.reduce_mean(losses_lib.ce(logits=logits_adv, labels=y_soft)), logits_adv
-
-    def train_step(self, data):
-        logs = super().train_step(data)
-        logs.update({name: m.result() for name, m in self._bat_trackers.items()})
-        return logs
 
 
 def bat(network, *, image_attack=None, attack=None, label_adversary: str = "la", beta: float = 9.0,

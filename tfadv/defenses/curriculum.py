@@ -32,8 +32,8 @@ from tfadv.attacks import checks
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.callbacks import FoscRecorder
 from tfadv.defenses import dynamic as dynamic_lib
-from tfadv.defenses.base import AdversarialModel
-from tfadv.defenses.dynamic import _RequiredCallbacks, with_stop_fn
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel, LatestValue
+from tfadv.defenses.dynamic import _FoscLogging, with_stop_fn
 
 
 def mixing_steps(batch_size, k):
@@ -118,7 +118,7 @@ class CurriculumSchedule(keras.callbacks.Callback):
             self.best, self.best_epoch, self.best_weights = -np.inf, epoch, None
 
 
-class CurriculumAdversarialTraining(_RequiredCallbacks, AdversarialModel):
+class CurriculumAdversarialTraining(_FoscLogging, AdversarialModel):
     """Curriculum adversarial training with a variable PGD step count k ∈ [0, K].
 
     Args (beyond AdversarialModel's):
@@ -129,6 +129,9 @@ class CurriculumAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         initial_k: k at construction (0: start from clean training).
         monitor: the validation log that measures PGD-k accuracy.
         record_fosc: record the FOSC of the training examples (FOSC paper Figure 5b).
+
+    k grows in :class:`CurriculumSchedule`, which ``fit()`` adds unless one is passed
+    (``required_callbacks``). ``train_step`` logs ``k`` and, with ``record_fosc``, ``fosc``.
     """
 
     def __init__(self, network: keras.Model, *, attack, patience: int = 10,
@@ -166,10 +169,11 @@ class CurriculumAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         self.record_fosc = bool(record_fosc)
         self.fosc_recorder = FoscRecorder(fosc_capacity) if self.record_fosc else None
         self._fosc_mean = keras.metrics.Mean(name="fosc")
+        self._k_log = LatestValue("k", dtype=self.k.dtype.name)
 
     @property
-    def metrics(self):
-        return super().metrics + ([self._fosc_mean] if self.record_fosc else [])
+    def defense_metrics(self):
+        return [self._k_log] + ([self._fosc_mean] if self.record_fosc else [])
 
     def example_steps(self, batch_size):
         """Steps each example of a batch gets at the current k (all k without batch mixing)."""
@@ -187,6 +191,7 @@ class CurriculumAdversarialTraining(_RequiredCallbacks, AdversarialModel):
     def make_adversarial(self, x, y):
         """PGD-k_i per example (k_i = k, or the batch-mixing part's strength); k_i = 0 is clean."""
         x = tf.convert_to_tensor(x, tf.float32)
+        self._k_log.update_state(self.k)
         kwargs = {"eps_scale": self.eps_scale()} if self.eps_warmup_steps else {}
         x_adv = self.attack(self.model_fn(self.attack_training), x, y, num_steps=self.k, **kwargs)
         steps = self.example_steps(tf.shape(x)[0])
@@ -196,14 +201,7 @@ class CurriculumAdversarialTraining(_RequiredCallbacks, AdversarialModel):
             values, _, _ = self.fosc_and_loss(x_adv, x, y, eps)
             self.fosc_recorder.record(values)
             self._fosc_mean.update_state(values)
-        return x_adv
-
-    def train_step(self, data):
-        logs = super().train_step(data)
-        logs["k"] = tf.identity(self.k)
-        if self.record_fosc:
-            logs["fosc"] = self._fosc_mean.result()
-        return logs
+        return AdversarialExamples(x_adv)
 
 
 def curriculum(network, *, attack=None, eps: Optional[float] = None,

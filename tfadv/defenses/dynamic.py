@@ -34,8 +34,9 @@ and ``fosc.png`` (Figures 3 and 5). ``record_fosc=False`` skips that extra pass.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import keras
 import tensorflow as tf
@@ -45,7 +46,7 @@ from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.callbacks import FoscLogger, FoscRecorder
-from tfadv.defenses.base import AdversarialModel
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel, LatestValue
 
 
 def fosc_threshold(epoch, c_max: float, t_prime: float):
@@ -83,36 +84,17 @@ def with_stop_fn(attack, stop_fn: Callable):
     return out
 
 
-class _RequiredCallbacks:
-    """``fit()`` adds the defense's schedule callbacks when the caller did not pass them, so that a
-    plain ``model.fit(...)`` still advances c_t / k (the schedule state lives in tf.Variables)."""
-
-    def required_callbacks(self) -> list:
-        return []
+class _FoscLogging:
+    """``training_callbacks`` of the defenses that record FOSC (Dynamic AT, the curriculum)."""
 
     def training_callbacks(self, logdir: Optional[str] = None) -> list:
-        """The schedule callbacks, plus the per-epoch FOSC logger (TensorBoard histogram, .npy,
-        PNG) when the defense records FOSC (``record_fosc`` / ``fosc_recorder``) and a run
-        directory is given."""
-        out = self.required_callbacks()
+        """The schedule callbacks (``required_callbacks``), plus the per-epoch FOSC logger
+        (TensorBoard histogram, .npy, PNG) when the defense records FOSC (``record_fosc`` /
+        ``fosc_recorder``) and a run directory is given."""
+        out = super().training_callbacks(logdir)
         if self.record_fosc and logdir:
             out.append(FoscLogger(self.fosc_recorder, logdir))
         return out
-
-    def _with_required(self, callbacks):
-        callbacks = list(callbacks or [])
-        for cb in self.required_callbacks():
-            if not any(isinstance(c, type(cb)) for c in callbacks):
-                callbacks.insert(0, cb)
-        return callbacks
-
-    def fit(self, *args, **kwargs):
-        if len(args) > 5:  # callbacks passed positionally (x, y, batch_size, epochs, verbose, ...)
-            args = list(args)
-            args[5] = self._with_required(args[5])
-        else:
-            kwargs["callbacks"] = self._with_required(kwargs.get("callbacks"))
-        return super().fit(*args, **kwargs)
 
 
 class DynamicSchedule(keras.callbacks.Callback):
@@ -123,7 +105,7 @@ class DynamicSchedule(keras.callbacks.Callback):
         self.model.epoch_counter.assign(int(epoch))
 
 
-class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
+class DynamicAdversarialTraining(_FoscLogging, AdversarialModel):
     """Algorithm 1: PGD training whose examples stop at FOSC ≤ c_t.
 
     Args (beyond AdversarialModel's):
@@ -136,7 +118,20 @@ class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         record_fosc: record the FOSC of every training example (logs ``fosc``; histograms and PNG
             through ``training_callbacks``).
         fosc_capacity: examples kept per epoch for the histograms.
+
+    c_t follows ``epoch_counter``, which :class:`DynamicSchedule` sets at every epoch's start:
+    ``fit()`` adds that callback unless one is passed (``required_callbacks``), so a plain
+    ``model.fit(...)`` follows the schedule, ``initial_epoch`` included; a custom loop sets
+    ``epoch_counter`` itself. ``train_step`` logs ``c_t`` and, with ``record_fosc``, ``fosc``.
     """
+
+    @dataclasses.dataclass(frozen=True)
+    class Examples(AdversarialExamples):
+        """The examples and, when the FOSC pass ran (``record_fosc`` or
+        ``release_loss_weighting``), each one's CE under the inference-mode network (no
+        gradient): the release's loss weight."""
+
+        inference_ce: Any = None
 
     def __init__(self, network: keras.Model, *, attack, c_max: float = 0.5, t_prime: float = 100,
                  fosc_reference: str = "natural", release_loss_weighting: bool = False,
@@ -170,11 +165,11 @@ class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
         self.epoch_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.fosc_recorder = FoscRecorder(fosc_capacity) if self.record_fosc else None
         self._fosc_mean = keras.metrics.Mean(name="fosc")
-        self._pending = None
+        self._c_t_log = LatestValue("c_t")
 
     @property
-    def metrics(self):
-        return super().metrics + ([self._fosc_mean] if self.record_fosc else [])
+    def defense_metrics(self):
+        return [self._c_t_log] + ([self._fosc_mean] if self.record_fosc else [])
 
     # ----------------------------------------------------------------------------- schedule
     def c_t(self):
@@ -191,39 +186,35 @@ class DynamicAdversarialTraining(_RequiredCallbacks, AdversarialModel):
 
     # ----------------------------------------------------------------------------- steps
     def make_adversarial(self, x, y):
-        x_adv = super().make_adversarial(x, y)
-        self._pending = None
-        if self.record_fosc or self.release_loss_weighting:
-            eps = self.attack.eps * self.eps_scale()
-            values, ce, _ = self.fosc_and_loss(x_adv, x, y, eps)
-            if self.record_fosc:
-                self.fosc_recorder.record(values)
-                self._fosc_mean.update_state(values)
-            self._pending = (x_adv, tf.stop_gradient(ce))
-        return x_adv
+        """PGD stopped per example at FOSC <= c_t; with ``record_fosc`` or
+        ``release_loss_weighting``, one inference-mode pass at the examples gives their FOSC
+        (recorded) and CE (carried on the result)."""
+        self._c_t_log.update_state(self.c_t())
+        x_adv = super().make_adversarial(x, y).x_adv
+        if not (self.record_fosc or self.release_loss_weighting):
+            return self.Examples(x_adv)
+        eps = self.attack.eps * self.eps_scale()
+        values, ce, _ = self.fosc_and_loss(x_adv, x, y, eps)
+        if self.record_fosc:
+            self.fosc_recorder.record(values)
+            self._fosc_mean.update_state(values)
+        return self.Examples(x_adv, inference_ce=tf.stop_gradient(ce))
 
-    def defense_loss(self, x, y, x_adv):
+    def defense_loss(self, x, y, examples):
         """CE on the adversarial examples (eq. 1); with ``release_loss_weighting`` each example's CE
-        is weighted by its own inference-mode CE from the second epoch on (the release)."""
-        pending, self._pending = self._pending, None
-        logits_adv = self.network(x_adv, training=True)
+        is weighted by its own inference-mode CE (``examples.inference_ce``) from the second epoch
+        on (the release)."""
+        logits_adv = self.network(examples.x_adv, training=True)
         ce = losses_lib.ce(logits=logits_adv, labels=y)
         if not self.release_loss_weighting:
             return tf.reduce_mean(ce), logits_adv
-        if pending is not None and pending[0] is x_adv:
-            weight = pending[1]
-        else:
-            weight = tf.stop_gradient(losses_lib.ce(logits=self.network(x_adv, training=False),
-                                                    labels=y))
+        weight = getattr(examples, "inference_ce", None)
+        if weight is None:
+            raise ValueError("release_loss_weighting weights each example's CE by its "
+                             "inference-mode CE, carried by make_adversarial's result. Received: "
+                             f"{examples!r}.")
         weight = tf.where(self.epoch_counter > 0, weight, tf.ones_like(weight))
         return tf.reduce_mean(weight * ce), logits_adv
-
-    def train_step(self, data):
-        logs = super().train_step(data)
-        logs["c_t"] = self.c_t()
-        if self.record_fosc:
-            logs["fosc"] = self._fosc_mean.result()
-        return logs
 
 
 def paper_attack(attack=None, *, eps: Optional[float] = None, step_size: Optional[float] = None,

@@ -57,7 +57,7 @@ from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import l2lda_generator as generator_lib
 from tfadv.callbacks import GeneratorCheckpoint
-from tfadv.defenses.base import AdversarialModel
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
 
 # Sec. 5.1 / the release's run commands: λ per dataset (the config default 4.0 is not used).
 LAMBDA = {"mnist": 0.02, "cifar10": 0.5}
@@ -171,8 +171,8 @@ class L2LDA(AdversarialModel):
                               ("gen_cls_loss", "gen_div", "gen_objective", "gen_grad_norm")}
 
     @property
-    def metrics(self):
-        return super().metrics + list(self._gen_trackers.values())
+    def defense_metrics(self):
+        return list(self._gen_trackers.values())
 
     def decay_variables(self):
         """Every trainable classifier variable: the release's PyTorch ``weight_decay`` decays
@@ -194,10 +194,11 @@ class L2LDA(AdversarialModel):
     def training_callbacks(self, logdir: Optional[str] = None) -> list:
         """Saves the generator under ``logdir/generator/`` every epoch
         (:class:`tfadv.callbacks.GeneratorCheckpoint`)."""
-        if not logdir:
-            return []
-        return [GeneratorCheckpoint(os.path.join(logdir, generator_lib.GENERATOR_DIR),
-                                    self.generator)]
+        out = super().training_callbacks(logdir)
+        if logdir:
+            out.append(GeneratorCheckpoint(os.path.join(logdir, generator_lib.GENERATOR_DIR),
+                                           self.generator))
+        return out
 
     # ---------------------------------------------------------------------------------- hooks
     def sample_z(self, batch_size):
@@ -219,8 +220,9 @@ class L2LDA(AdversarialModel):
 
     def make_adversarial(self, x, y):
         """Algorithm 1, lines 2-9: one generator update ascending eq. (8) through the unrolled
-        recursion; returns the stop-gradient'ed x_adv⁽ᵀ⁾ of the doubled batch, (2B, H, W, C),
-        generated before the update (as the release trains the classifier on ``update_list[-1]``)."""
+        recursion; returns AdversarialExamples with the stop-gradient'ed x_adv⁽ᵀ⁾ of the doubled
+        batch, (2B, H, W, C), generated before the update (as the release trains the classifier on
+        ``update_list[-1]``)."""
         scale = self.eps_scale() if self.eps_warmup_steps else 1.0
         eps, step_size = self.eps * scale, self.step_size * scale
         z = self.sample_z(2 * tf.shape(x)[0])
@@ -244,21 +246,16 @@ class L2LDA(AdversarialModel):
                             ("gen_objective", objective), ("gen_grad_norm", grad_norm)):
             self._gen_trackers[name].update_state(
                 value, sample_weight=tf.cast(tf.shape(x)[0] > 0, tf.float32))
-        return tf.stop_gradient(x_adv)
+        return AdversarialExamples(tf.stop_gradient(x_adv))
 
-    def defense_loss(self, x, y, x_adv):
+    def defense_loss(self, x, y, examples):
         """Algorithm 1, line 10 as released (``f_update_style=1``): one mean CE over
         [x; x_adv(z₁); x_adv(z₂)] in training mode (one forward, so BN sees the 3B batch)."""
         batch = tf.shape(x)[0]
-        logits = self.network(tf.concat([x, x_adv], 0), training=True)
+        logits = self.network(tf.concat([x, examples.x_adv], 0), training=True)
         labels = tf.concat([y, y, y], 0)
         loss = tf.reduce_mean(losses_lib.ce(logits=logits, labels=labels))
         return loss, logits[batch:2 * batch]
-
-    def train_step(self, data):
-        logs = super().train_step(data)
-        logs.update({name: m.result() for name, m in self._gen_trackers.items()})
-        return logs
 
 
 def _defaults(pixel_range, eps, step_size, num_steps, recursive):

@@ -7,7 +7,7 @@ our MNIST recipe) start adversarial training from.
 from __future__ import annotations
 
 from tfadv import attacks as attacks_lib
-from tfadv.defenses.base import AdversarialModel
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
 
 
 class NaturalTraining(AdversarialModel):
@@ -16,7 +16,7 @@ class NaturalTraining(AdversarialModel):
     loss_description = "mean CE on the clean images"
 
     def make_adversarial(self, x, y):
-        return x
+        return AdversarialExamples(x)
 
 
 def natural(network, *, attack=None, eval_attack=None, weight_decay: float = 0.0,

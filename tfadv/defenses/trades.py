@@ -116,14 +116,14 @@ class TradesAdversarialTraining(AdversarialModel):
                                  "kl_loss": keras.metrics.Mean(name="kl_loss")}
 
     @property
-    def metrics(self):
-        return super().metrics + list(self._trades_trackers.values())
+    def defense_metrics(self):
+        return list(self._trades_trackers.values())
 
-    def defense_loss(self, x, y, x_adv):
+    def defense_loss(self, x, y, examples):
         """Algorithm 1, step 9: mean CE(f(x), y) + β · mean KL(f(x) ‖ f(x')) in training mode, the
         clean logits not detached (the release calls the model on x, then x', in train mode)."""
         logits_clean = self.network(x, training=True)
-        logits_adv = self.network(x_adv, training=True)
+        logits_adv = self.network(examples.x_adv, training=True)
         loss, ce, kl = trades_loss(logits_clean=logits_clean, logits_adv=logits_adv, labels=y,
                                    beta=self.beta)
         # Weighted by the slice size, so the epoch value is the global-batch mean under a strategy
@@ -132,11 +132,6 @@ class TradesAdversarialTraining(AdversarialModel):
         for name, value in (("natural_loss", ce), ("kl_loss", kl)):
             self._trades_trackers[name].update_state(tf.where(n > 0, value, 0.0), sample_weight=n)
         return loss, logits_adv
-
-    def train_step(self, data):
-        logs = super().train_step(data)
-        logs.update({name: m.result() for name, m in self._trades_trackers.items()})
-        return logs
 
 
 def trades(network, *, beta: float = 6.0, attack=None, eps: Optional[float] = None,
