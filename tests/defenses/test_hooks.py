@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfadv import attacks, defenses, labels, losses
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.defenses import AdversarialExamples, AdversarialModel
-from tfadv.defenses import bat as bat_lib
+from tfadv.recipes import bat as bat_recipe
 from tests import testing
 
 
@@ -111,8 +111,8 @@ def test_no_state_is_left_between_the_hooks_after_a_train_step(name, digits):
 def test_bat_logs_the_label_budget_of_its_adversarial_labels(digits):
     x, y = digits[0][:32], digits[1][:32]
     net = testing.tiny_cnn(with_bn=False, seed=0)
-    model = defenses.get("bat", net, **bat_lib.bat_config("R-MC-LA", eps=25.5,
-                                                          pixel_range="[0,1]"))
+    model = defenses.get("bat", net, **bat_recipe.defense_kwargs("R-MC-LA", eps=25.5,
+                                                               pixel_range="[0,1]"))
     soft = labels.adversarial_labels(net(x, training=False), y, beta=9)
     mass = float(np.mean(labels.true_class_mass(soft, y)))
     model.compile(keras.optimizers.SGD(0.0))

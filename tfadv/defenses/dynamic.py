@@ -80,7 +80,6 @@ def with_stop_fn(attack, stop_fn: Callable):
     previous = attack.stop_fn
     out.stop_fn = stop_fn if previous is None else (
         lambda state: tf.logical_or(previous(state), stop_fn(state)))
-    out._compiled = None
     return out
 
 
