@@ -111,7 +111,7 @@ def network_from_savedmodel(loaded, path):
     """
     import numpy as np
 
-    import models
+    from tfadv import models
     from tfadv import checkpoints as ckpt_lib
 
     meta = loaded.metadata

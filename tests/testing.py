@@ -142,7 +142,7 @@ def ce_input_gradient(model, x, y):
 
 def tiny_generator(**kwargs):
     """The L2L-DA U-Net generator for 10 classes of 8x8x1 images, 4 base filters unless given."""
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
 
     kwargs.setdefault("base_filters", 4)
     return build_generator(10, (8, 8, 1), **kwargs)
