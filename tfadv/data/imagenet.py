@@ -95,7 +95,8 @@ def _require_lmdb():
     except ImportError as e:
         raise ImportError(
             "ImageNet LMDB files are read and written with the lmdb package, which is not "
-            f"installed: pip install \"tfadv[imagenet]\" (the imagenet extra). Received: ImportError({e})."
+            f"installed: pip install lmdb, or the imagenet extra: pip install \"tfadv[imagenet]\". "
+            f"Received: ImportError({e})."
         ) from e
     return lmdb
 
