@@ -1,6 +1,6 @@
 """Network architectures of the adversarial-training releases, built by name.
 
-    import models
+    from tfadv import models
     model = models.build("madry_wrn34", num_classes=10, input_shape=(32, 32, 3))
 
 Every model is a Keras functional model mapping float images ``(N, H, W, C)`` to logits (no
@@ -14,8 +14,8 @@ import numbers
 
 from tfadv.registry import Registry
 
-from models import layers, lenet, resnet_cifar, small_cnns, wide_resnet
-from models import resnet_imagenet
+from tfadv.models import layers, lenet, resnet_cifar, small_cnns, wide_resnet
+from tfadv.models import resnet_imagenet
 
 REGISTRY = Registry("model")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from models.layers import check_spatial, conv_output_size
+from tfadv.models.layers import check_spatial, conv_output_size
 
 
 def lenet5(num_classes, input_shape, *, first_conv_padding="same", name="lenet5"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import keras
 
-from models.layers import (
+from tfadv.models.layers import (
     ChannelZeroPad,
     SpatialSubsample,
     channel_pad_amounts,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from models.layers import (
+from tfadv.models.layers import (
     check_spatial,
     conv_output_size,
     kaiming_normal_init,

@@ -22,7 +22,7 @@ default ``g_deeper_layer=False``):
 
 No conv has a bias; conv kernels are N(0, 0.02) (``weights_init_normal``). The class label enters
 only through the CBN layers (sec. 5.1), whose effective γ is γ[y] + γ_shared
-(:class:`models.layers.ConditionalBatchNormalization`). Table 1(b) ablations:
+(:class:`tfadv.models.layers.ConditionalBatchNormalization`). Table 1(b) ablations:
 ``use_delta=False`` drops δ from the input (the call still takes it, ignored),
 ``class_conditional=False`` uses plain BN (γ ~ N(1, 0.02)) and ignores y. ``latent_dim=0`` makes the
 generator deterministic (L2L, Chen et al.): z has shape ``(B, 0)`` and is ignored.
@@ -37,7 +37,7 @@ import numbers
 
 import keras
 
-from models.layers import ConditionalBatchNormalization, SpatialTile
+from tfadv.models.layers import ConditionalBatchNormalization, SpatialTile
 
 # PyTorch BN momentum 0.1 (Keras 0.9) and the release's eps=1e-10 for every generator BN.
 BN_MOMENTUM = 0.9
@@ -156,7 +156,7 @@ def generator_config(generator) -> dict:
     """The :func:`build_generator` arguments a generator was built with (a plain dict)."""
     config = getattr(generator, "l2lda_config", None)
     if config is None:
-        raise ValueError("Not an L2L-DA generator from models.unet_generator.build_generator (it "
+        raise ValueError("Not an L2L-DA generator from tfadv.models.unet_generator.build_generator (it "
                          f"has no l2lda_config). Received: {generator!r}.")
     out = dict(config)
     out["input_shape"] = [int(d) for d in out["input_shape"]]

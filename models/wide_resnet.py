@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import keras
 
-from models.layers import (
+from tfadv.models.layers import (
     ChannelZeroPad,
     PerImageStandardization,
     channel_pad_amounts,

@@ -72,7 +72,7 @@ FLAGS = flags.FLAGS
 def keras_network(name, image_size, num_classes, seed):
     import keras
 
-    import models
+    from tfadv import models
 
     keras.utils.set_random_seed(seed)
     return models.build(name, num_classes=num_classes, input_shape=(image_size, image_size, 3))

@@ -224,7 +224,7 @@ def run_benchmark(*, model, batch_size, image_size, num_classes, steps, repeats,
     import keras
     import numpy as np
 
-    import models
+    from tfadv import models
     from tfadv import distribute
 
     unknown = sorted(set(defenses) - set(DEFENSES))

@@ -40,22 +40,16 @@ OUT_DIR/model, and reused on later runs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-ATTACK_NAMES = ("apgd_ce", "apgd_t", "fab_t", "square", "autoattack")
-# torchattacks' Square (a copy of the authors' release) draws a window corner from {0, ..., H-h-1};
-# tfadv's default follows the paper's Algorithm 2, {0, ..., H-h} (BUILD_NOTES.md). The cross-check
-# compares the same algorithm, so tfadv's Square runs with the release's positions here; pass
-# --tfadv_params=square:window_positions=paper to compare tfadv's default instead.
-SQUARE_WINDOWS = "release"
+from tfadv.interop.crosscheck_network import LOGITS_ATOL  # noqa: E402
+from tfadv.interop.torchattacks_pairs import ATTACK_NAMES  # noqa: E402
 
 flags.DEFINE_string("model_path", None, "tfadv SavedModel dir, run dir, checkpoints dir or "
                     ".weights.h5 (a bare SavedModel is rebuilt from its recorded architecture).")
@@ -89,241 +83,12 @@ FLAGS = flags.FLAGS
 
 TABLE_HEADER = ("| attack | tfadv acc (%) | torchattacks acc (%) | diff (pp) | within tolerance |\n"
                 "|---|---:|---:|---:|:---:|")
-LOGITS_ATOL = 1e-4
-
-
-# ------------------------------------------------------------------------------------------------
-# Model loading.
 
 
 def _parse_kv(items):
     from tfadv.experiment import parse_model_kwargs
 
     return parse_model_kwargs(items)
-
-
-def network_from_savedmodel(loaded, path):
-    """Rebuilds the Keras network of a tfadv SavedModel and copies its variables by name.
-
-    The architecture comes from the SavedModel's metadata; its keyword arguments from the run's
-    ``run_config.json`` beside the SavedModel (or the metadata's ``model_kwargs``). The rebuilt
-    network is checked against the SavedModel's logits on random images.
-    """
-    import numpy as np
-
-    import models
-    from tfadv import checkpoints as ckpt_lib
-
-    meta = loaded.metadata
-    arch = meta.get("architecture")
-    kwargs = dict(meta.get("model_kwargs") or {})
-    parent = os.path.dirname(os.path.abspath(path.rstrip("/")))
-    if os.path.isfile(os.path.join(parent, ckpt_lib.RUN_CONFIG)):
-        config = ckpt_lib.read_run_config(parent)
-        if not arch or config.get("model") == arch:
-            arch = config["model"]
-            kwargs = dict(config.get("model_kwargs") or {})
-    if not arch or arch == "unknown":
-        raise ValueError("The SavedModel records no architecture, so the Keras network needed for "
-                         "the PyTorch conversion cannot be rebuilt; pass the run directory or a "
-                         f"checkpoint instead. Received: {path!r}.")
-    network = models.build(arch, num_classes=loaded.num_classes,
-                           input_shape=tuple(loaded.input_shape), **kwargs)
-    saved = {v.name.split(":")[0]: v for v in loaded._module.variables}
-    missing = [v.path for v in network.variables if v.path not in saved]
-    if missing or len(saved) != len(network.variables):
-        raise ValueError(f"The SavedModel's variables do not match a freshly built {arch!r} "
-                         f"(kwargs {kwargs}); missing {missing[:5]}, {len(saved)} saved vs "
-                         f"{len(network.variables)} built. Pass the run directory instead. "
-                         f"Received: {path!r}.")
-    for v in network.variables:
-        src = saved[v.path]
-        if tuple(src.shape) != tuple(v.shape):
-            raise ValueError(f"Variable {v.path} has shape {tuple(src.shape)} in the SavedModel "
-                             f"but {tuple(v.shape)} in the rebuilt {arch!r}. Received: {path!r}.")
-        v.assign(src.numpy())
-    rng = loaded.pixel_range
-    x = np.random.default_rng(0).uniform(rng.low, rng.high, (8, *loaded.input_shape)).astype("float32")
-    diff = float(np.max(np.abs(network(x, training=False).numpy() - loaded(x).numpy())))
-    if diff > LOGITS_ATOL:
-        raise ValueError(f"The network rebuilt from the SavedModel differs from it (max |logit "
-                         f"diff| {diff:.3g}). Received: {path!r}.")
-    return network
-
-
-def load_network(path):
-    """``(keras_network, info)`` from a SavedModel, run directory, checkpoints dir or weights file."""
-    import keras
-
-    from tfadv.loading import load_for_evaluation
-
-    model, info = load_for_evaluation(path)
-    if not isinstance(model, keras.Model):
-        model = network_from_savedmodel(model, info.get("source", path))
-    return model, info
-
-
-def train_network(out_dir, dataset):
-    """Trains (or reuses) a Madry PGD model on ``dataset`` under OUT_DIR/model."""
-    from tfadv import checkpoints as ckpt_lib
-    from tfadv import experiment
-    from tfadv import recipes as recipes_lib
-
-    preset = recipes_lib.get(recipes_lib.dataset_preset(dataset, FLAGS.data_dir))
-    logdir = os.path.join(out_dir, "model")
-    fields = {f.name for f in dataclasses.fields(experiment.TrainConfig)}
-    base = {k: getattr(preset, k) for k in dataclasses.asdict(preset) if k in fields}
-    overrides = _parse_kv(FLAGS.train_config)
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise app.UsageError(f"Unknown --train_config keys {unknown}; TrainConfig has {sorted(fields)}.")
-    if "lr_boundaries" in overrides and not isinstance(overrides["lr_boundaries"], (list, tuple)):
-        overrides["lr_boundaries"] = (int(overrides["lr_boundaries"]),)
-    base.update(dataset=dataset, data_dir=FLAGS.data_dir, logdir=logdir, seed=FLAGS.seed,
-                eval_attacks="clean", model_kwargs=_parse_kv(FLAGS.train_model_kwargs), verbose=2)
-    base.update(overrides)
-    cfg = experiment.TrainConfig(**base).validate()
-    index = os.path.join(logdir, ckpt_lib.CHECKPOINT_DIR, ckpt_lib.CHECKPOINT_INDEX)
-    if os.path.isfile(index) and os.path.isfile(os.path.join(logdir, ckpt_lib.RUN_CONFIG)):
-        with open(index, encoding="utf-8") as f:
-            epoch = json.load(f).get("epoch")
-        config = ckpt_lib.read_run_config(logdir)
-        if epoch == cfg.epochs and config.get("model") == cfg.model and \
-                config.get("model_kwargs", {}) == cfg.model_kwargs and config.get("dataset") == dataset:
-            print(f"Reusing the trained model in {logdir} (epoch {epoch}).", flush=True)
-            network, config, _ = ckpt_lib.restore_network(logdir)
-            return network, {"pixel_range": config["pixel_range"], "num_classes": config["num_classes"],
-                             "architecture": config["model"], "dataset": dataset, "source": logdir}
-    model, _ = experiment.train(cfg, defense="madry", stream=sys.stdout)
-    return model.network, {"pixel_range": cfg.pixel_range, "architecture": cfg.model,
-                           "num_classes": int(model.network.output_shape[-1]), "dataset": dataset,
-                           "source": logdir, "train_config": dataclasses.asdict(cfg)}
-
-
-# ------------------------------------------------------------------------------------------------
-# Attacks.
-
-
-def tfadv_attack(name, *, eps, pixel_range, seed, n_iter, n_queries, extra):
-    from tfadv import attacks as attacks_lib
-
-    params = dict(eps=eps, pixel_range=pixel_range, seed=seed)
-    if name in ("apgd_ce", "apgd_t", "fab_t"):
-        params["n_iter"] = n_iter
-    elif name == "square":
-        params["n_queries"] = n_queries
-        params["window_positions"] = SQUARE_WINDOWS
-    elif name == "autoattack":
-        params["version"] = "standard"
-        params["attack_params"] = {"apgd_ce": {"n_iter": n_iter}, "apgd_t": {"n_iter": n_iter},
-                                   "fab_t": {"n_iter": n_iter},
-                                   "square": {"n_queries": n_queries,
-                                              "window_positions": SQUARE_WINDOWS}}
-    params.update(extra.get(name, {}))
-    return attacks_lib.get(name, **params), params
-
-
-def torch_attack(name, net, *, eps, num_classes, seed, n_iter, n_queries):
-    """The torchattacks counterpart of a tfadv attack, on ``net`` taking [0,1] NCHW images."""
-    import torchattacks
-
-    if name == "apgd_ce":
-        params = dict(norm="Linf", eps=eps, steps=n_iter, n_restarts=1, seed=seed, loss="ce",
-                      rho=0.75)
-        return torchattacks.APGD(net, **params), params
-    if name == "apgd_t":
-        params = dict(norm="Linf", eps=eps, steps=n_iter, n_restarts=1, seed=seed,
-                      n_classes=num_classes, rho=0.75)
-        return torchattacks.APGDT(net, **params), params
-    if name == "fab_t":
-        params = dict(norm="Linf", eps=eps, steps=n_iter, n_restarts=1, seed=seed,
-                      multi_targeted=True, n_classes=num_classes)
-        return torchattacks.FAB(net, **params), params
-    if name == "square":
-        params = dict(norm="Linf", eps=eps, n_queries=n_queries, n_restarts=1, p_init=0.8,
-                      loss="margin", resc_schedule=True, seed=seed)
-        return torchattacks.Square(net, **params), params
-    if name == "autoattack":
-        params = dict(norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed)
-        attack = torchattacks.AutoAttack(net, **params)
-        members = attack._autoattack.attacks
-        for member in members:
-            if isinstance(member, torchattacks.Square):
-                member.n_queries = n_queries
-            else:
-                member.steps = n_iter
-        params["member_steps"] = n_iter
-        params["member_n_queries"] = n_queries
-        params["members"] = [type(m).__name__ for m in members]
-        return attack, params
-    raise ValueError(f"Unknown attack. Expected one of {ATTACK_NAMES}. Received: {name!r}.")
-
-
-def score(adv, x, y, predict, *, eps, low, high):
-    """Per-example robustness (correct, or an invalid adversarial example) and the checks."""
-    import numpy as np
-
-    pred = predict(adv)
-    linf = np.abs(adv - x).reshape(len(x), -1).max(axis=1)
-    outside = ((adv < low - 1e-6) | (adv > high + 1e-6)).reshape(len(x), -1).any(axis=1)
-    invalid = (linf > eps + 1e-5) | outside | ~np.isfinite(adv).reshape(len(x), -1).all(axis=1)
-    robust = (pred == y) | invalid
-    return robust, {"max_linf": float(linf.max()) if len(linf) else 0.0,
-                    "invalid": int(invalid.sum()), "fooled_invalid": int(((pred != y) & invalid).sum())}
-
-
-def run_tfadv(name, network, x, y, *, eps, rng, params_extra):
-    import numpy as np
-    import tensorflow as tf
-
-    attack, params = tfadv_attack(name, eps=eps, pixel_range=rng.name, seed=FLAGS.seed,
-                                  n_iter=FLAGS.n_iter, n_queries=FLAGS.n_queries, extra=params_extra)
-    start = time.time()
-    advs = []
-    for i in range(0, len(x), FLAGS.batch_size):
-        xb = tf.constant(x[i:i + FLAGS.batch_size])
-        yb = tf.constant(y[i:i + FLAGS.batch_size])
-        advs.append(np.asarray(attack(network, xb, yb), np.float32))
-    seconds = time.time() - start
-    adv = np.concatenate(advs)
-    predict = lambda a: keras_predict(network, a)  # noqa: E731
-    robust, checks = score(adv, x, y, predict, eps=eps, low=rng.low, high=rng.high)
-    return robust, dict(checks, seconds=round(seconds, 2),
-                        params={k: v for k, v in params.items() if k != "pixel_range"})
-
-
-def run_torch(name, net01, network, x01, x, y, *, eps01, rng, num_classes):
-    import numpy as np
-    import torch
-
-    attack, params = torch_attack(name, net01, eps=eps01, num_classes=num_classes, seed=FLAGS.seed,
-                                  n_iter=FLAGS.n_iter, n_queries=FLAGS.n_queries)
-    from tfadv.interop import torch_port
-
-    start = time.time()
-    advs = []
-    for i in range(0, len(x01), FLAGS.batch_size):
-        xb = torch.from_numpy(torch_port.nhwc_to_nchw(x01[i:i + FLAGS.batch_size]))
-        yb = torch.from_numpy(y[i:i + FLAGS.batch_size].astype(np.int64))
-        advs.append(torch_port.nchw_to_nhwc(attack(xb, yb).detach().numpy()))
-    seconds = time.time() - start
-    adv01 = np.concatenate(advs).astype(np.float32)
-    predict = lambda a: torch_port.torch_logits(net01, a).argmax(axis=1)  # noqa: E731
-    robust, checks = score(adv01, x01, y, predict, eps=eps01, low=0.0, high=1.0)
-    # The same adversarial images through the Keras network (in its own pixel range).
-    adv_model_units = np.clip(adv01 * rng.width + rng.low, rng.low, rng.high).astype(np.float32)
-    on_keras = keras_predict(network, adv_model_units) == y
-    return robust, dict(checks, seconds=round(seconds, 2), params=params,
-                        acc_of_its_images_on_keras=round(100.0 * float(on_keras.mean()), 2))
-
-
-def keras_predict(network, images, batch_size=1000):
-    import numpy as np
-
-    preds = []
-    for i in range(0, len(images), batch_size):
-        preds.append(np.argmax(network(images[i:i + batch_size], training=False).numpy(), axis=1))
-    return np.concatenate(preds) if preds else np.zeros([0], np.int64)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -417,7 +182,8 @@ def _main(argv):
     from tfadv import atomic
     from tfadv import data as data_lib
     from tfadv import ranges as ranges_lib
-    from tfadv.interop import torch_port
+    from tfadv.interop import crosscheck_network, torch_port
+    from tfadv.interop import torchattacks_pairs as pairs
 
     if FLAGS.eps is None and not FLAGS.train_digits:
         raise app.UsageError("--eps (pixel levels out of 255) is required with --model_path.")
@@ -426,9 +192,15 @@ def _main(argv):
     if FLAGS.train_digits:
         dataset = FLAGS.dataset or "digits"
         out_dir = FLAGS.out_dir or os.path.join("runs", "crosscheck_digits")
-        network, info = train_network(out_dir, dataset)
+        try:
+            overrides = crosscheck_network.check_train_overrides(_parse_kv(FLAGS.train_config))
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
+        network, info = crosscheck_network.train_network(
+            out_dir, dataset, data_dir=FLAGS.data_dir, seed=FLAGS.seed, overrides=overrides,
+            model_kwargs=_parse_kv(FLAGS.train_model_kwargs))
     else:
-        network, info = load_network(FLAGS.model_path)
+        network, info = crosscheck_network.load_network(FLAGS.model_path)
         dataset = FLAGS.dataset or info.get("dataset")
         if not dataset:
             raise app.UsageError("--dataset is required: the model does not record one.")
@@ -511,11 +283,14 @@ def _main(argv):
             print(f"  {name}: reused from {json_path}", flush=True)
             continue
         print(f"  {name}: tfadv ...", end="", flush=True)
-        tf_robust, tf_info = run_tfadv(name, network, x, y, eps=eps, rng=rng, params_extra=extra)
+        budgets = dict(seed=FLAGS.seed, n_iter=FLAGS.n_iter, n_queries=FLAGS.n_queries,
+                       batch_size=FLAGS.batch_size)
+        tf_robust, tf_info = pairs.run_tfadv(name, network, x, y, eps=eps, rng=rng,
+                                             params_extra=extra, **budgets)
         print(f" {100 * tf_robust.mean():.2f}% in {tf_info['seconds']:.0f}s; torchattacks ...",
               end="", flush=True)
-        th_robust, th_info = run_torch(name, net01, network, x01, x, y, eps01=eps01, rng=rng,
-                                       num_classes=num_classes)
+        th_robust, th_info = pairs.run_torch(name, net01, network, x01, x, y, eps01=eps01, rng=rng,
+                                             num_classes=num_classes, **budgets)
         print(f" {100 * th_robust.mean():.2f}% in {th_info['seconds']:.0f}s", flush=True)
         tf_acc, th_acc = 100 * float(tf_robust.mean()), 100 * float(th_robust.mean())
         row = {"attack": name, "tfadv_acc": round(tf_acc, 2), "torchattacks_acc": round(th_acc, 2),

@@ -1,14 +1,6 @@
-"""Madry et al. PGD adversarial training (BAT sec. 3.1, eq. 1-4).
-
-    python scripts/train_madry.py                       # digits, offline, ~2 minutes on 2 cores
-    python scripts/train_madry.py --dataset=npz:../shared/data/mnist_subset.npz --eps=76.5 ...
-    python scripts/train_madry.py --dataset=cifar10 --data_dir=~/tensorflow_datasets
-
-Unset flags take the dataset's preset (tfadv/recipes/madry.py); sizes are pixel levels out of 255.
-Run with --helpfull for every flag.
-"""
-
-from tfadv import experiment
+# The command's body and --help text are tfadv/cli/train_madry.py, installed as the console command
+# tfadv-train-madry; this file runs the same main() from a checkout.
+from tfadv.cli.train_madry import main
 
 if __name__ == "__main__":
-    experiment.script_main("madry")
+    main()

@@ -1,11 +1,6 @@
-"""Natural (standard) training, the baseline of every robustness table, through the same pipeline.
-
-    python scripts/train_natural.py --dataset=digits --logdir=runs/natural_digits
-
-The PGD flags configure the validation attack and the final robustness evaluation only.
-"""
-
-from tfadv import experiment
+# The command's body and --help text are tfadv/cli/train_natural.py, installed as the console command
+# tfadv-train-natural; this file runs the same main() from a checkout.
+from tfadv.cli.train_natural import main
 
 if __name__ == "__main__":
-    experiment.script_main("natural")
+    main()

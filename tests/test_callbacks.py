@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.unet_generator import build_generator
+from tfadv.models.unet_generator import build_generator
 from tests import testing
 from tfadv import callbacks as callbacks_lib
 from tfadv.attacks import l2lda_generator

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-import models
+from tfadv import models
 from tfadv import checkpoints
 from tests.testing import TestCase
 

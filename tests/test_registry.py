@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-import models
+from tfadv import models
 import tfadv
 from tfadv import attacks, data, defenses, losses, recipes, registry
 from tfadv.attacks import steps, targets

@@ -142,7 +142,7 @@ def ce_input_gradient(model, x, y):
 
 def tiny_generator(**kwargs):
     """The L2L-DA U-Net generator for 10 classes of 8x8x1 images, 4 base filters unless given."""
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
 
     kwargs.setdefault("base_filters", 4)
     return build_generator(10, (8, 8, 1), **kwargs)
@@ -224,9 +224,10 @@ def constant_attack(value):
 
 
 # ---------------------------------------------------------------------------------- scripts
-def run_python(args=(), *, script=None, code=None, check=True, timeout=300, env=None):
+def run_python(args=(), *, script=None, code=None, check=True, timeout=300, env=None, cwd=None):
     """Runs ``python SCRIPT ARGS`` (or ``python -c CODE ARGS``) in a fresh interpreter at the
-    repository root (absl flags and TF devices are process-global); asserts success if ``check``.
+    repository root or ``cwd`` (absl flags and TF devices are process-global); asserts success if
+    ``check``.
 
     The one way the tests start a Python subprocess and wait for it. ``script`` is a path, relative
     paths from the repository root (``"scripts/train_madry.py"``); ``env`` holds extra environment
@@ -238,7 +239,7 @@ def run_python(args=(), *, script=None, code=None, check=True, timeout=300, env=
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     head = ["-c", code] if code is not None else [os.path.join(REPO_ROOT, script)]
     proc = subprocess.run([sys.executable, *head, *args], capture_output=True, text=True, env=env,
-                          cwd=REPO_ROOT, timeout=timeout)
+                          cwd=cwd or REPO_ROOT, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     return proc

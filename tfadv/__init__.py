@@ -1,15 +1,24 @@
 """tfadv: adversarial training and robustness evaluation for TensorFlow/Keras.
 
 ``import tfadv`` is cheap: each subpackage or module (``tfadv.attacks``, ``tfadv.defenses``,
-``tfadv.evaluation``, ``tfadv.data``, ``tfadv.ranges``, ...) is imported on first attribute access,
-so ``tfadv.attacks.get("pgd", ...)`` works as the README writes it. ``tfadv.__version__`` is the
-installed distribution's version.
+``tfadv.evaluation``, ``tfadv.data``, ``tfadv.models``, ``tfadv.ranges``, ...) is imported on first
+attribute access, so ``tfadv.attacks.get("pgd", ...)`` works as the README writes it.
+``tfadv.__version__`` is the installed distribution's version (pyproject.toml's ``version``).
+
+TensorFlow is an extra (``tfadv[cpu]`` or ``tfadv[gpu]``, one of them): without it ``import tfadv``
+raises an ImportError that names them.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+
+if importlib.util.find_spec("tensorflow") is None:
+    raise ImportError('tfadv needs TensorFlow, which its core install leaves to an extra: '
+                      'pip install "tfadv[cpu]" (CPU) or pip install "tfadv[gpu]" (CUDA). '
+                      'Received: no module named tensorflow.')
 
 _SUBMODULES = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)
                            if not info.name.startswith("_")))

@@ -275,7 +275,7 @@ def restore_network(path: str):
 
     Returns ``(network, run_config, weights_file)``.
     """
-    import models  # the architecture registry
+    from tfadv import models  # the architecture registry
 
     weights, logdir = resolve(path)
     config = read_run_config(logdir)

@@ -124,7 +124,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                                   pixel_range=rng, data_dir=cfg.data_dir, limit=validation.limit,
                                   training=False, **(cfg.data_options or {}))
         val_ds = validation_dataset(val_ds)
-    import models  # architecture registry
+    from tfadv import models  # architecture registry
 
     with strategy.scope(), distribute_lib.precision_policy(cfg.precision):
         network = models.build(cfg.model, num_classes=info.num_classes, input_shape=info.image_shape,

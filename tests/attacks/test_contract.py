@@ -84,7 +84,7 @@ def _batch(pixel_range, n=6):
 def build(tiny_model, tmp_path_factory):
     """``build(name, norm, pixel_range) -> attack``, built once per case (generators prepared on
     the tiny model, the transfer attack's source a second tiny model)."""
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
     from tfadv.attacks import l2lda_generator
 
     run = tmp_path_factory.mktemp("l2lda_contract")

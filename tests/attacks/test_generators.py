@@ -114,7 +114,7 @@ def test_bad_parameters_name_the_value():
 @pytest.fixture(scope="module")
 def l2lda_run(tmp_path_factory):
     """A run directory holding an (untrained) small L2L-DA generator, as a training run saves it."""
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
 
     run = tmp_path_factory.mktemp("l2lda_run")
     l2lda_generator.save_generator(build_generator(10, (8, 8, 1), base_filters=4),

@@ -224,6 +224,12 @@ def test_missing_tensorpack_names_the_extra(tiny, monkeypatch):
         imagenet.load("test", data_dir=tiny[0])
 
 
+def test_missing_lmdb_names_the_extra(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lmdb", None)
+    with pytest.raises(ImportError, match=r'pip install "tfadv\[imagenet\]"'):
+        imagenet.write_lmdb(tiny[0], "test", output=os.path.join(tiny[0], "never.lmdb"))
+
+
 def test_val_order_is_ilsvrc_file_order_across_class_folders(tmp_path):
     from PIL import Image
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.unet_generator import build_generator
+from tfadv.models.unet_generator import build_generator
 from tfadv import defenses, losses
 from tfadv.attacks import l2lda_generator
 from tfadv.defenses import AdversarialExamples, AdversarialModel

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl.testing import parameterized  # noqa: E402
 
-import models  # noqa: E402
+from tfadv import models  # noqa: E402
 from tests.testing import TestCase, tiny_cnn  # noqa: E402
 from tfadv.interop import torch_port  # noqa: E402
 

@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-import models
-from models.layers import PerImageStandardization
+from tfadv import models
+from tfadv.models.layers import PerImageStandardization
 from tests.testing import TestCase
 
 CIFAR = (32, 32, 3)

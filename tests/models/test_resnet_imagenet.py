@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-import models
-from models import resnet_imagenet
+from tfadv import models
+from tfadv.models import resnet_imagenet
 
 # torchvision's / the tensorpack release's trainable-parameter counts for 1000 classes
 # (BN moving statistics excluded).

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from models import layers
-from models.unet_generator import build_generator, generator_config
+from tfadv.models import layers
+from tfadv.models.unet_generator import build_generator, generator_config
 from tests import testing
 
 DIGITS = (8, 8, 1)

@@ -44,7 +44,7 @@ def recorded():
 def every_attack(recorded, tmp_path_factory):
     """(name, attack) for every registered attack (one name per factory), small budgets; the
     transfer attack's source and the generators' fitting use the recorded model too."""
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
     from tfadv.attacks import l2lda_generator
 
     model, _ = recorded

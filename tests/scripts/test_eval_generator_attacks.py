@@ -10,7 +10,7 @@ from tests.testing import run_script
 
 @pytest.mark.slow
 def test_generator_attacks_are_fitted_then_evaluated(tmp_path):
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
     from tfadv.attacks.l2lda_generator import save_generator
     from tfadv.export import export_savedmodel
 

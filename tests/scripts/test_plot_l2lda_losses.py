@@ -13,7 +13,7 @@ from tests.testing import run_script
 def figure_inputs(tmp_path_factory):
     """A digits classifier exported as a tfadv SavedModel, and small untrained L2L-DA and L2L
     generators saved as training runs save them (``RUN/generator/``)."""
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
     from tfadv.attacks.l2lda_generator import save_generator
     from tfadv.export import export_savedmodel
 

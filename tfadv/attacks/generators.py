@@ -194,7 +194,7 @@ class AdvGANAttack(GeneratorAttack):
         hinge_bound: c in input units; default 0.5·eps·sqrt(H·W·C) (half the L2 size of a corner
             of the L∞ ball).
         adv_weight, gan_weight, hinge_weight: w_adv, w_gan, w_hinge (10, 1, 1).
-        base_filters, num_res_blocks: generator/discriminator widths (models.attack_generators).
+        base_filters, num_res_blocks: generator/discriminator widths (tfadv.models.attack_generators).
     """
 
     name = "advgan"
@@ -222,7 +222,7 @@ class AdvGANAttack(GeneratorAttack):
         return 0  # the classifier is not evaluated to generate (only during prepare)
 
     def _build(self, input_shape, num_classes):
-        from models import attack_generators
+        from tfadv.models import attack_generators
 
         super()._build(input_shape, num_classes)
         self._init_seed()
@@ -304,7 +304,7 @@ class GAPAttack(GeneratorAttack):
         return 0
 
     def _build(self, input_shape, num_classes):
-        from models import attack_generators
+        from tfadv.models import attack_generators
 
         super()._build(input_shape, num_classes)
         self._init_seed()

@@ -16,7 +16,7 @@ generator trained against a classifier that is trained too) and the evaluation a
 * :func:`apply_generator_update` — line 9's optimizer step: global gradient-norm clipping, then
   PyTorch-style weight decay c·w added to the gradient, then the optimizer;
 * :func:`save_generator` / :func:`load_generator` — ``generator.weights.h5`` and ``config.json``
-  (the ``models.unet_generator.build_generator`` arguments), written atomically.
+  (the ``tfadv.models.unet_generator.build_generator`` arguments), written atomically.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def unroll(generator, model_fn, x, y, z, *, eps, step_size, num_steps, pixel_ran
     generator's variables through all earlier steps.
 
     Args:
-        generator: from ``models.unet_generator.build_generator``.
+        generator: from ``tfadv.models.unet_generator.build_generator``.
         model_fn: the classifier's logits callable; a Keras model is called in inference mode (the
             release's ``Classifier.eval()`` during generation).
         x, y, z: images (B, H, W, C) in ``pixel_range``, int labels (B,), latents (B, latent_dim).
@@ -201,9 +201,9 @@ def apply_generator_update(optimizer, grads, variables, *, clip_norm: float, wei
 def save_generator(generator, directory: str, *, epoch: Optional[int] = None) -> str:
     """Writes ``directory/generator.weights.h5`` and ``directory/config.json`` (the
     ``build_generator`` arguments), atomically: a reader sees the old pair or the new one."""
-    from models.unet_generator import generator_config
+    from tfadv.models.unet_generator import generator_config
 
-    config = {"builder": "models.unet_generator.build_generator",
+    config = {"builder": "tfadv.models.unet_generator.build_generator",
               "kwargs": generator_config(generator)}
     if epoch is not None:
         config["epoch"] = int(epoch)
@@ -218,7 +218,7 @@ def save_generator(generator, directory: str, *, epoch: Optional[int] = None) ->
 def load_generator(path: str) -> keras.Model:
     """Rebuilds a generator saved by :func:`save_generator` (or by a training run: pass the run
     directory or its ``generator/`` folder) and loads its weights."""
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
 
     candidates = [path, os.path.join(path, GENERATOR_DIR)]
     directory = next((d for d in candidates

@@ -83,7 +83,7 @@ def _require_tensorpack():
     except ImportError as e:
         raise ImportError(
             "The 'imagenet' dataset reads ILSVRC12 with tensorpack's dataflows, which are not "
-            "installed. Install the imagenet extra: pip install -e '.[imagenet]' (tensorpack, "
+            "installed. Install the imagenet extra: pip install \"tfadv[imagenet]\" (tensorpack, "
             f"pyzmq, msgpack; lmdb for LMDB files). Received: ImportError({e})."
         ) from e
     return dataflow
@@ -95,7 +95,8 @@ def _require_lmdb():
     except ImportError as e:
         raise ImportError(
             "ImageNet LMDB files are read and written with the lmdb package, which is not "
-            f"installed: pip install lmdb (part of the imagenet extra). Received: ImportError({e})."
+            f"installed: pip install lmdb, or the imagenet extra: pip install \"tfadv[imagenet]\". "
+            f"Received: ImportError({e})."
         ) from e
     return lmdb
 

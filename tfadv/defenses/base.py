@@ -87,7 +87,7 @@ class AdversarialModel(keras.Model):
     """Wraps a logits network with an attack and a defense loss.
 
     Args:
-        network: a Keras model mapping images to logits (from ``models.build``).
+        network: a Keras model mapping images to logits (from ``tfadv.models.build``).
         attack: the training attack (``tfadv.attacks.get(...)``).
         eval_attack: attack for ``evaluate()``/validation; defaults to ``attack``.
         weight_decay: coefficient c of ``c · Σ ½‖W‖²`` over conv/dense kernels (TF ``l2_loss``

@@ -89,7 +89,7 @@ class L2LDA(AdversarialModel):
     Args (beyond AdversarialModel's, whose ``attack`` is here only the validation attack and
     the source of the pixel range; ``weight_decay`` applies to every classifier variable, as
     PyTorch's SGD ``weight_decay`` in the release):
-        generator: the generator g_φ (``models.unet_generator.build_generator``).
+        generator: the generator g_φ (``tfadv.models.unet_generator.build_generator``).
         eps, step_size: ε and ε_step of eq. (5) in input units.
         num_steps: T of eq. (5).
         lam: λ of eq. (8) (used only with ``diversity``).
@@ -122,7 +122,7 @@ class L2LDA(AdversarialModel):
                  seed: Optional[int] = None, **kwargs):
         if not isinstance(generator, keras.Model) or not hasattr(generator, "l2lda_config"):
             raise TypeError("generator must be an L2L-DA generator from "
-                            f"models.unet_generator.build_generator. Received: {generator!r}.")
+                            f"tfadv.models.unet_generator.build_generator. Received: {generator!r}.")
         generator_lib.check_step_args(eps, step_size, num_steps)
         for name, value in (("recursive", recursive), ("diversity", diversity),
                             ("normalize_grad", normalize_grad)):
@@ -287,7 +287,7 @@ def l2lda(network, *, generator=None, eps: Optional[float] = None, step_size: Op
     ``base_filters``. ``attack`` (the validation attack; the training script passes the PGD of its
     flags) defaults to PGD-T with ε_step = ε/4 from a uniform start, ``eval_attack`` to ``attack``.
     """
-    from models.unet_generator import build_generator
+    from tfadv.models.unet_generator import build_generator
 
     if not isinstance(recursive, bool):
         raise ValueError(f"recursive must be a bool. Received: recursive={recursive!r}.")
