@@ -67,7 +67,7 @@ def check_components(card):
     accuracies = [row["accuracy"] for row in rows]
     assert all(later <= earlier for earlier, later in zip(accuracies, accuracies[1:]))
     assert accuracies[0] == pytest.approx(card.clean_accuracy)  # AutoAttack ran on the clean-correct
-    assert round(accuracies[-1] * 16) == card.robust_mask.sum()
+    assert round(accuracies[-1] * card.num_examples) == card.robust_mask.sum()
     (counts,) = (r.components for r in card.result.results.values() if r.components)
     for previous, member in zip(counts, counts[1:]):  # each member attacks what the last left robust
         assert member["attacked"] == previous["attacked"] - previous["fooled"]

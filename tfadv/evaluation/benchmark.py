@@ -161,9 +161,7 @@ def _eps_pixels(eps, norm: str, rng) -> float:
                 "the suites take L2 radii up to the width")
         raise ValueError(f"eps is in input units and {what} {rng.width:g} of the pixel range "
                          f"{rng} (8/255 is eps={rng.from_pixels(8):.6g} here). Received: eps={eps!r}.")
-    pixels = rng.to_pixels(eps)
-    if abs(pixels - round(pixels)) < 1e-9:
-        pixels = float(round(pixels))  # 8/255 is 8 levels, not 8.000000000000002
+    pixels = round(rng.to_pixels(eps), 9)  # 8/255 is 8 levels, not 8.000000000000002
     if pixels < 1:
         raise ValueError(f"eps is below one pixel level ({rng.from_pixels(1):.6g} in {rng}), "
                          f"which the suites do not take. Received: eps={eps!r}.")

@@ -76,8 +76,9 @@ def components_text(r: AttackResult) -> str:
     rows = component_accuracies(r)
     if not rows:
         return ""
-    lines = [f"{r.label}, robust accuracy after each component (cumulative: robust to it and every "
-             f"component before it{' and every attack before ' + r.label if r.cumulative else ''}):",
+    before = "component and attack" if r.cumulative else "component"
+    lines = [f"{r.label}, robust accuracy after each component (cumulative: robust to it and to "
+             f"every {before} before it):",
              "", f"- initial accuracy: {100 * rows[0]['accuracy']:.2f}%"]
     lines += [f"- robust accuracy after {row['component']}: {100 * row['accuracy']:.2f}% "
               f"(total time {row['seconds']:.1f} s)" for row in rows[1:]]
