@@ -287,6 +287,7 @@ def test_autoattack_components_are_summed_over_batches_kept_on_resume_and_report
     rows = obj["attacks"]["AutoAttack"]["components"]
     assert [r["component"] for r in rows] == ["initial", "APGD-CE", "APGD-T", "FAB-T", "Square"]
     assert rows[-1]["robust_acc"] == obj["robust_acc"]
+    assert [(r["attacked"], r["fooled"]) for r in rows[1:]] == counts
     with open(tmp_path / "report" / "robustness.md", encoding="utf-8") as f:
         text = f.read()
     assert f"robust accuracy after Square: {obj['robust_acc']:.2f}%" in text

@@ -164,13 +164,11 @@ def to_json(result: EvaluationResult, *, metadata: dict) -> dict:
 def _components_json(r: AttackResult) -> dict:
     """``{"components": [...]}`` (accuracies in percent, cumulative) for an ensemble, else ``{}``."""
     rows = component_accuracies(r)
-    counts = {c["attack"]: c for c in r.components}
+    counts = [{}] + [{"attacked": c["attacked"], "fooled": c["fooled"]} for c in r.components]
     return {"components": [
         {"component": row["component"], "attack": row["attack"], "robust_acc": _pct(row["accuracy"]),
-         "seconds": round(row["seconds"], 3),
-         **({"attacked": counts[row["attack"]]["attacked"], "fooled": counts[row["attack"]]["fooled"]}
-            if row["attack"] in counts else {})}
-        for row in rows]} if rows else {}
+         "seconds": round(row["seconds"], 3), **count}
+        for row, count in zip(rows, counts)]} if rows else {}
 
 
 def write_tensorboard(result: EvaluationResult, directory: str, *, row: str = "model") -> None:
