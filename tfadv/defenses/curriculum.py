@@ -32,7 +32,8 @@ from tfadv.attacks import checks
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.callbacks import FoscRecorder
 from tfadv.defenses import dynamic as dynamic_lib
-from tfadv.defenses.base import AdversarialExamples, AdversarialModel, LatestValue
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
+from tfadv.defenses.metrics import LatestValue
 from tfadv.defenses.dynamic import _FoscLogging, with_stop_fn
 
 

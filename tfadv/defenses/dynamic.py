@@ -47,7 +47,8 @@ from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.callbacks import FoscLogger, FoscRecorder
-from tfadv.defenses.base import AdversarialExamples, AdversarialModel, LatestValue
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
+from tfadv.defenses.metrics import LatestValue
 
 
 def fosc_threshold(epoch, c_max: float, t_prime: float):
