@@ -44,7 +44,6 @@ The recursion, eq. (8) on the doubled batch, the generator's update step and its
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Optional
 
@@ -55,6 +54,7 @@ from tfadv import attacks as attacks_lib
 from tfadv import batches as batches_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import checks
 from tfadv.attacks import l2lda_generator as generator_lib
 from tfadv.callbacks import GeneratorCheckpoint
 from tfadv.defenses.base import AdversarialExamples, AdversarialModel
@@ -72,14 +72,8 @@ CLIP_NORM = 1.0
 # The defense
 
 
-def _check_number(value, name, *, minimum=0.0):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= {minimum:g}. Received: {name}={value!r}.") from None
-    if not math.isfinite(v) or v < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}. Received: {name}={value!r}.")
-    return v
+def _check_number(value, name):
+    return checks.check_at_least(value, name, received=f"{name}={value!r}")
 
 
 class L2LDA(AdversarialModel):

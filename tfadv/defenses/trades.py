@@ -20,7 +20,6 @@ Sizes are input units. The presets (sec. 5.3, Table 5; the release's scripts) ar
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import keras
@@ -29,6 +28,7 @@ import tensorflow as tf
 from tfadv import attacks as attacks_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import checks
 from tfadv.defenses.base import AdversarialModel
 
 # Algorithm 1 / sec. 5.3: K = 10 steps (the sizes, in pixel levels, are tfadv.recipes.trades').
@@ -37,15 +37,7 @@ CIFAR_NUM_STEPS = 10
 
 def check_beta(beta) -> float:
     """β = 1/λ of eq. (5): a finite number >= 0 (0 is natural training on the clean batch)."""
-    try:
-        value = float(beta)
-    except (TypeError, ValueError):
-        raise ValueError(f"beta (1/lambda of TRADES eq. 5) must be a number >= 0. "
-                         f"Received: {beta!r}.") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"beta (1/lambda of TRADES eq. 5) must be a finite number >= 0. "
-                         f"Received: {beta!r}.")
-    return value
+    return checks.check_at_least(beta, "beta (1/lambda of TRADES eq. 5)")
 
 
 def trades_loss(*, logits_clean, logits_adv, labels, beta: float):
