@@ -6,6 +6,8 @@ import sys
 
 from absl import flags
 
+from tfadv import experiment
+
 
 def as_main(module_name: str, doc: str) -> None:
     """Presents the command of ``module_name`` as the main program, as when its script defined it.
@@ -23,3 +25,16 @@ def as_main(module_name: str, doc: str) -> None:
     main = sys.modules.get("__main__")
     if main is not None and not getattr(main, "__doc__", None):
         main.__doc__ = doc
+
+
+def run_training(defense: str, module_name: str, doc: str, *, define_flags=None, **script_kwargs):
+    """Runs the training command of ``defense`` (:func:`tfadv.experiment.script_main`) whose
+    module is ``module_name`` (docstring ``doc``): its own flags (``define_flags``) are defined
+    beside the shared ones and presented as the main program's (:func:`as_main`)."""
+
+    def define_command_flags():
+        if define_flags is not None:
+            define_flags()
+        as_main(module_name, doc)
+
+    experiment.script_main(defense, define_flags=define_command_flags, **script_kwargs)

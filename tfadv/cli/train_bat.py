@@ -30,7 +30,6 @@ import os
 from absl import flags
 
 from tfadv import config as config_lib
-from tfadv import experiment
 from tfadv.cli import program
 from tfadv.recipes import bat as bat_recipe
 
@@ -113,10 +112,5 @@ def resolve(flag_values=FLAGS):
 
 def main():
     """Runs ``tfadv-train-bat`` (``python scripts/train_bat.py``): parses the flags, trains."""
-
-    def define_flags():
-        define_bat_flags()
-        program.as_main(__name__, __doc__)
-
-    experiment.script_main("bat", resolve=resolve, define_flags=define_flags,
-                           logdir="runs/bat_digits")
+    program.run_training("bat", __name__, __doc__, define_flags=define_bat_flags,
+                         resolve=resolve, logdir="runs/bat_digits")

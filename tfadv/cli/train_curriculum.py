@@ -17,7 +17,6 @@ follows its PGD-k accuracy) uses the last --val_limit training images, held out 
 from absl import flags
 
 from tfadv import config as config_lib
-from tfadv import experiment
 from tfadv.cli import program
 from tfadv.recipes import fosc as fosc_recipe
 
@@ -54,10 +53,5 @@ def resolve(flag_values=FLAGS):
 
 def main():
     """Runs ``tfadv-train-curriculum`` (``python scripts/train_curriculum.py``): parses the flags, trains."""
-
-    def define_flags():
-        define_curriculum_flags()
-        program.as_main(__name__, __doc__)
-
-    experiment.script_main("curriculum", resolve=resolve, define_flags=define_flags,
-                           logdir="runs/curriculum_digits")
+    program.run_training("curriculum", __name__, __doc__, define_flags=define_curriculum_flags,
+                         resolve=resolve, logdir="runs/curriculum_digits")

@@ -17,7 +17,6 @@ epoch (TensorBoard histogram, LOGDIR/fosc/*.npy, LOGDIR/fosc.png). Sizes are pix
 from absl import flags
 
 from tfadv import config as config_lib
-from tfadv import experiment
 from tfadv.cli import program
 from tfadv.recipes import fosc as fosc_recipe
 
@@ -51,10 +50,5 @@ def resolve(flag_values=FLAGS):
 
 def main():
     """Runs ``tfadv-train-dynamic`` (``python scripts/train_dynamic.py``): parses the flags, trains."""
-
-    def define_flags():
-        define_dynamic_flags()
-        program.as_main(__name__, __doc__)
-
-    experiment.script_main("dynamic", resolve=resolve, define_flags=define_flags,
-                           logdir="runs/dynamic_digits")
+    program.run_training("dynamic", __name__, __doc__, define_flags=define_dynamic_flags,
+                         resolve=resolve, logdir="runs/dynamic_digits")

@@ -32,7 +32,6 @@ import dataclasses
 from absl import flags
 
 from tfadv import config as config_lib
-from tfadv import experiment
 from tfadv import recipes
 from tfadv.cli import program
 from tfadv.recipes import l2lda as l2lda_recipe
@@ -96,10 +95,5 @@ def resolve(flag_values=FLAGS):
 
 def main():
     """Runs ``tfadv-train-l2lda`` (``python scripts/train_l2lda.py``): parses the flags, trains."""
-
-    def define_flags():
-        define_l2lda_flags()
-        program.as_main(__name__, __doc__)
-
-    experiment.script_main("l2lda", resolve=resolve, define_flags=define_flags,
-                           logdir="runs/l2lda_digits")
+    program.run_training("l2lda", __name__, __doc__, define_flags=define_l2lda_flags,
+                         resolve=resolve, logdir="runs/l2lda_digits")

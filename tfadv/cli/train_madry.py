@@ -8,11 +8,9 @@ Unset flags take the dataset's preset (tfadv/recipes/madry.py); sizes are pixel 
 Run with --helpfull for every flag.
 """
 
-from tfadv import experiment
 from tfadv.cli import program
 
 
 def main():
     """Runs ``tfadv-train-madry`` (``python scripts/train_madry.py``): parses the flags, trains."""
-    program.as_main(__name__, __doc__)
-    experiment.script_main("madry")
+    program.run_training("madry", __name__, __doc__)

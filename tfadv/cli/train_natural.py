@@ -5,11 +5,9 @@
 The PGD flags configure the validation attack and the final robustness evaluation only.
 """
 
-from tfadv import experiment
 from tfadv.cli import program
 
 
 def main():
     """Runs ``tfadv-train-natural`` (``python scripts/train_natural.py``): parses the flags, trains."""
-    program.as_main(__name__, __doc__)
-    experiment.script_main("natural")
+    program.run_training("natural", __name__, __doc__)

@@ -23,7 +23,6 @@ for every flag.
 from absl import flags
 
 from tfadv import config as config_lib
-from tfadv import experiment
 from tfadv import recipes
 from tfadv.cli import program
 from tfadv.recipes import trades as trades_recipe
@@ -61,10 +60,5 @@ def resolve(flag_values=FLAGS):
 
 def main():
     """Runs ``tfadv-train-trades`` (``python scripts/train_trades.py``): parses the flags, trains."""
-
-    def define_flags():
-        define_trades_flags()
-        program.as_main(__name__, __doc__)
-
-    experiment.script_main("trades", resolve=resolve, define_flags=define_flags,
-                           logdir="runs/trades_digits")
+    program.run_training("trades", __name__, __doc__, define_flags=define_trades_flags,
+                         resolve=resolve, logdir="runs/trades_digits")
