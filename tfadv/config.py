@@ -139,9 +139,15 @@ def parse_model_kwargs(items) -> dict:
     return out
 
 
-def config_from_flags(flag_values) -> TrainConfig:
-    """Fills unset flags from the dataset's preset and returns a validated TrainConfig."""
+def config_from_flags(flag_values, default_preset=None) -> TrainConfig:
+    """Fills unset flags from the dataset's preset and returns a validated TrainConfig.
+
+    ``default_preset(dataset, data_dir)``: a command's own choice of preset (a paper's recipe for
+    the datasets it covers), written into ``--preset`` when that flag is unset; otherwise the
+    dataset's own preset is used."""
     fv = flag_values
+    if fv.preset is None and default_preset is not None:
+        fv.preset = default_preset(fv.dataset, fv.data_dir)
     dataset = fv.dataset
     preset_name = fv.preset
     if preset_name is None:

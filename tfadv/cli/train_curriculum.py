@@ -37,9 +37,7 @@ def define_curriculum_flags():
 def resolve(flag_values=FLAGS):
     """(TrainConfig, curriculum kwargs) from the parsed flags."""
     fv = flag_values
-    if fv.preset is None:
-        fv.preset = fosc_recipe.script_preset(fv.dataset, fv.data_dir)
-    cfg = config_lib.config_from_flags(fv)
+    cfg = config_lib.config_from_flags(fv, default_preset=fosc_recipe.script_preset)
     if cfg.val_limit == 0:
         raise ValueError("Curriculum training advances k from the PGD-k accuracy on validation "
                          "data; --val_limit must not be 0. Received: --val_limit=0.")

@@ -38,9 +38,7 @@ def define_dynamic_flags():
 def resolve(flag_values=FLAGS):
     """(TrainConfig, dynamic kwargs) from the parsed flags."""
     fv = flag_values
-    if fv.preset is None:
-        fv.preset = fosc_recipe.script_preset(fv.dataset, fv.data_dir)
-    cfg = config_lib.config_from_flags(fv)
+    cfg = config_lib.config_from_flags(fv, default_preset=fosc_recipe.script_preset)
     t_prime = (fv.t_prime if fv.t_prime is not None
                else fosc_recipe.default_t_prime(fv.preset, cfg.epochs))
     kwargs = {"c_max": fv.c_max, "t_prime": t_prime, "fosc_reference": fv.fosc_reference,

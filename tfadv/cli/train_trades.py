@@ -35,18 +35,16 @@ def define_trades_flags():
                        "on cifar10/mnist as in Table 5, 1 with --preset=trades_*_beta1; else 6).")
 
 
-def _default_preset(fv) -> str:
+def _default_preset(dataset, data_dir) -> str:
     """trades_<dataset> for the paper's datasets (npz files matched by image shape), else the
     dataset's own preset."""
-    return trades_recipe.preset_name(recipes.dataset_preset(fv.dataset, fv.data_dir))
+    return trades_recipe.preset_name(recipes.dataset_preset(dataset, data_dir))
 
 
 def resolve(flag_values=FLAGS):
     """(TrainConfig, trades kwargs) from the parsed flags."""
     fv = flag_values
-    if fv.preset is None:
-        fv.preset = _default_preset(fv)
-    cfg = config_lib.config_from_flags(fv)
+    cfg = config_lib.config_from_flags(fv, default_preset=_default_preset)
     if cfg.norm == "l2" and not fv["eps"].present:
         raise ValueError("TRADES' L2 variant has no paper radius and the preset's eps is an Linf "
                          "budget; pass --eps in pixel levels (0.5 in [0,1] is --eps=127.5). "
