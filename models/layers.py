@@ -96,6 +96,73 @@ class SpatialSubsample(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Standardize(keras.layers.Layer):
+    """``(x - mean) / std`` per channel, inside the network, so that the model takes pixels.
+
+    The normalisation of the PyTorch models RobustBench distributes (DeepMind's ``DMWideResNet``
+    subtracts ``mean`` and divides by ``std`` in ``forward``; RobustBench's ImageNet models are
+    ``normalize_model(...)``): with it in the Keras network, an attack's eps stays in pixel units.
+    ``mean`` and ``std`` are constants of the layer's config (no weights), one value or one per
+    channel.
+    """
+
+    def __init__(self, mean, std, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = _float_tuple("mean", mean)
+        self.std = _float_tuple("std", std)
+        if any(s <= 0.0 for s in self.std):
+            raise ValueError(f"Standardize needs std > 0. Received: std={std!r}.")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        for label, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                raise ValueError(
+                    f"Standardize's {label} has {len(values)} values for an input of {channels} "
+                    f"channels; expected 1 or {channels}. Received: {label}={values!r}.")
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        std = ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
+        return (x - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mean": list(self.mean), "std": list(self.std)})
+        return config
+
+
+def _float_tuple(label, values):
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = (values,)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        out = ()
+    if not out:
+        raise ValueError(f"Standardize's {label} must be a number or a non-empty sequence of "
+                         f"numbers. Received: {label}={values!r}.")
+    return out
+
+
+def image_input(input_shape, mean=None, std=None):
+    """``(inputs, x)``: the network's ``images`` input and, when ``mean`` and ``std`` are given,
+    the input standardised by a :class:`Standardize` layer named ``standardize`` (else the input).
+    """
+    if (mean is None) != (std is None):
+        raise ValueError("Give both mean and std, or neither. "
+                         f"Received: mean={mean!r}, std={std!r}.")
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    if mean is None:
+        return inputs, inputs
+    return inputs, Standardize(mean, std, name="standardize")(inputs)
+
+
 def channel_pad_amounts(in_channels, out_channels):
     """(before, after) zero channels taking `in_channels` to `out_channels`; symmetric when even."""
     diff = out_channels - in_channels
