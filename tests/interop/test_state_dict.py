@@ -14,21 +14,6 @@ ATOL = 1e-4
 TORCH_SHAPE = (2, 3, 32, 32)
 
 
-def _keras_state_dict(network, arch):
-    """The state dict a PyTorch twin of ``network`` would have (the mapping run backwards)."""
-    out = {}
-    for layer in network.layers:
-        if not layer.weights:
-            continue
-        prefix = arch.torch_name(layer.name)
-        for key, variable, axes in sd_lib._expected(layer, prefix):
-            value = np.asarray(variable.numpy())
-            if axes is not None:
-                value = value.transpose(np.argsort(axes))
-            out[key] = value
-    return out
-
-
 def _logits(network, x_nchw):
     return np.asarray(network(np.transpose(x_nchw, (0, 2, 3, 1)), training=False))
 
@@ -102,11 +87,26 @@ class TestParityWithPyTorch:
                                              if not k.endswith("num_batches_tracked"))
 
 
+    def test_to_state_dict_loads_strictly_into_the_pytorch_twin(self):
+        torch = pytest.importorskip("torch")
+        network = models.build("preact_resnet18", num_classes=10, input_shape=(16, 16, 3))
+        module = self.twins.PreActResNet18(10, False, False).eval()
+        tensors = sd_lib.to_state_dict(network, "preact_resnet18")
+        result = module.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()},
+                                        strict=False)
+        assert result.unexpected_keys == []
+        assert result.missing_keys and all(k.endswith("num_batches_tracked")
+                                           for k in result.missing_keys)
+        x = _images((2, 3, 16, 16), seed=9)
+        with torch.no_grad():
+            expected = module(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(_logits(network, x), expected, atol=ATOL, rtol=0)
+
+
 def test_round_trip_through_a_state_dict_without_torch():
-    arch = sd_lib.get_architecture("dm_wrn")
     kwargs = dict(depth=10, width=1, activation="relu", mean=(0.5,) * 3, std=(0.2,) * 3)
     source = models.build("dm_wrn", num_classes=4, input_shape=(8, 8, 3), **kwargs)
-    tensors = _keras_state_dict(source, arch)
+    tensors = sd_lib.to_state_dict(source, "dm_wrn")
     assert "layer.0.block.0.conv_0.weight" in tensors and tensors["logits.weight"].shape == (4, 64)
     tensors["layer.1.block.0.batchnorm_0.num_batches_tracked"] = np.array(3)  # ignored
     copy = sd_lib.build("dm_wrn", tensors, input_shape=(8, 8, 3), model_kwargs=kwargs)
@@ -131,8 +131,8 @@ def test_layer_names_become_the_pytorch_module_paths(arch, layer, key):
 def _small_dm():
     kwargs = dict(depth=10, width=1)
     arch = sd_lib.get_architecture("dm_wrn")
-    return arch, _keras_state_dict(models.build("dm_wrn", num_classes=3, input_shape=(8, 8, 3),
-                                                **kwargs), arch), kwargs
+    return arch, sd_lib.to_state_dict(models.build("dm_wrn", num_classes=3, input_shape=(8, 8, 3),
+                                                   **kwargs), "dm_wrn"), kwargs
 
 
 def test_missing_and_unexpected_keys_are_listed_and_nothing_is_set():

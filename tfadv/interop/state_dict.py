@@ -183,4 +183,19 @@ def load(network, arch: Architecture, tensors) -> None:
         variable.assign(value.transpose(axes) if axes is not None else value)
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "build", "get_architecture", "load", "num_classes_of"]
+def to_state_dict(network, name) -> dict:
+    """The mapping run backwards: ``{key: ndarray}`` in PyTorch's layout, the state dict of the
+    network's PyTorch twin (``torch.nn.Module.load_state_dict`` takes it after ``torch.from_numpy``;
+    BatchNorm's ``num_batches_tracked`` is left out)."""
+    arch = get_architecture(name)
+    out = {}
+    for layer in network.layers:
+        if layer.weights:
+            for key, variable, axes in _expected(layer, arch.torch_name(layer.name)):
+                value = np.asarray(variable.numpy())
+                out[key] = value.transpose(np.argsort(axes)) if axes is not None else value
+    return out
+
+
+__all__ = ["ARCHITECTURES", "Architecture", "build", "get_architecture", "load", "num_classes_of",
+           "to_state_dict"]
