@@ -93,10 +93,8 @@ class TestParityWithPyTorch:
         module = self.twins.PreActResNet18(10, False, False).eval()
         tensors = sd_lib.to_state_dict(network, "preact_resnet18")
         result = module.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()},
-                                        strict=False)
-        assert result.unexpected_keys == []
-        assert result.missing_keys and all(k.endswith("num_batches_tracked")
-                                           for k in result.missing_keys)
+                                        strict=True)
+        assert result.missing_keys == [] and result.unexpected_keys == []
         x = _images((2, 3, 16, 16), seed=9)
         with torch.no_grad():
             expected = module(torch.from_numpy(x)).numpy()
