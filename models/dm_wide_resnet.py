@@ -17,19 +17,10 @@ from __future__ import annotations
 
 import keras
 
-from tfadv.models.layers import (
-    check_spatial,
-    conv_output_size,
-    image_input,
-    torch_default_bias_init,
-    torch_default_kernel_init,
-)
+from tfadv.models import layers
 from tfadv.models.wide_resnet import trades_wrn
 
-BN_MOMENTUM = 0.9  # PyTorch BatchNorm2d(momentum=0.1)
-BN_EPSILON = 1e-5
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+CIFAR10_MEAN, CIFAR10_STD = layers.CIFAR10_MEAN_STD
 ACTIVATIONS = ("relu", "swish")
 
 
@@ -67,13 +58,9 @@ def _check(model_name, input_shape, depth, width, activation):
                          f"stride-2 groups). Received: input_shape={tuple(input_shape)!r}.")
     size = min(input_shape[0], input_shape[1])
     for _ in range(2):
-        size = conv_output_size(size + 1, 3, 2)  # pad bottom/right by one, then a valid conv
-    check_spatial(model_name, input_shape, size)
+        size = layers.conv_output_size(size + 1, 3, 2)  # pad bottom/right by one, then a valid conv
+    layers.check_spatial(model_name, input_shape, size)
     return (depth - 4) // 6
-
-
-def _bn(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def _act(activation, name):
@@ -84,7 +71,7 @@ def _act(activation, name):
 
 def _conv(filters, kernel, stride, name, padding="valid"):
     return keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
-                               kernel_initializer=torch_default_kernel_init(), name=name)
+                               kernel_initializer=layers.torch_default_kernel_init(), name=name)
 
 
 def _block(x, out_planes, stride, activation, prefix):
@@ -94,7 +81,7 @@ def _block(x, out_planes, stride, activation, prefix):
     if not has_shortcut and stride != 1:  # cannot happen in a WRN (widths change with strides)
         raise ValueError(f"A DMWideResNet block with equal widths must have stride 1. "
                          f"Received: stride={stride!r}.")
-    out = _act(activation, f"{prefix}_relu_0")(_bn(f"{prefix}_batchnorm_0")(x))
+    out = _act(activation, f"{prefix}_relu_0")(layers.torch_batch_norm(f"{prefix}_batchnorm_0")(x))
     if has_shortcut:
         x = out
     if stride == 1:  # F.pad(v, (1, 1, 1, 1)): Keras' "same"
@@ -102,7 +89,7 @@ def _block(x, out_planes, stride, activation, prefix):
     else:  # F.pad(v, (0, 1, 0, 1)): bottom and right only, whatever the input size
         out = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{prefix}_pad_0")(out)
         out = _conv(out_planes, 3, stride, f"{prefix}_conv_0")(out)
-    out = _act(activation, f"{prefix}_relu_1")(_bn(f"{prefix}_batchnorm_1")(out))
+    out = _act(activation, f"{prefix}_relu_1")(layers.torch_batch_norm(f"{prefix}_batchnorm_1")(out))
     out = _conv(out_planes, 3, 1, f"{prefix}_conv_1", padding="same")(out)
     shortcut = _conv(out_planes, 1, stride, f"{prefix}_shortcut")(x) if has_shortcut else x
     return keras.layers.Add(name=f"{prefix}_add")([shortcut, out])
@@ -126,15 +113,15 @@ def dm_wrn(num_classes, input_shape, *, depth=28, width=10, activation="swish",
     normalisation, 0 in every RobustBench entry but a few CIFAR-100/ImageNet ones) is absent.
     """
     n = _check(name, input_shape, depth, width, activation)
-    inputs, x = image_input(input_shape, mean, std)
+    inputs, x = layers.image_input(input_shape, mean, std)
     x = _conv(16, 3, 1, "init_conv", padding="same")(x)
     for group, (planes, stride) in enumerate(zip((16 * width, 32 * width, 64 * width), (1, 2, 2))):
         for i in range(n):
             x = _block(x, planes, stride if i == 0 else 1, activation, f"layer{group}_block{i}")
-    x = _act(activation, "relu")(_bn("batchnorm")(x))
+    x = _act(activation, "relu")(layers.torch_batch_norm("batchnorm")(x))
     x = keras.layers.GlobalAveragePooling2D(name="global_avg_pool")(x)
-    outputs = keras.layers.Dense(num_classes, kernel_initializer=torch_default_kernel_init(),
-                                 bias_initializer=torch_default_bias_init(64 * width),
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=layers.torch_default_kernel_init(),
+                                 bias_initializer=layers.torch_default_bias_init(64 * width),
                                  name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
 

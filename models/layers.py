@@ -96,6 +96,11 @@ class SpatialSubsample(keras.layers.Layer):
         return config
 
 
+#: Per-channel (mean, std) of the datasets' normalisations in PyTorch releases.
+CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Standardize(keras.layers.Layer):
     """``(x - mean) / std`` per channel, inside the network, so that the model takes pixels.
@@ -222,6 +227,12 @@ def torch_conv3x3(x, filters, stride, name, use_bias=False, kernel_initializer=N
         kernel_initializer=kernel_initializer,
         name=name,
     )(x)
+
+
+def torch_batch_norm(name):
+    """A ``BatchNormalization`` with PyTorch ``BatchNorm2d``'s defaults: momentum 0.1 (Keras'
+    0.9) and epsilon 1e-5."""
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
 def conv_output_size(size, kernel, stride=1, padding="valid"):

@@ -16,23 +16,22 @@ from __future__ import annotations
 import keras
 
 from tfadv.models.layers import (
+    IMAGENET_MEAN_STD,
     check_spatial,
     image_input,
     kaiming_normal_init,
+    torch_batch_norm,
     torch_conv3x3,
     torch_default_bias_init,
     torch_default_kernel_init,
 )
 
-BN_MOMENTUM = 0.9  # PyTorch BatchNorm2d(momentum=0.1)
-BN_EPSILON = 1e-5
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_MEAN_STD
 RESNET50_BLOCKS = (3, 4, 6, 3)
 
 
 def _bn(x, name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
+    return torch_batch_norm(name)(x)
 
 
 def _conv1x1(x, filters, stride, name, kernel_initializer):
