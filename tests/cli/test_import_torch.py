@@ -83,3 +83,42 @@ def test_the_script_converts_and_refuses_an_existing_out(rb_npz, tmp_path):
                                source(_x(1), training=False), atol=1e-5)
     again = testing.run_script("import_torch.py", *args, check=False)
     assert again.returncode != 0 and "--out exists; pass --overwrite" in again.stderr
+
+
+def test_a_pt_pickle_that_would_run_code_is_refused_and_nothing_is_written(tmp_path):
+    torch = pytest.importorskip("torch")
+    marker, path, out = (str(tmp_path / n) for n in ("pwned", "evil.pt", "m.keras"))
+
+    class WritesAMarker:
+        def __reduce__(self):
+            return (open, (marker, "w"))
+
+    torch.save({"fc.weight": torch.zeros(2, 3), "x": WritesAMarker()}, path)
+    with pytest.raises(ValueError, match=r"Refused to load the file.*weights_only"):
+        import_torch.convert("rb_wrn_28_10", path, out)
+    assert not os.path.exists(marker) and not os.path.exists(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,classes,shape", [("rb_wrn_28_10", 10, (32, 32, 3)),
+                                                ("rb_wrn_34_10", 100, (32, 32, 3)),
+                                                ("dm_wrn_28_10", 10, (32, 32, 3)),
+                                                ("preact_resnet18", 10, (32, 32, 3)),
+                                                ("tv_resnet50", 1000, (64, 64, 3))])
+def test_full_size_safetensors_through_the_command(arch, classes, shape, tmp_path):
+    """Full-size networks: a random Keras network's state dict as .safetensors, converted by the
+    command's function, gives the same logits (every key of the full layout is mapped)."""
+    numpy_io = pytest.importorskip("safetensors.numpy")
+    source = models.build(arch, num_classes=classes, input_shape=shape)
+    rng = np.random.default_rng(0)
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.2, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape))
+    path = str(tmp_path / "w.safetensors")
+    numpy_io.save_file(sd_lib.to_state_dict(source, arch), path)
+    out = str(tmp_path / "m.keras")
+    import_torch.convert(arch, path, out, input_shape=shape)
+    x = np.random.default_rng(1).uniform(0, 1, (2,) + shape).astype(np.float32)
+    np.testing.assert_allclose(keras.models.load_model(out)(x, training=False),
+                               source(x, training=False), atol=1e-5)

@@ -112,6 +112,22 @@ def test_round_trip_through_a_state_dict_without_torch():
     np.testing.assert_array_equal(_logits(copy, x), _logits(source, x))
 
 
+def test_to_state_dict_survives_a_safetensors_round_trip(tmp_path):
+    """The arrays are C-contiguous: the safetensors writer stores a transposed view's memory
+    as it lies, which scrambled every conv kernel before."""
+    numpy_io = pytest.importorskip("safetensors.numpy")
+    source = models.build("trades_wrn", num_classes=3, input_shape=(8, 8, 3), depth=10,
+                          widen_factor=1)
+    tensors = sd_lib.to_state_dict(source, "rb_wrn")
+    assert all(v.flags["C_CONTIGUOUS"] for v in tensors.values())
+    numpy_io.save_file(tensors, str(tmp_path / "w.safetensors"))
+    back = weight_files.read(str(tmp_path / "w.safetensors"))
+    copy = sd_lib.build("rb_wrn", back, input_shape=(8, 8, 3),
+                        model_kwargs=dict(depth=10, widen_factor=1))
+    x = _images((2, 3, 8, 8), seed=4)
+    np.testing.assert_array_equal(_logits(copy, x), _logits(source, x))
+
+
 @pytest.mark.parametrize("arch,layer,key", [
     ("rb_wrn_28_10", "block2_layer1_shortcut_conv", "block2.layer.0.convShortcut"),
     ("rb_wrn_34_10", "final_bn", "bn1"),

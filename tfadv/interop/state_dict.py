@@ -193,7 +193,8 @@ def to_state_dict(network, name) -> dict:
         if layer.weights:
             for key, variable, axes in _expected(layer, arch.torch_name(layer.name)):
                 value = np.asarray(variable.numpy())
-                out[key] = value.transpose(np.argsort(axes)) if axes is not None else value
+                out[key] = np.ascontiguousarray(value.transpose(np.argsort(axes)) if axes is not None
+                                                else value)
     return out
 
 
