@@ -122,3 +122,26 @@ def test_full_size_safetensors_through_the_command(arch, classes, shape, tmp_pat
     x = np.random.default_rng(1).uniform(0, 1, (2,) + shape).astype(np.float32)
     np.testing.assert_allclose(keras.models.load_model(out)(x, training=False),
                                source(x, training=False), atol=1e-5)
+
+
+def test_a_robustbench_style_pt_checkpoint_becomes_a_keras_file_with_the_same_logits(tmp_path):
+    """A .pt training checkpoint ({"state_dict": ...}, DataParallel's "module.", RobustBench's
+    normalize_model buffers) of a PyTorch twin, through the command's function, to a .keras file
+    whose logits are the PyTorch module's."""
+    torch = pytest.importorskip("torch")
+    from tests.interop import torch_twins
+
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    module = torch_twins.randomize(torch_twins.Normalized(
+        torch_twins.TorchvisionResNet((1, 1, 1, 1), 8, 6), mean, std), seed=11)
+    state = {f"module.{k}": v for k, v in module.state_dict().items()}
+    path, out = str(tmp_path / "rb.pt"), str(tmp_path / "rb.keras")
+    torch.save({"epoch": 99, "state_dict": state}, path)
+    import_torch.convert("tv_resnet", path, out, input_shape=(32, 32, 3),
+                         model_kwargs=dict(blocks=(1, 1, 1, 1), width=8))
+    x = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    loaded = keras.models.load_model(out, safe_mode=True)
+    np.testing.assert_allclose(loaded(x, training=False), expected, atol=1e-4, rtol=0)
+    assert loaded.get_layer("standardize").mean == pytest.approx(mean)
