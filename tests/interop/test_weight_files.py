@@ -49,9 +49,11 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     pytest.importorskip("torch")
     path, marker = _malicious_pt(tmp_path, with_torch=True)
     with pytest.raises(ValueError, match=r"Refused to load the file: torch.load\(weights_only=True\)"
-                       r".*Received: '.*model.pt'\."):
+                       r".*\(Unsupported global: GLOBAL .*open was not an allowed global by "
+                       r"default\).*Received: '.*model.pt'\.") as e:
         weight_files.read(path)
     assert not os.path.exists(marker)
+    assert "weights_only=False" not in str(e.value)  # no advice to run the pickle
 
 
 def test_without_torch_a_pt_file_is_not_opened_and_the_error_names_the_extra(tmp_path,
@@ -73,6 +75,16 @@ def test_a_plain_pt_state_dict_and_a_training_checkpoint_load(tmp_path):
     assert normalization is None and sorted(tensors) == ["bn.num_batches_tracked", "fc.weight"]
     assert tensors["fc.weight"].dtype == np.float32
     np.testing.assert_array_equal(tensors["fc.weight"], np.arange(6).reshape(2, 3))
+
+
+def test_a_file_that_is_not_a_pytorch_file_is_refused_too(tmp_path):
+    pytest.importorskip("torch")
+    path = str(tmp_path / "junk.pth")
+    with open(path, "wb") as f:
+        f.write(b"not a pickle at all")
+    with pytest.raises(ValueError, match=r"Refused to load the file.*\(Unsupported operand \d+\)"
+                       r".*not a PyTorch state dict.*Received: '.*junk.pth'"):
+        weight_files.read(path)
 
 
 def test_npz_object_arrays_are_refused(tmp_path):

@@ -21,6 +21,7 @@ in buffers (``normalize.mean``/``normalize.std`` of ``normalize_model`` with the
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 
 import numpy as np
@@ -89,14 +90,29 @@ def _read_torch(path):
                           ) from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError from the weights-only unpickler, or a bad file
+    except pickle.UnpicklingError as e:  # the weights-only unpickler stopped
         raise ValueError(
-            "Refused to load the file: torch.load(weights_only=True) accepts tensors, containers "
-            "and numbers only, and this pickle holds something else (it may run code when "
-            f"unpickled; tfadv never unpickles arbitrary objects). PyTorch said: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. Received: {path!r}."
-        ) from None
+            "Refused to load the file: torch.load(weights_only=True) reads tensors, containers and "
+            f"numbers only and stopped here ({_unpickler_reason(e)}). A pickle holding other objects "
+            "may run code when unpickled, and tfadv never unpickles arbitrary objects; a file that "
+            f"is not a PyTorch state dict stops the same way. Received: {path!r}.") from None
+    except Exception as e:  # not a PyTorch file at all (a truncated zip archive, ...)
+        raise ValueError(f"Could not read the PyTorch file ({type(e).__name__}: "
+                         f"{_unpickler_reason(e)}). Received: {path!r}.") from None
     return _to_numpy(obj, torch, path)
+
+
+def _unpickler_reason(error):
+    """The line of PyTorch's message that says what stopped it (``Unsupported global: GLOBAL
+    io.open ...``), without its advice to load with ``weights_only=False``."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if rest:
+            return rest[0].split(". Please use")[0].rstrip(".")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _to_numpy(obj, torch, path):
