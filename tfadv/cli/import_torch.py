@@ -28,7 +28,7 @@ dm_wrn_*, ImageNet's for tv_resnet*, none for rb_wrn_* and preact_resnet18); "no
 --out must end in .keras and be new; an existing file is replaced (atomically) only with
 --overwrite. The file loads with keras.models.load_model after `import tfadv.models` (which
 registers its layers), in safe mode, and evaluates with
-`tfadv-eval --model_path=OUT --pixel_range=[0,1] ...`.
+`tfadv-eval --model_path=OUT --pixel_range="[0,1]" ...`.
 """
 
 import os
