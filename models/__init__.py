@@ -15,7 +15,7 @@ import numbers
 from tfadv.registry import Registry
 
 from tfadv.models import layers, lenet, resnet_cifar, small_cnns, wide_resnet
-from tfadv.models import resnet_imagenet
+from tfadv.models import dm_wide_resnet, resnet_imagenet, torch_resnets
 
 REGISTRY = Registry("model")
 
@@ -40,6 +40,15 @@ REGISTRY.register("resnet18_imagenet")(resnet_imagenet.resnet18_imagenet)
 REGISTRY.register("resnet50_imagenet")(resnet_imagenet.resnet50_imagenet)
 REGISTRY.register("resnet101_imagenet")(resnet_imagenet.resnet101_imagenet)
 REGISTRY.register("resnet152_imagenet")(resnet_imagenet.resnet152_imagenet)
+# RobustBench's PyTorch layouts, whose state dicts tfadv.interop.state_dict (tfadv-import-torch) maps.
+REGISTRY.register("rb_wrn_28_10")(dm_wide_resnet.rb_wrn_28_10)
+REGISTRY.register("rb_wrn_34_10")(dm_wide_resnet.rb_wrn_34_10)
+REGISTRY.register("dm_wrn")(dm_wide_resnet.dm_wrn)
+REGISTRY.register("dm_wrn_28_10")(dm_wide_resnet.dm_wrn_28_10)
+REGISTRY.register("dm_wrn_70_16")(dm_wide_resnet.dm_wrn_70_16)
+REGISTRY.register("preact_resnet18")(torch_resnets.preact_resnet18)
+REGISTRY.register("tv_resnet")(torch_resnets.tv_resnet)
+REGISTRY.register("tv_resnet50")(torch_resnets.tv_resnet50)
 
 
 def _is_int(value):

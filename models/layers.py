@@ -96,6 +96,78 @@ class SpatialSubsample(keras.layers.Layer):
         return config
 
 
+#: Per-channel (mean, std) of the datasets' normalisations in PyTorch releases.
+CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Standardize(keras.layers.Layer):
+    """``(x - mean) / std`` per channel, inside the network, so that the model takes pixels.
+
+    The normalisation of the PyTorch models RobustBench distributes (DeepMind's ``DMWideResNet``
+    subtracts ``mean`` and divides by ``std`` in ``forward``; RobustBench's ImageNet models are
+    ``normalize_model(...)``): with it in the Keras network, an attack's eps stays in pixel units.
+    ``mean`` and ``std`` are constants of the layer's config (no weights), one value or one per
+    channel.
+    """
+
+    def __init__(self, mean, std, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = _float_tuple("mean", mean)
+        self.std = _float_tuple("std", std)
+        if any(s <= 0.0 for s in self.std):
+            raise ValueError(f"Standardize needs std > 0. Received: std={std!r}.")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        for label, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                raise ValueError(
+                    f"Standardize's {label} has {len(values)} values for an input of {channels} "
+                    f"channels; expected 1 or {channels}. Received: {label}={values!r}.")
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        std = ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
+        return (x - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mean": list(self.mean), "std": list(self.std)})
+        return config
+
+
+def _float_tuple(label, values):
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = (values,)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        out = ()
+    if not out:
+        raise ValueError(f"Standardize's {label} must be a number or a non-empty sequence of "
+                         f"numbers. Received: {label}={values!r}.")
+    return out
+
+
+def image_input(input_shape, mean=None, std=None):
+    """``(inputs, x)``: the network's ``images`` input and, when ``mean`` and ``std`` are given,
+    the input standardised by a :class:`Standardize` layer named ``standardize`` (else the input).
+    """
+    if (mean is None) != (std is None):
+        raise ValueError("Give both mean and std, or neither. "
+                         f"Received: mean={mean!r}, std={std!r}.")
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    if mean is None:
+        return inputs, inputs
+    return inputs, Standardize(mean, std, name="standardize")(inputs)
+
+
 def channel_pad_amounts(in_channels, out_channels):
     """(before, after) zero channels taking `in_channels` to `out_channels`; symmetric when even."""
     diff = out_channels - in_channels
@@ -155,6 +227,12 @@ def torch_conv3x3(x, filters, stride, name, use_bias=False, kernel_initializer=N
         kernel_initializer=kernel_initializer,
         name=name,
     )(x)
+
+
+def torch_batch_norm(name):
+    """A ``BatchNormalization`` with PyTorch ``BatchNorm2d``'s defaults: momentum 0.1 (Keras'
+    0.9) and epsilon 1e-5."""
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
 def conv_output_size(size, kernel, stride=1, padding="valid"):

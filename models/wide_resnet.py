@@ -20,6 +20,7 @@ from tfadv.models.layers import (
     channel_pad_amounts,
     check_spatial,
     conv_output_size,
+    image_input,
     tf1_conv_init,
     torch_conv3x3,
     torch_default_kernel_init,
@@ -233,7 +234,7 @@ def _trades_block(x, out_planes, stride, drop_rate, prefix):
 
 
 def trades_wrn(num_classes, input_shape, *, depth=34, widen_factor=10, drop_rate=0.0,
-               name="trades_wrn"):
+               mean=None, std=None, name="trades_wrn"):
     """TRADES' PyTorch WideResNet (``yaodongyu/TRADES``, ``models/wideresnet.py``).
 
     Stem conv3x3 -> 16 (no bias); three ``NetworkBlock`` stages of ``(depth - 4) / 6`` BasicBlocks,
@@ -250,14 +251,18 @@ def trades_wrn(num_classes, input_shape, *, depth=34, widen_factor=10, drop_rate
     out, so the trainable count is the well-known 46,160,474 for WRN-34-10; the head uses global
     average pooling (``F.avg_pool2d(out, 8)`` on 32x32 inputs is the same thing); stride-2 3x3
     convs pad one pixel on every side, as PyTorch's ``padding=1``.
+
+    ``mean`` and ``std`` (both or neither) standardise the input inside the network
+    (:class:`~tfadv.models.layers.Standardize`), as RobustBench models that normalise in
+    ``forward`` do; the TRADES release does not.
     """
     n = _check_wrn_args(name, depth, widen_factor)
     _check_three_stages(name, input_shape)
     widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
     strides = [1, 2, 2]
 
-    inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = torch_conv3x3(inputs, 16, 1, "conv1", kernel_initializer=tf1_conv_init())
+    inputs, x = image_input(input_shape, mean, std)
+    x = torch_conv3x3(x, 16, 1, "conv1", kernel_initializer=tf1_conv_init())
     for stage, (width, stride) in enumerate(zip(widths, strides), 1):
         for unit in range(1, n + 1):
             x = _trades_block(x, width, stride if unit == 1 else 1, drop_rate,

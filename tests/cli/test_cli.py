@@ -22,7 +22,7 @@ def test_every_training_script_evaluation_and_export_has_a_command():
     commands = _commands()
     defenses = ["bat", "curriculum", "dynamic", "l2lda", "madry", "natural", "trades"]
     assert sorted(commands) == sorted([f"tfadv-train-{d}" for d in defenses]
-                                      + ["tfadv-eval", "tfadv-export"])
+                                      + ["tfadv-eval", "tfadv-export", "tfadv-import-torch"])
     trains = sorted(n for n in os.listdir(os.path.join(ROOT, "scripts")) if n.startswith("train_"))
     assert trains == [f"train_{d}.py" for d in defenses]
 

@@ -160,7 +160,8 @@ ALL_NAMES = [
     "madry_wrn", "madry_wrn34", "madry_wrn28", "trades_wrn", "trades_wrn34_10", "resnet18_cifar",
     "resnet20_cifar", "lenet5", "madry_mnist_cnn", "trades_smallcnn", "fosc_mnist_cnn",
     "fosc_cifar_cnn", "digits_cnn", "resnet_imagenet", "resnet18_imagenet", "resnet50_imagenet",
-    "resnet101_imagenet", "resnet152_imagenet",
+    "resnet101_imagenet", "resnet152_imagenet", "rb_wrn_28_10", "rb_wrn_34_10", "dm_wrn",
+    "dm_wrn_28_10", "dm_wrn_70_16", "preact_resnet18", "tv_resnet", "tv_resnet50",
 ]
 
 
