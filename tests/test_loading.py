@@ -197,3 +197,10 @@ def test_a_run_directory_prefers_its_model_keras(tmp_path):
     assert info["model_id"] == identity.of_file(os.path.join(run, "model.keras"))
     with pytest.raises(ValueError, match="must end in .keras"):
         export.save_keras(net, os.path.join(run, "model.h5"))
+    # A checkpoint newer than model.keras (the run trained further) wins over it; an older one not.
+    keras_file = os.path.join(run, loading.KERAS_FILE)
+    weights = checkpoints.save(os.path.join(run, checkpoints.CHECKPOINT_DIR), net, 1)
+    os.utime(keras_file, (1e9, 1e9))
+    assert loading.run_keras_file(run) is None
+    os.utime(weights, (0.5e9, 0.5e9))
+    assert loading.run_keras_file(run) == keras_file

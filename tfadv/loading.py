@@ -123,7 +123,7 @@ def run_keras_file(logdir: str) -> Optional[str]:
         return None
     if not os.path.isdir(os.path.join(logdir, ckpt_lib.CHECKPOINT_DIR)):
         return path
-    _, weights = ckpt_lib.resolve(logdir)
+    weights, _ = ckpt_lib.resolve(logdir)
     return path if os.path.getmtime(path) >= os.path.getmtime(weights) else None
 
 
