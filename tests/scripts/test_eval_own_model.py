@@ -95,3 +95,15 @@ def test_a_lambda_layer_is_refused_by_the_script(tmp_path):
     proc = run_script("eval_robustness.py", f"--model_path={path}", *ATTACKS,
                       "--unsafe_deserialization", f"--out_dir={tmp_path / 'out'}")
     assert os.path.exists(tmp_path / "out" / "robustness.json")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--input_shape=8,8"], "--input_shape must be three positive integers H,W,C. Received: '8,8'."),
+    (["--normalize=[0.5,0.5],0.1,2"], "--normalize must be MEAN,STD"),
+    (["--num_classes=1"], "--num_classes must be at least 2. Received: 1."),
+])
+def test_model_flags_are_checked_before_anything_is_loaded(args, expected, tmp_path):
+    proc = run_script("eval_robustness.py", "--model_path=/nonexistent/model.keras", *ATTACKS,
+                      *args, f"--out_dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and expected in proc.stderr, proc.stderr[-2000:]
+    assert "Model path does not exist" not in proc.stderr
