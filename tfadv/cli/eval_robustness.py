@@ -1,10 +1,19 @@
-"""Robustness evaluation of a SavedModel or checkpoint under a list of attacks or a suite.
+"""Robustness evaluation of a SavedModel, checkpoint or your own model under attacks or a suite.
 
     python scripts/eval_robustness.py --model_path=runs/madry_digits/savedmodel \
         --dataset=digits --eps=25.5 --attacks=clean,fgsm,pgd-40,cw-20
     python scripts/eval_robustness.py --model_path=... --suite=autoattack --resume --tensorboard
     python scripts/eval_robustness.py --model_path=... --attacks=clean,pgd-20 --diagnostics --analyses \
         --transfer_source=runs/natural_digits/savedmodel
+
+Your own model (docs/guide/own-model.md): --model_path=FILE.keras (Keras safe mode; a Lambda layer
+needs --unsafe_deserialization), FILE.weights.h5 with --arch=NAME --num_classes=N --input_shape=H,W,C,
+a plain TF/Keras SavedModel (--signature=NAME when it has several), or keras.applications:NAME (its
+preprocessing inside; random weights unless --app_weights=LOCAL_FILE; nothing is downloaded).
+--pixel_range declares what the model takes; --normalize=MEAN,STD puts the normalisation inside the
+model so that eps stays in pixel space; softmax outputs are turned into log-probabilities with a
+warning; images that do not fit the model are refused before any attack. A SavedModel is a program:
+evaluate only trusted ones.
 
 Attack list grammar (tfadv/evaluation/specs.py): clean, fgsm, pgd-K, cw-K,
 pgd(steps=K,step=S,loss=ce|cw,restarts=R,start=uniform|gaussian|none,norm=linf|l2,eps=E,target=mc|ll|random),
