@@ -56,29 +56,39 @@ from tfadv import checkpoints as ckpt_lib
 from tfadv import data as data_lib
 from tfadv import evaluation as eval_lib
 from tfadv import ranges as ranges_lib
+from tfadv import wrappers
+from tfadv.attacks import checks as checks_lib
 from tfadv.cli import program
 from tfadv.evaluation import report as report_lib
 from tfadv.evaluation import runner as runner_lib
 from tfadv.evaluation import specs as specs_lib
-from tfadv import wrappers
-from tfadv.attacks import checks as checks_lib
 from tfadv.loading import APPLICATIONS, LoadOptions, load_for_evaluation
 
 flags.DEFINE_string("model_path", None, "SavedModel dir (tfadv's or a plain TF/Keras one), run dir, "
                     "checkpoints dir, .weights.h5, .keras file or keras.applications:NAME.")
-flags.DEFINE_string("arch", None, "tfadv.models architecture of a bare .weights.h5 --model_path.")
-flags.DEFINE_integer("num_classes", None, "Classes of --arch or a keras.applications classifier.")
-flags.DEFINE_list("input_shape", None, "Image shape H,W,C where the model does not state it.")
-flags.DEFINE_string("signature", None, "Serving signature of a plain SavedModel (default: its only "
-                    "one; several are refused with their names).")
-flags.DEFINE_enum("pixel_range", None, list(ranges_lib.RANGES), "Pixel range the model takes "
-                  "(default: the recorded one, else [0,1]).")
-flags.DEFINE_string("normalize", None, "MEAN,STD (numbers or per-channel lists [a,b,c],[d,e,f]) "
-                    "applied inside the model, so that eps stays in pixel space.")
-flags.DEFINE_boolean("unsafe_deserialization", False, "Load .keras files with safe_mode=False "
-                     "(runs a Lambda layer's code): only for files from a trusted source.")
-flags.DEFINE_string("app_weights", None, "Local weights file of a keras.applications classifier "
-                    "(default random weights; nothing is downloaded).")
+
+
+def _define_model_flags():
+    """The flags that say how to read a user's own model (tfadv.loading.LoadOptions)."""
+    for name, text in (
+            ("arch", "tfadv.models architecture of a bare .weights.h5 --model_path."),
+            ("signature", "Serving signature of a plain SavedModel (default: its only one; "
+                          "several are refused with their names)."),
+            ("normalize", "MEAN,STD (numbers or per-channel lists [a,b,c],[d,e,f]) applied "
+                          "inside the model, so that eps stays in pixel space."),
+            ("app_weights", "Local weights file of a keras.applications classifier (default "
+                            "random weights; nothing is downloaded).")):
+        flags.DEFINE_string(name, None, text)
+    flags.DEFINE_integer("num_classes", None, "Classes of --arch or a keras.applications classifier.")
+    flags.DEFINE_list("input_shape", None, "Image shape H,W,C where the model does not state it.")
+    flags.DEFINE_enum("pixel_range", None, list(ranges_lib.RANGES), "Pixel range the model takes "
+                      "(default: the recorded one, else [0,1]).")
+    flags.DEFINE_boolean("unsafe_deserialization", False, "Load .keras files with safe_mode=False "
+                         "(runs a Lambda layer's code): only for files from a trusted source.")
+
+
+_define_model_flags()
+
 flags.DEFINE_string("dataset", None, "Dataset (default: the one recorded with the model).")
 flags.DEFINE_string("data_dir", None, "tfds data directory.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
