@@ -204,3 +204,45 @@ def test_a_run_directory_prefers_its_model_keras(tmp_path):
     assert loading.run_keras_file(run) is None
     os.utime(weights, (0.5e9, 0.5e9))
     assert loading.run_keras_file(run) == keras_file
+
+
+def test_an_input_shape_flag_that_contradicts_the_model_is_refused(tmp_path):
+    path = str(tmp_path / "net.keras")
+    testing.tiny_cnn().save(path)
+    with pytest.raises(ValueError, match=r"takes images of shape \(8, 8, 1\)") as e:
+        load_for_evaluation(path, LoadOptions(input_shape=(8, 8, 3)))
+    assert str(e.value).endswith("Received: --input_shape=(8, 8, 3).")
+
+
+def test_a_plain_softmax_savedmodel_is_normalised_and_log_wrapped(tmp_path):
+    net = softmax_model(seed=6)
+    path = str(tmp_path / "plain_softmax")
+    tf.saved_model.save(net, path)
+    with pytest.warns(UserWarning, match="wrapped to return their logarithm"):
+        model, info = load_for_evaluation(path, LoadOptions(normalize=((0.25,), (0.5,))))
+    assert isinstance(model, wrappers.WrappedFn) and model.input_shape == (8, 8, 1)
+    x = images()
+    np.testing.assert_allclose(model(x).numpy(), np.log(net((x - 0.25) / 0.5).numpy()), atol=1e-5)
+    assert info["wrappers"] == ["normalize(mean=[0.25], std=[0.5])", "log(softmax outputs)"]
+
+
+def test_a_wrapped_keras_model_saves_and_loads_in_safe_mode(tmp_path):
+    net = softmax_model(seed=7)
+    wrapped = wrappers.wrap(net, input_shape=(8, 8, 1), normalize=((0.5,), (0.25,)),
+                            log_outputs=True)
+    path = str(tmp_path / "wrapped.keras")
+    wrapped.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    x = images()
+    np.testing.assert_allclose(loaded(x).numpy(), wrapped(x).numpy(), atol=1e-6)
+    np.testing.assert_allclose(loaded(x).numpy(), np.log(net((x - 0.5) / 0.25).numpy()), atol=1e-5)
+
+
+@pytest.mark.parametrize("low, high", [(0.0, 1.0), (-1.0, 1.0)])
+def test_application_preprocessing_scales_the_pixel_range_to_levels(low, high):
+    layer = wrappers.ApplicationPreprocess("vgg16", low, high)
+    x = np.array([[[[low, (low + high) / 2, high]]]], np.float32)
+    expected = keras.applications.vgg16.preprocess_input(np.array([[[[0.0, 127.5, 255.0]]]]))
+    np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-4)
+    assert wrappers.application_module("MobileNetV3Small") == "mobilenet_v3"
+    assert wrappers.application_module("VGG16") == "vgg16"

@@ -259,6 +259,10 @@ def _wrapped(model, info: dict, options: LoadOptions):
                          f"contradicts it. Received: --pixel_range={options.pixel_range!r}.")
     rng = ranges_lib.get_range(recorded or options.pixel_range or "[0,1]")
     shape = info.get("input_shape") or wrappers_shape(model)
+    if options.input_shape is not None and shape is not None and not tf.TensorShape(
+            shape).is_compatible_with(tf.TensorShape(options.input_shape)):
+        raise ValueError(f"The model takes images of shape {tuple(shape)}; --input_shape says "
+                         f"otherwise. Received: --input_shape={tuple(options.input_shape)}.")
     wrappers.check_channels(options.normalize, shape)
     done = []
     if options.normalize is not None:
