@@ -120,25 +120,29 @@ def parse_variants(names):
     return [(n, VARIANTS[n]) for n in ordered]
 
 
-def _bat_rmc_la(get, network, pixel_range, **kwargs):
-    from tfadv.recipes import bat as bat_recipe
+def _from_recipe(defense, recipe, *args):
+    """A builder of ``defense`` with the paper's sizes from ``tfadv.recipes.<recipe>`` (the
+    defenses take input units only; the recipe converts its pixel levels for ``pixel_range``)."""
 
-    return get("bat", network, **bat_recipe.defense_kwargs("R-MC-LA", pixel_range=pixel_range),
-               pixel_range=pixel_range, **kwargs)
+    def builder(get, network, pixel_range, **kwargs):
+        import importlib
+
+        recipe_kwargs = importlib.import_module(f"tfadv.recipes.{recipe}").defense_kwargs(
+            *args, pixel_range=pixel_range)
+        return get(defense, network, **recipe_kwargs, **kwargs)
+
+    return builder
 
 
-# Row name -> builder(get, network, pixel_range, **kwargs); get is tfadv.defenses.get.
+# Row name -> builder(get, network, pixel_range, **kwargs); get is tfadv.defenses.get. Madry: PGD-7
+# of 2 within 8 pixels; BAT: R-MC-LA; TRADES: K = 10; Dynamic: 10 steps of eps/4; L2L-DA: CIFAR-10.
 BUILDERS = {
     "clean": lambda get, network, pixel_range, **kw: get("natural", network, **kw),
-    "madry_pgd7": lambda get, network, pixel_range, **kw: get(
-        "madry", network, num_steps=7, pixel_range=pixel_range, **kw),
-    "bat_rmc_la": _bat_rmc_la,
-    "trades_k10": lambda get, network, pixel_range, **kw: get(
-        "trades", network, num_steps=10, pixel_range=pixel_range, **kw),
-    "dynamic": lambda get, network, pixel_range, **kw: get(
-        "dynamic", network, num_steps=10, pixel_range=pixel_range, **kw),
-    "l2lda": lambda get, network, pixel_range, **kw: get(
-        "l2lda", network, pixel_range=pixel_range, **kw),
+    "madry_pgd7": _from_recipe("madry", "madry"),
+    "bat_rmc_la": _from_recipe("bat", "bat", "R-MC-LA"),
+    "trades_k10": _from_recipe("trades", "trades"),
+    "dynamic": _from_recipe("dynamic", "fosc"),
+    "l2lda": _from_recipe("l2lda", "l2lda", "cifar10"),
 }
 
 

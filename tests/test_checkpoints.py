@@ -50,3 +50,11 @@ class CheckpointTest(TestCase):
         os.remove(os.path.join(logdir, checkpoints.RUN_CONFIG))
         with self.assertRaisesRegex(ValueError, "run_config.json.*Received"):
             checkpoints.restore_network(logdir)
+
+    def test_corrupt_run_config_names_the_file(self):
+        logdir, _ = self._run_dir()
+        with open(os.path.join(logdir, checkpoints.RUN_CONFIG), "w") as f:
+            f.write("{not json")
+        with self.assertRaisesRegex(ValueError, r"^Corrupt run_config\.json \(.+\)\. "
+                                                r"Received: '.*run_config\.json'\.$"):
+            checkpoints.read_run_config(logdir)

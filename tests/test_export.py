@@ -66,3 +66,15 @@ class ExportTest(TestCase):
             f.write(b"\x00garbage")
         with self.assertRaisesRegex(ValueError, "Could not read the SavedModel.*Received"):
             export.load_savedmodel(path)
+
+    def test_missing_or_corrupt_metadata_names_the_file(self):
+        path = os.path.join(self.get_temp_dir(), "meta")
+        export.export_savedmodel(tiny_cnn(with_bn=False), path, pixel_range="[0,1]")
+        with open(os.path.join(path, export.METADATA_FILE), "w") as f:
+            f.write("[1,")
+        with self.assertRaisesRegex(ValueError, r"^Corrupt tfadv_metadata\.json \(.+\)\. "
+                                                r"Received: '.*meta/tfadv_metadata\.json'\.$"):
+            export.load_savedmodel(path)
+        os.remove(os.path.join(path, export.METADATA_FILE))
+        with self.assertRaisesRegex(ValueError, r"lacks tfadv_metadata\.json.*Received: '.*meta'\.$"):
+            export.load_savedmodel(path)

@@ -58,7 +58,8 @@ def test_defense_modules_import_plainly():
                                   "natural", "trades"])
 def test_defense_get_builds_the_model(name):
     net = testing.tiny_cnn(seed=0)
-    model = defenses.get(name, net, **({"base_filters": 4} if name.startswith("l2l") else {}))
+    model = defenses.get(name, net, **testing.paper_kwargs(name),
+                         **({"base_filters": 4} if name.startswith("l2l") else {}))
     assert isinstance(model, defenses.AdversarialModel)
     assert model.network is net
 

@@ -79,3 +79,16 @@ def write_text(path: str, text: str) -> None:
 
 def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str, *, missing: str):
+    """The JSON value in ``path`` (as :func:`write_json` wrote it). ValueError with the message
+    ``missing`` when there is no such file, and naming the file, the error and the path when it
+    cannot be read or parsed."""
+    if not os.path.isfile(path):
+        raise ValueError(missing)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"Corrupt {os.path.basename(path)} ({e}). Received: {path!r}.") from None

@@ -39,15 +39,10 @@ def write_run_config(logdir: str, *, model: str, num_classes: int, input_shape, 
 
 
 def read_run_config(logdir: str) -> dict:
-    path = os.path.join(logdir, RUN_CONFIG)
-    if not os.path.isfile(path):
-        raise ValueError(f"No {RUN_CONFIG} in the run directory, so the network cannot be rebuilt. "
-                         f"Received: {logdir!r}.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"Corrupt {RUN_CONFIG} ({e}). Received: {path!r}.") from None
+    return atomic.read_json(
+        os.path.join(logdir, RUN_CONFIG),
+        missing=f"No {RUN_CONFIG} in the run directory, so the network cannot be rebuilt. "
+                f"Received: {logdir!r}.")
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

@@ -7,7 +7,6 @@ images must be in. Export is atomic: the directory appears complete or not at al
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
@@ -109,15 +108,12 @@ def load_savedmodel(path: str) -> LoadedModel:
         raise ValueError(f"No SavedModel directory at this path. Received: {path!r}.")
     if not is_savedmodel(path):
         raise ValueError(f"Not a SavedModel (no saved_model.pb inside). Received: {path!r}.")
-    meta_path = os.path.join(path, METADATA_FILE)
-    if not os.path.isfile(meta_path):
-        raise ValueError(f"SavedModel lacks {METADATA_FILE}; export it with "
-                         f"scripts/export_savedmodel.py. Received: {path!r}.")
+    metadata = atomic.read_json(os.path.join(path, METADATA_FILE),
+                                missing=f"SavedModel lacks {METADATA_FILE}; export it with "
+                                        f"scripts/export_savedmodel.py. Received: {path!r}.")
     try:
-        with open(meta_path, encoding="utf-8") as f:
-            metadata = json.load(f)
         module = tf.saved_model.load(path)
-    except Exception as e:  # corrupt protobuf/variables/json
+    except Exception as e:  # corrupt protobuf/variables
         raise ValueError(f"Could not read the SavedModel ({type(e).__name__}: {e}). "
                          f"Received: {path!r}.") from None
     if not hasattr(module, "serve"):

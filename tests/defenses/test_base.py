@@ -34,7 +34,8 @@ def test_eps_warmup_scales_eps_and_step_linearly():
 
 def test_eps_warmup_validation():
     with pytest.raises(ValueError, match="Received: -1"):
-        defenses.get("madry", testing.tiny_cnn(), eps=0.1, eps_warmup_steps=-1)
+        defenses.get("madry", testing.tiny_cnn(), eps=0.1, step_size=2 / 255,
+                     eps_warmup_steps=-1)
 
 
 def test_natural_training_uses_clean_images_and_keeps_the_eval_attack():
@@ -54,7 +55,7 @@ def test_natural_training_uses_clean_images_and_keeps_the_eval_attack():
 
 def test_images_outside_the_declared_range_stop_training():
     x, y = _digits()
-    model = defenses.get("madry", testing.tiny_cnn(), eps=0.1, num_steps=1)
+    model = defenses.get("madry", testing.tiny_cnn(), eps=0.1, step_size=2 / 255, num_steps=1)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"pixel range \[0,1\]"):
         model.train_on_batch(x * 255.0, y)
@@ -67,7 +68,7 @@ def test_images_outside_the_declared_range_stop_training():
     (dict(loss="mse", loss_weights=[2.0]), "Received: loss='mse', loss_weights=[2.0]."),
 ])
 def test_compile_refuses_a_loss_or_metrics_the_defense_would_ignore(kwargs, received):
-    model = defenses.get("trades", testing.tiny_cnn(), eps=0.1, num_steps=1)
+    model = defenses.get("trades", testing.tiny_cnn(), eps=0.1, step_size=0.007, num_steps=1)
     with pytest.raises(ValueError) as info:
         model.compile(optimizer=keras.optimizers.SGD(0.1), **kwargs)
     message = str(info.value)
@@ -78,7 +79,7 @@ def test_compile_refuses_a_loss_or_metrics_the_defense_would_ignore(kwargs, rece
 
 
 def test_compile_refuses_a_positional_loss_and_names_the_default_loss():
-    model = defenses.get("madry", testing.tiny_cnn(), eps=0.1, num_steps=1)
+    model = defenses.get("madry", testing.tiny_cnn(), eps=0.1, step_size=2 / 255, num_steps=1)
     with pytest.raises(ValueError, match=r"\(mean CE on the adversarial examples, plus weight "
                                          r"decay\).*Received: loss='mse'\.$"):
         model.compile(keras.optimizers.SGD(0.1), "mse")

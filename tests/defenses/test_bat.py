@@ -46,9 +46,9 @@ def counting_net():
 # ------------------------------------------------------------------------------ construction
 
 
-def test_registry_and_defaults_are_r_mc_la():
+def test_registry_and_recipe_r_mc_la():
     assert "bat" in defenses.names()
-    model = defenses.get("bat", testing.tiny_cnn(seed=0))
+    model = defenses.get("bat", testing.tiny_cnn(seed=0), **bat_recipe.defense_kwargs("R-MC-LA"))
     assert isinstance(model, bat_lib.BilateralAdversarialTraining)
     assert isinstance(model, defenses.AdversarialModel)
     cfg = model.attack.get_config()
@@ -117,8 +117,9 @@ def test_named_models_are_the_papers():
     dict(top_k=10), dict(gamma=-1.0),
 ])
 def test_bad_arguments(kwargs):
+    attack = bat_recipe.defense_kwargs("R-MC")["image_attack"]  # so that kwargs are what is refused
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("bat", testing.tiny_cnn(seed=0), **kwargs)
+        defenses.get("bat", testing.tiny_cnn(seed=0), image_attack=attack, **kwargs)
 
 
 def test_bad_names_and_two_attacks():

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfadv import attacks, defenses
 from tfadv.defenses import CurriculumAdversarialTraining
 from tfadv.defenses.curriculum import CurriculumSchedule, StepsOverride, mixing_steps
+from tfadv.recipes import fosc as fosc_recipe
 from tests import testing
 
 
@@ -122,8 +123,8 @@ def drive(model, accuracies, **kwargs):
 
 
 def test_k_increases_after_patience_epochs_without_improvement_and_never_exceeds_k_max():
-    model = defenses.get("curriculum", testing.tiny_cnn(seed=0), num_steps=3, patience=2,
-                                       restore_best=False)
+    model = defenses.get("curriculum", testing.tiny_cnn(seed=0), eps=8 / 255, num_steps=3,
+                         patience=2, restore_best=False)
     # best at epoch 1; epochs 2, 3 do not improve -> k=1 after epoch 3; the new lesson's best is
     # epoch 5 (PGD-1 accuracy 0.45), epochs 6, 7 do not improve -> k=2 after epoch 7
     ks, cb = drive(model, [0.5, 0.6, 0.6, 0.55, 0.4, 0.45, 0.45, 0.45])
@@ -141,7 +142,7 @@ def test_k_increases_after_patience_epochs_without_improvement_and_never_exceeds
 
 def test_restore_best_puts_back_the_lessons_best_weights():
     net = testing.tiny_cnn(seed=0)
-    model = defenses.get("curriculum", net, num_steps=3, patience=1)
+    model = defenses.get("curriculum", net, eps=8 / 255, num_steps=3, patience=1)
     cb = CurriculumSchedule()
     cb.set_model(model)
     cb.on_train_begin()
@@ -204,12 +205,14 @@ def test_k_grows_when_real_training_plateaus(digits):
     {"attack": attacks.get("pgd", eps=0.1), "step_size": 0.01},
 ])
 def test_bad_parameters_raise_value_error(kwargs):
+    if "attack" not in kwargs:  # the sizes, so that the parameter under test is what is refused
+        kwargs = {"eps": 8 / 255, **kwargs}
     with pytest.raises(ValueError, match="Received"):
         defenses.get("curriculum", testing.tiny_cnn(seed=0), **kwargs)
 
 
-def test_registry_and_defaults():
-    model = defenses.get("curriculum", testing.tiny_cnn(seed=0))
+def test_registry_and_paper_recipe():
+    model = defenses.get("curriculum", testing.tiny_cnn(seed=0), **fosc_recipe.defense_kwargs())
     assert defenses.DEFENSES.lookup("cat") is defenses.DEFENSES.lookup("curriculum")
     assert model.max_k == 10 and model.patience == 10 and int(model.k.numpy()) == 0
     assert model.batch_mixing and model.restore_best and model.monitor == "val_adv_acc"

@@ -13,6 +13,7 @@ from tfadv import attacks, defenses, losses
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.defenses import DynamicAdversarialTraining
 from tfadv.defenses.dynamic import DynamicSchedule, fosc_threshold
+from tfadv.recipes import fosc as fosc_recipe
 from tests import testing
 
 
@@ -120,7 +121,7 @@ def test_training_callbacks_log_fosc_histograms_and_png(digits, tmp_path):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags |= {(v.tag, event.step) for v in event.summary.value}
     assert {("fosc_distribution", 0), ("fosc_distribution", 1)} <= tags
-    assert not defenses.get("dynamic", testing.tiny_cnn(seed=0), record_fosc=False) \
+    assert not defenses.get("dynamic", testing.tiny_cnn(seed=0), eps=8 / 255, record_fosc=False) \
         .training_callbacks(str(tmp_path))[1:]
 
 
@@ -248,12 +249,14 @@ def test_release_loss_weighting_from_the_second_epoch():
     {"attack": attacks.get("pgd", eps=0.1), "eps": 0.1}, {"fosc_capacity": 0},
 ])
 def test_bad_parameters_raise_value_error(kwargs):
+    if "attack" not in kwargs:  # the sizes, so that the parameter under test is what is refused
+        kwargs = {"eps": 8 / 255, **kwargs}
     with pytest.raises(ValueError, match="Received"):
         defenses.get("dynamic", testing.tiny_cnn(seed=0), **kwargs)
 
 
-def test_registry_and_defaults():
-    model = defenses.get("dynamic", testing.tiny_cnn(seed=0))
+def test_registry_and_paper_recipe():
+    model = defenses.get("dynamic", testing.tiny_cnn(seed=0), **fosc_recipe.defense_kwargs())
     assert defenses.DEFENSES.lookup("fosc") is defenses.DEFENSES.lookup("dynamic")
     cfg = model.plain_attack.get_config()
     assert cfg["eps"] == pytest.approx(8 / 255) and cfg["step_size"] == pytest.approx(2 / 255)
@@ -274,4 +277,5 @@ def test_estimate_c_max_is_the_mean_fosc_of_fgsm_examples(digits):
 
 
 def test_only_schedule_defenses_add_training_callbacks(tmp_path):
-    assert defenses.get("madry", testing.tiny_cnn(seed=0)).training_callbacks(str(tmp_path)) == []
+    madry = defenses.get("madry", testing.tiny_cnn(seed=0), eps=8 / 255, step_size=2 / 255)
+    assert madry.training_callbacks(str(tmp_path)) == []

@@ -80,7 +80,7 @@ def make_defense(name):
     extra = {"l2lda": lambda: {"generator": testing.tiny_generator(), "eps": 0.1},
              "l2l": lambda: {"generator": testing.tiny_generator(
                  latent_dim=0, use_delta=False, class_conditional=False), "eps": 0.1}}
-    kwargs = extra[name]() if name in extra else {}
+    kwargs = {**testing.paper_kwargs(name), **(extra[name]() if name in extra else {})}
     return defenses.get(name, testing.tiny_cnn(seed=0), **kwargs)
 
 
@@ -153,8 +153,8 @@ def test_curriculum_logs_k_and_eps_warmup_logs_the_last_steps_scale(digits):
 
 def test_trades_and_l2lda_logs_compose_their_objectives(digits):
     x, y = digits[0][:32], digits[1][:32]
-    trades = defenses.get("trades", testing.tiny_cnn(seed=0), beta=3.0, eps=0.1, num_steps=2,
-                          weight_decay=0.0)
+    trades = defenses.get("trades", testing.tiny_cnn(seed=0), beta=3.0, eps=0.1, step_size=0.007,
+                          num_steps=2, weight_decay=0.0)
     trades.compile(keras.optimizers.SGD(0.0))
     logs = trades.fit(x, y, batch_size=32, epochs=1, verbose=0).history
     assert logs["loss"][0] == pytest.approx(logs["natural_loss"][0] + 3.0 * logs["kl_loss"][0],

@@ -16,6 +16,8 @@ from tfadv.attacks import l2lda_generator
 from tfadv.defenses import AdversarialExamples, AdversarialModel
 from tests import testing
 from tfadv.defenses import l2lda as l2lda_lib
+from tfadv.recipes import l2lda as l2lda_recipe
+from tfadv.recipes import madry as madry_recipe
 
 EPS = 0.1  # digits, [0,1]
 
@@ -244,9 +246,10 @@ def test_fit_logs_updates_both_networks_and_saves_the_generator(digits, tmp_path
 # ------------------------------------------------------------------------------ construction
 
 
-def test_registry_and_paper_defaults():
+def test_registry_and_paper_recipe():
     assert {"l2lda", "l2l"} <= set(defenses.names())
-    model = defenses.get("l2lda", testing.tiny_cnn(seed=0), base_filters=4)
+    model = defenses.get("l2lda", testing.tiny_cnn(seed=0), base_filters=4,
+                         **l2lda_recipe.defense_kwargs("cifar10"))
     assert model.eps == pytest.approx(8 / 255) and model.step_size == pytest.approx(2 / 255)
     assert model.num_steps == 10 and model.lam == 0.5
     assert (model.recursive, model.diversity, model.normalize_grad) == (True, True, True)
@@ -281,6 +284,7 @@ def test_bad_arguments(kwargs, match):
             make_model(**kwargs)
         return
     kwargs.setdefault("base_filters", 4)
+    kwargs.setdefault("eps", 8 / 255)  # the size, so that the argument under test is what is refused
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):
         defenses.get("l2lda", testing.tiny_cnn(seed=0), **kwargs)
 
@@ -295,7 +299,7 @@ def test_generator_must_match_the_network():
         make_model(net, generator=testing.tiny_cnn(seed=1))
     with pytest.raises(ValueError, match="pixel range"):
         make_model(net, pixel_range="[-1,1]",
-                   attack=defenses.get("madry", net).attack)  # a [0,1] PGD
+                   attack=madry_recipe.defense_kwargs()["attack"])  # a [0,1] PGD
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfadv import attacks, defenses, losses
 from tfadv.defenses import AdversarialModel, MadryAdversarialTraining
+from tfadv.recipes import madry as madry_recipe
 from tests import testing
 
 KEYS = {"loss", "adv_loss", "adv_acc", "clean_loss", "clean_acc"}
@@ -35,8 +36,8 @@ def test_registry():
         defenses.get("trades_v9", testing.tiny_cnn(seed=0))
 
 
-def test_madry_defaults_are_released_cifar_config():
-    model = defenses.get("madry", testing.tiny_cnn(seed=0))
+def test_madry_recipe_is_released_cifar_config():
+    model = defenses.get("madry", testing.tiny_cnn(seed=0), **madry_recipe.defense_kwargs())
     assert isinstance(model, MadryAdversarialTraining) and isinstance(model, AdversarialModel)
     cfg = model.attack.get_config()
     assert cfg["eps"] == pytest.approx(8 / 255) and cfg["step_size"] == pytest.approx(2 / 255)
@@ -44,7 +45,7 @@ def test_madry_defaults_are_released_cifar_config():
     assert model.weight_decay == pytest.approx(2e-4)
     assert model.eval_attack is model.attack
     assert model.attack_training is False and model.num_classes == 10
-    pm = defenses.get("madry", testing.tiny_cnn(seed=0), pixel_range="[-1,1]")
+    pm = defenses.get("madry", testing.tiny_cnn(seed=0), **madry_recipe.defense_kwargs("[-1,1]"))
     assert pm.attack.get_config()["eps"] == pytest.approx(16 / 255)
     assert pm.attack.get_config()["step_size"] == pytest.approx(4 / 255)
     assert pm.attack.get_config()["pixel_range"] == "[-1,1]"
@@ -60,7 +61,7 @@ def test_madry_attack_and_eps_conflict():
 
 def test_madry_bad_eps_in_pixels():
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("madry", testing.tiny_cnn(seed=0), eps=8)
+        defenses.get("madry", testing.tiny_cnn(seed=0), eps=8, step_size=2 / 255)
 
 
 def test_adversarial_model_argument_errors():

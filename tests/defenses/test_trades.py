@@ -41,9 +41,9 @@ def kl_to_clean(net, x, x_adv):
 # ------------------------------------------------------------------------------ construction
 
 
-def test_registry_and_cifar_defaults():
+def test_registry_and_cifar_recipe():
     assert "trades" in defenses.names()
-    model = defenses.get("trades", testing.tiny_cnn(seed=0))
+    model = defenses.get("trades", testing.tiny_cnn(seed=0), **trades_recipe.defense_kwargs())
     assert isinstance(model, TradesAdversarialTraining) and isinstance(model, AdversarialModel)
     cfg = model.attack.get_config()
     # sec. 5.3: eps 0.031 ~ 8/255, step 0.007 (= 1.785/255 exactly), K = 10; Gaussian start, KL.
@@ -56,7 +56,8 @@ def test_registry_and_cifar_defaults():
     ev = model.eval_attack.get_config()
     assert ev["loss"] == "ce" and ev["random_start"] == "uniform" and ev["num_steps"] == 10
     assert ev["eps"] == pytest.approx(8 / 255)
-    pm = defenses.get("trades", testing.tiny_cnn(seed=0), pixel_range="[-1,1]", beta=1.0)
+    pm = defenses.get("trades", testing.tiny_cnn(seed=0), beta=1.0,
+                      **trades_recipe.defense_kwargs("[-1,1]"))
     assert pm.attack.eps == pytest.approx(16 / 255) and pm.attack.step_size == pytest.approx(0.014)
     assert pm.beta == 1.0
 
@@ -83,7 +84,7 @@ def test_attack_and_eps_conflict_and_bad_pixel_sizes():
     with pytest.raises(ValueError, match="Received"):
         defenses.get("trades", net, attack=attacks.get("pgd", eps=0.1), eps=0.1)
     with pytest.raises(ValueError, match="Received"):
-        defenses.get("trades", net, eps=8)  # pixel levels passed as input units
+        defenses.get("trades", net, eps=8, step_size=0.007)  # pixel levels passed as input units
 
 
 def test_presets_registered_from_the_trades_recipe():
@@ -132,7 +133,7 @@ def test_defense_loss_is_clean_ce_plus_beta_kl_in_training_mode():
     x = testing.images_in_range("[0,1]", batch=8, seed=1)
     x_adv = np.clip(x + 0.05, 0, 1).astype("float32")
     y = np.arange(8, dtype="int32") % 10
-    model = defenses.get("trades", net, beta=3.0)
+    model = defenses.get("trades", net, beta=3.0, eps=8 / 255, step_size=0.007)
     want = np_trades_loss(net(x, training=True), net(x_adv, training=True), y, 3.0)[0]
     assert not np.allclose(  # training mode matters on this network
         want, np_trades_loss(net(x, training=False), net(x_adv, training=False), y, 3.0)[0])

@@ -236,3 +236,59 @@ def test_runner_and_attacks_refuse_a_bad_batch_with_one_message(setup, bad):
     assert len(messages) == 1, messages
     assert messages.pop().startswith("Labels must be in [0, 10)" if bad == "label"
                                      else "images must lie in the declared pixel range [0,1]")
+
+
+class _StopAfter:
+    """A terminal-like progress stream that interrupts the run when a line contains ``text``."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def isatty(self):
+        return True
+
+    def write(self, line):
+        if self.text and self.text in line:
+            raise KeyboardInterrupt("interrupted")
+
+    def flush(self):
+        pass
+
+
+def test_autoattack_components_are_summed_over_batches_kept_on_resume_and_reported(setup, tmp_path):
+    model, x, y = setup
+    x, y = x[:24], y[:24]
+    budgets = {"apgd_ce": {"n_iter": 5}, "apgd_t": {"n_iter": 5, "n_target_classes": 2},
+               "fab_t": {"n_iter": 5, "n_target_classes": 2}, "square": {"n_queries": 20}}
+
+    def specs():
+        return {"clean": attacks.get("noop"),
+                "AutoAttack": attacks.get("autoattack", eps=0.1, attack_params=budgets, seed=0)}
+
+    def run(progress, state=None):
+        return evaluation.evaluate(model, batches(x, y, 8), specs(), pixel_range="[0,1]",
+                                   progress=progress, only_robust=True, state_path=state)
+
+    whole = run(None)
+    state = str(tmp_path / "state.npz")
+    with pytest.raises(KeyboardInterrupt):
+        run(_StopAfter("AutoAttack: 16/"), state)  # stopped after AutoAttack's second batch
+    resumed = run(None, state)
+    aa = whole.results["AutoAttack"]
+    assert [c["attack"] for c in aa.components] == ["apgd_ce", "apgd_t", "fab_t", "square"]
+    counts = [(c["attacked"], c["fooled"]) for c in aa.components]
+    assert counts == [(c["attacked"], c["fooled"]) for c in resumed.results["AutoAttack"].components]
+    assert counts[0][0] == whole.results["clean"].correct.sum()  # AutoAttack saw the clean-correct
+    for (attacked, fooled), (next_attacked, _) in zip(counts, counts[1:]):
+        assert next_attacked == attacked - fooled
+    assert counts[-1][0] - counts[-1][1] == whole.worst_case.sum()
+
+    obj = report_lib.write(whole, str(tmp_path / "report"), metadata={"dataset": "digits"})
+    rows = obj["attacks"]["AutoAttack"]["components"]
+    assert [r["component"] for r in rows] == ["initial", "APGD-CE", "APGD-T", "FAB-T", "Square"]
+    assert rows[-1]["robust_acc"] == obj["robust_acc"]
+    assert [(r["attacked"], r["fooled"]) for r in rows[1:]] == counts
+    with open(tmp_path / "report" / "robustness.md", encoding="utf-8") as f:
+        text = f.read()
+    assert f"robust accuracy after Square: {obj['robust_acc']:.2f}%" in text
+    assert "clean" not in {r["component"] for r in rows} and "components" not in obj["attacks"]["clean"]

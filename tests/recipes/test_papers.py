@@ -70,3 +70,46 @@ def test_fosc_recipes():
     assert fosc_recipe.script_preset("cifar10") == "fosc_cifar10"
     mnist = recipes.get("fosc_mnist")
     assert (mnist.eps, mnist.step_size, mnist.num_steps) == (76.5, 19.125, 10)
+
+
+# The paper values the defense factories defaulted to before they took input units only, now the
+# recipes': 8 pixel levels are 8/255 of [0,1] and 16/255 of [-1,1]; 2 are 2/255 and 4/255.
+@pytest.mark.parametrize("pixel_range,width", [("[0,1]", 1), ("[-1,1]", 2)])
+def test_recipes_hold_the_former_defaults_hand_computed(pixel_range, width):
+    from tfadv.recipes import madry as madry_recipe
+
+    madry = madry_recipe.defense_kwargs(pixel_range)["attack"]
+    assert (madry.eps, madry.step_size) == (pytest.approx(8 * width / 255),
+                                            pytest.approx(2 * width / 255))
+    assert (madry.num_steps, madry.random_start, madry.norm) == (7, "uniform", "linf")
+    fosc = fosc_recipe.defense_kwargs(pixel_range)["attack"]
+    assert (fosc.eps, fosc.step_size) == (pytest.approx(8 * width / 255),
+                                          pytest.approx(2 * width / 255))
+    assert (fosc.num_steps, fosc.random_start) == (10, "uniform")
+    trades = trades_recipe.defense_kwargs(pixel_range)["attack"]
+    assert (trades.eps, trades.step_size) == (pytest.approx(8 * width / 255),
+                                              pytest.approx(0.007 * width))
+    assert (trades.num_steps, trades.random_start, trades.loss) == (10, "gaussian", "kl")
+    bat = bat_recipe.defense_kwargs("R-MC-LA", pixel_range=pixel_range)["image_attack"]
+    assert (bat.eps, bat.step_size) == (pytest.approx(8 * width / 255),
+                                        pytest.approx(8 * width / 255))
+    assert (bat.num_steps, bat.target, bat.random_start) == (1, "mc", "uniform")
+    l2lda = l2lda_recipe.defense_kwargs("cifar10", pixel_range)
+    assert l2lda["eps"] == pytest.approx(8 * width / 255) and l2lda["lam"] == 0.5
+    mnist = l2lda_recipe.defense_kwargs("mnist", pixel_range)
+    assert mnist["eps"] == pytest.approx(0.3 * width) and mnist["lam"] == 0.02
+    for attack in (madry, fosc, trades, bat):
+        assert str(attack.pixel_range) == pixel_range
+    with pytest.raises(ValueError, match="Received: dataset='svhn'"):
+        l2lda_recipe.defense_kwargs("svhn")
+
+
+def test_no_defense_holds_a_size_in_pixel_levels():
+    import inspect
+
+    for module in (defenses.bat, defenses.curriculum, defenses.dynamic, defenses.l2lda,
+                   defenses.madry, defenses.trades):
+        source = inspect.getsource(module)
+        assert "PIXELS" not in source, module.__name__
+        # the one from_pixels left is an error message's hint (8 pixel levels in input units)
+        assert source.count("from_pixels(") == (1 if module is defenses.l2lda else 0), module.__name__

@@ -66,6 +66,24 @@ class Attack(abc.ABC):
         return self.compiled(model_fn, lambda owner: tf.function(
             lambda x, y: attack(owner, x, y), reduce_retracing=True), training=training)
 
+    def checked_call(self, model_fn, x, y, attack: Callable, *, training: bool = False):
+        """``attack(model_fn, x, y)`` for an attack that compiles itself whole (C&W-L2, DeepFool;
+        it has a ``pixel_range``): an empty batch comes back as it is
+        (:func:`tfadv.attacks.checks.unless_empty`); eagerly the batch is checked on the host
+        against the model, then run as the cached compiled function (:meth:`compiled_call`);
+        inside a caller's ``tf.function`` it traces into that graph."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+
+        def run():
+            if tf.executing_eagerly():
+                checks.validate_batch(x, y, lambda: self.output_classes(model_fn, x),
+                                      self.pixel_range)
+                return self.compiled_call(model_fn, attack, training=training)(x, y)
+            return attack(model_fn, x, y)
+
+        return checks.unless_empty(x, y, self.pixel_range, run)
+
     def output_classes(self, model_fn, x) -> int:
         """The number of classes ``model_fn`` outputs, for the host-side label check
         (:func:`tfadv.attacks.model_fn.output_classes`), a probe remembered per model by this

@@ -26,6 +26,29 @@ def check_number(value, what, *, positive=True, upper=None):
     return v
 
 
+def check_at_least(value, what: str, minimum: float = 0.0, *,
+                   received: Optional[str] = None) -> float:
+    """A finite number >= ``minimum`` (a float); the errors end ``Received: <received>.``, by
+    default the value's repr (``received="eps=..."`` names the argument)."""
+    received = repr(value) if received is None else received
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number >= {minimum:g}. Received: {received}.") from None
+    if not np.isfinite(v) or v < minimum:
+        raise ValueError(f"{what} must be a finite number >= {minimum:g}. Received: {received}.")
+    return v
+
+
+def check_norm_and_radius(attack: str, norm: str, norms, eps, pixel_range) -> Tuple[str, float]:
+    """(``norm``, ``eps``) of a minimum-norm or black-box attack (FAB, Square): ``norm`` one of
+    ``norms``, ``eps`` a radius >= 0 in input units (:func:`check_radius`; an Linf radius above
+    the range width cannot be in input units, L2 radii may exceed it)."""
+    if norm not in norms:
+        raise ValueError(f"Unknown norm for {attack}. Expected one of {norms}. Received: {norm!r}.")
+    return norm, check_radius(eps, "eps", norm, pixel_range, allow_zero=True)
+
+
 def check_radius(value, what: str, norm: str, pixel_range, *, allow_zero: bool = False,
                  allow_none: bool = False):
     """The one size check of the attacks: a finite number > 0 (>= 0 with ``allow_zero``) in input

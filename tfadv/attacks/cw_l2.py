@@ -27,8 +27,7 @@ import tensorflow as tf
 from tfadv import ranges as ranges_lib
 from tfadv.attacks.base import Attack
 from tfadv.attacks.model_fn import as_model_fn, inference_fn
-from tfadv.attacks.checks import (check_int, check_radius, expand_to, unless_empty,
-                                  validate_batch)
+from tfadv.attacks.checks import check_int, check_radius, expand_to
 from tfadv.attacks.registry import ATTACKS
 
 _NO_BOUND = 1e10  # "no upper bound yet" marker of the release
@@ -104,15 +103,7 @@ class CarliniWagnerL2(Attack):
     def __call__(self, model_fn, x, y, **kwargs):
         if kwargs:
             raise ValueError(f"cw_l2 takes no call options. Received: {sorted(kwargs)}.")
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
-        return unless_empty(x, y, self.pixel_range, lambda: self._call(model_fn, x, y))
-
-    def _call(self, model_fn, x, y):
-        if tf.executing_eagerly():
-            validate_batch(x, y, lambda: self.output_classes(model_fn, x), self.pixel_range)
-            return self.compiled_call(model_fn, self._attack, training=self.training)(x, y)
-        return self._attack(model_fn, x, y)
+        return self.checked_call(model_fn, x, y, self._attack, training=self.training)
 
     # ----------------------------------------------------------------------------------------
     def _attack(self, raw_model, x, y):

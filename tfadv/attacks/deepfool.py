@@ -27,8 +27,7 @@ import tensorflow as tf
 
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import steps as steps_lib
-from tfadv.attacks.checks import (check_int, check_radius, expand_to, unless_empty,
-                                  validate_batch)
+from tfadv.attacks.checks import check_int, check_radius, expand_to
 from tfadv.attacks.base import Attack
 from tfadv.attacks.model_fn import as_model_fn, inference_fn
 from tfadv.attacks.registry import ATTACKS
@@ -92,16 +91,7 @@ class DeepFool(Attack):
     def __call__(self, model_fn, x, y, **kwargs):
         if kwargs:
             raise ValueError(f"DeepFool takes no call options. Received: {sorted(kwargs)}.")
-        raw_model = model_fn
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
-        return unless_empty(x, y, self.pixel_range, lambda: self._call(raw_model, x, y))
-
-    def _call(self, raw_model, x, y):
-        if tf.executing_eagerly():
-            validate_batch(x, y, lambda: self.output_classes(raw_model, x), self.pixel_range)
-            return self.compiled_call(raw_model, self._attack, training=self.training)(x, y)
-        return self._attack(raw_model, x, y)
+        return self.checked_call(model_fn, x, y, self._attack, training=self.training)
 
     def _clip(self, x):
         return tf.clip_by_value(x, self.pixel_range.low, self.pixel_range.high)

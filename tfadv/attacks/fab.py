@@ -158,12 +158,8 @@ class FABAttack(Attack):
                  eta: float = 1.05, beta: float = 0.9, pixel_range="[0,1]",
                  seed: Optional[int] = None, name: Optional[str] = None):
         self.pixel_range = ranges_lib.get_range(pixel_range)
-        if norm not in FAB_NORMS:
-            raise ValueError(f"Unknown norm for FAB. Expected one of {FAB_NORMS}. "
-                             f"Received: {norm!r}.")
-        self.norm = norm
-        # An Linf radius above the range width cannot be in input units; L2 radii may exceed it.
-        self.eps = checks.check_radius(eps, "eps", norm, self.pixel_range, allow_zero=True)
+        self.norm, self.eps = checks.check_norm_and_radius("FAB", norm, FAB_NORMS, eps,
+                                                           self.pixel_range)
         self.n_iter = _check_int(n_iter, "n_iter", 1)
         self.n_restarts = _check_int(n_restarts, "n_restarts", 1)
         self.targeted = bool(targeted)

@@ -22,7 +22,6 @@ generator trained against a classifier that is trained too) and the evaluation a
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Optional
 
@@ -32,6 +31,7 @@ import tensorflow as tf
 from tfadv import atomic
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import checks
 from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.model_fn import as_model_fn
 
@@ -74,14 +74,7 @@ def check_step_args(eps, step_size, num_steps):
         raise ValueError(f"num_steps (T of eq. 5) must be an int >= 1. Received: num_steps={num_steps!r}.")
     for name, value in (("eps", eps), ("step_size", step_size)):
         if not tf.is_tensor(value):
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a number in input units. "
-                                 f"Received: {name}={value!r}.") from None
-            if not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0 in input units. "
-                                 f"Received: {name}={value!r}.")
+            checks.check_at_least(value, f"{name} (in input units)", received=f"{name}={value!r}")
 
 
 def check_step_reduction(step_reduction: str) -> str:

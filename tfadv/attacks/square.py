@@ -108,12 +108,8 @@ class SquareAttack(Attack):
                  seed: Optional[int] = None, window_positions: str = "paper",
                  name: Optional[str] = None):
         self.pixel_range = ranges_lib.get_range(pixel_range)
-        if norm not in SQUARE_NORMS:
-            raise ValueError(f"Unknown norm for the Square Attack. Expected one of {SQUARE_NORMS}. "
-                             f"Received: {norm!r}.")
-        self.norm = norm
-        # An Linf radius above the range width cannot be in input units; L2 radii may exceed it.
-        self.eps = checks.check_radius(eps, "eps", norm, self.pixel_range, allow_zero=True)
+        self.norm, self.eps = checks.check_norm_and_radius("the Square Attack", norm,
+                                                           SQUARE_NORMS, eps, self.pixel_range)
         self.n_queries = _check_int(n_queries, "n_queries", 1)
         self.p_init = _check_number(p_init, "p_init", upper=1.0)
         self.n_restarts = _check_int(n_restarts, "n_restarts", 1)

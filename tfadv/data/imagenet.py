@@ -387,7 +387,13 @@ def _lmdb_records(data_dir: str, split: str) -> Tuple[str, List[Tuple[bytes, int
     from tensorpack.utils.serialize import loads
 
     synsets = read_synsets(data_dir)
-    env = lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False)
+    try:
+        env = lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False)
+    except lmdb.Error as e:  # py-lmdb opens an environment once per process
+        raise ValueError(f"The LMDB is already open in this process ({e}): a training pipeline "
+                         f"decoding in the main process (num_workers=0) holds it for its life; "
+                         f"reuse that pipeline or decode in worker processes. Received: "
+                         f"{path!r}.") from None
     with env.begin() as txn:
         keys = txn.get(b"__keys__")
         if keys is None:

@@ -27,6 +27,10 @@ or empty final slices still give the global-batch mean; weight decay is added on
 gradients update the mirrored weights, BatchNorm moving statistics are averaged over the replicas
 (weighted by their examples) so the copies never drift apart, and epoch logs are the metrics
 aggregated over replicas.
+
+The metrics of the two phases (and :class:`~tfadv.defenses.metrics.LatestValue`, a schedule's log)
+are :mod:`tfadv.defenses.metrics`; the replica arithmetic of ``train_step`` is
+:mod:`tfadv.defenses.replicas`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from tfadv import losses as losses_lib
 from tfadv.attacks import checks
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.attacks.core import Attack, ModelFn
+from tfadv.defenses import metrics as metrics_lib
+from tfadv.defenses import replicas as replicas_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,24 +72,7 @@ class AdversarialExamples:
         return cls(**dict(zip(names, values)))
 
 
-class LatestValue(keras.metrics.Metric):
-    """A metric whose result is the value it was last given: a schedule's state (``eps_scale``,
-    Dynamic AT's ``c_t``, the curriculum's ``k``), logged as of the epoch's last step. The value is
-    the same on every replica; the first replica's is read."""
-
-    def __init__(self, name: str, dtype="float32"):
-        super().__init__(name=name, dtype=dtype)
-        self.value = self.add_variable(shape=(), initializer="zeros", dtype=dtype,
-                                       aggregation="only_first_replica", name="value")
-
-    def update_state(self, value):
-        self.value.assign(tf.cast(value, self.dtype))
-
-    def result(self):
-        return tf.identity(self.value)
-
-
-class AdversarialModel(keras.Model):
+class AdversarialModel(metrics_lib.PhaseMetrics, keras.Model):
     """Wraps a logits network with an attack and a defense loss.
 
     Args:
@@ -126,77 +115,10 @@ class AdversarialModel(keras.Model):
         self.eps_warmup_steps = int(eps_warmup_steps)
         self.attack_fp32 = bool(attack_fp32)
         self.num_classes = int(network.output_shape[-1])
-        names = ["loss", "adv_loss", "adv_acc", "clean_loss", "clean_acc"]
-        self._trackers = {n: (keras.metrics.SparseCategoricalAccuracy(name=n) if n.endswith("acc")
-                              else keras.metrics.Mean(name=n)) for n in names}
-        if self.eps_warmup_steps:
-            self._trackers["eps_scale"] = LatestValue("eps_scale")
+        self._trackers = metrics_lib.base_trackers(eps_warmup=bool(self.eps_warmup_steps))
         self._evaluating = False
         # The network (and a defense's other networks) are built: nothing to trace on a batch.
         self.built = True
-
-    # ----------------------------------------------------------------------------- metrics
-    @property
-    def defense_metrics(self) -> list:
-        """The defense's own training metrics (Keras metrics it updates in its hooks, e.g. BAT's
-        ``eps_y``); logged by ``train_step`` after the base's. None by default."""
-        return []
-
-    @property
-    def training_metrics(self) -> list:
-        """What ``train_step`` updates and logs: ``loss`` (the minimised objective plus weight
-        decay), ``adv_loss``/``adv_acc`` (training mode), ``clean_loss``/``clean_acc`` with
-        ``track_clean``, ``eps_scale`` with ``eps_warmup_steps``, then ``defense_metrics``."""
-        skip = () if self.track_clean else ("clean_loss", "clean_acc")
-        return [m for n, m in self._trackers.items() if n not in skip] + list(self.defense_metrics)
-
-    @property
-    def evaluation_metrics(self) -> list:
-        """What ``test_step`` updates and logs: loss, adv_loss/adv_acc under ``eval_attack`` and
-        clean_loss/clean_acc, all in inference mode."""
-        return [self._trackers[n] for n in ("loss", "adv_loss", "adv_acc", "clean_loss",
-                                            "clean_acc")]
-
-    @property
-    def metrics(self):
-        """Every metric of the model (``reset_metrics`` resets them all)."""
-        out = []
-        for m in self.training_metrics + self.evaluation_metrics:
-            if not any(m is seen for seen in out):
-                out.append(m)
-        return out
-
-    def get_metrics_result(self):
-        """The results of the running phase's metrics (``evaluation_metrics`` inside
-        ``evaluate()``, else ``training_metrics``), read across replicas: the epoch logs of
-        ``fit()`` and the logs of ``evaluate()`` (Keras uses them whenever a step returns the same
-        names, which ``train_step``/``test_step`` do)."""
-        return self._results(self.evaluation_metrics if self._evaluating
-                             else self.training_metrics)
-
-    def evaluate(self, *args, **kwargs):
-        """Keras ``evaluate`` (also ``fit()``'s validation): its logs are the evaluation metrics
-        only (no ``val_eps_y``, ...)."""
-        outer, self._evaluating = self._evaluating, True
-        try:
-            return super().evaluate(*args, **kwargs)
-        finally:
-            self._evaluating = outer
-
-    @staticmethod
-    def _results(metrics):
-        return {m.name: m.result() for m in metrics}
-
-    def _step_logs(self, metrics):
-        """A step's logs: every metric's result. Across workers Keras averages each step log with
-        ``strategy.reduce(MEAN, v, axis=0)``, which rejects scalars: there each is a one-element
-        vector, which that reduction turns back into a scalar. Nothing changes on one host."""
-        logs = self._results(metrics)
-        strategy = self.distribute_strategy
-        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
 
     # ----------------------------------------------------------------------------- plumbing
 
@@ -323,7 +245,7 @@ class AdversarialModel(keras.Model):
                              f"AdversarialExamples (tfadv.defenses.base). Received: {examples!r}.")
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-        local_n, share = self._global_batch_share(y, replicas)
+        local_n, share = replicas_lib.global_batch_share(y, replicas)
         with tf.GradientTape(persistent=replicas > 1) as tape:
             # An empty slice runs no forward/backward (oneDNN fails on zero-size batches): its
             # loss counts 0 below and its gradients are zeros, as they were.
@@ -353,7 +275,7 @@ class AdversarialModel(keras.Model):
             del tape
         self.optimizer.apply_gradients(zip(grads, variables))
         if replicas > 1:
-            self._sync_moving_statistics(local_n)
+            replicas_lib.sync_moving_statistics(self.network, local_n)
         # Summed over replicas (value x replicas, weight 1/replicas) this is one entry per step of
         # the global-batch objective, exactly what a single device records.
         self._trackers["loss"].update_state(part * replicas + decay, sample_weight=1.0 / replicas)
@@ -406,35 +328,6 @@ class AdversarialModel(keras.Model):
         dtype = getattr(layer, "compute_dtype", None) or self.network.compute_dtype
         return tf.zeros([0, self.num_classes], dtype)
 
-    # ----------------------------------------------------------------------------- replicas
-    @staticmethod
-    def _global_batch_share(y, replicas: int):
-        """(examples in this replica's slice, its fraction of the global batch); (n, 1) alone."""
-        local_n = tf.shape(y)[0]
-        if replicas == 1:
-            return local_n, tf.constant(1.0)
-        global_n = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.cast(local_n, tf.float32))
-        return local_n, tf.cast(local_n, tf.float32) / tf.maximum(global_n, 1.0)
-
-    def _sync_moving_statistics(self, local_n):
-        """Sets every float non-trainable variable of the network (BatchNorm moving mean/variance)
-        to its average over the replicas weighted by their examples. Keras assigns them per replica
-        with no aggregation, so without this the mirrored copies drift apart and a checkpoint keeps
-        only replica 0's. The moving averages are linear, so this equals one update with the
-        replicas' example-weighted batch statistics."""
-        variables = [v for v in self.network.non_trainable_variables
-                     if "float" in str(getattr(v, "dtype", ""))]
-        if not variables:
-            return
-        ctx = tf.distribute.get_replica_context()
-        weight = tf.cast(local_n, tf.float32)
-        values = [tf.where(weight > 0, tf.cast(v.value, tf.float32) * weight, 0.0)
-                  for v in variables]
-        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [weight] + values)
-        for v, total in zip(variables, summed[1:]):
-            v.assign(tf.cast(total / tf.maximum(summed[0], 1.0), v.dtype))
-
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """The one Keras-private override, for want of a public route: under a strategy scope
         Keras 3's ``fit``/``evaluate`` call this unconditionally, and it opens an extra iterator on
@@ -445,11 +338,3 @@ class AdversarialModel(keras.Model):
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
-
-    def _update_adv(self, y, logits_adv):
-        self._trackers["adv_loss"].update_state(losses_lib.ce(logits=logits_adv, labels=y))
-        self._trackers["adv_acc"].update_state(y, logits_adv)
-
-    def _update_clean(self, y, logits_clean):
-        self._trackers["clean_loss"].update_state(losses_lib.ce(logits=logits_clean, labels=y))
-        self._trackers["clean_acc"].update_state(y, logits_clean)

@@ -136,20 +136,22 @@ def bat(network, *, image_attack=None, attack=None, label_adversary: str = "la",
         attack_training: bool = False, track_clean: bool = True, **kwargs):
     """Builds a BAT model (``tfadv.defenses.get("bat", network, ...)``).
 
-    ``image_attack`` (alias ``attack``) defaults to the paper's R-MC attack: one MC-targeted step of
-    8 pixels from a uniform random start within 8 pixels of ``pixel_range`` (BAT: [-1,1]).
+    ``image_attack`` (alias ``attack``, in input units; e.g. :func:`bat_image_attack`) is required:
+    the paper's models, R-MC-LA's one MC-targeted step of 8 pixel levels from a uniform random start
+    among them, are ``bat(network, **tfadv.recipes.bat.defense_kwargs("R-MC-LA9", beta=11))``.
+    ``pixel_range`` is validated only: the image attack carries the range it works in.
     ``eval_attack`` defaults to the paper's one-step evaluation: untargeted FGSM without random start
-    at the training eps. Weight decay 2e-4 · Σ ½‖W‖² as released. For the paper's named models use
-    ``bat(network, **tfadv.recipes.bat.defense_kwargs("R-MC-LA9", beta=11))``.
+    at the training eps. Weight decay 2e-4 · Σ ½‖W‖² as released.
     """
     if image_attack is not None and attack is not None and image_attack is not attack:
         raise ValueError(f"Pass the image attack once (image_attack= or attack=). "
                          f"Received: image_attack={image_attack!r}, attack={attack!r}.")
+    ranges_lib.get_range(pixel_range)
     image_attack = image_attack if image_attack is not None else attack
     if image_attack is None:
-        rng = ranges_lib.get_range(pixel_range)
-        image_attack = bat_image_attack(eps=rng.from_pixels(8), step_size=rng.from_pixels(8),
-                                        target="mc", random_start=True, pixel_range=rng)
+        raise ValueError("bat needs its image attack in input units: image_attack= (e.g. "
+                         "bat_image_attack(eps=..., step_size=...)); the paper's models are "
+                         "tfadv.recipes.bat.defense_kwargs(name). Received: image_attack=None.")
     if eval_attack is None and getattr(image_attack, "eps", None) is not None:
         eval_attack = attacks_lib.get("fgsm", eps=image_attack.eps, norm=image_attack.norm,
                                       pixel_range=image_attack.pixel_range)

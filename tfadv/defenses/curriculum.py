@@ -32,7 +32,8 @@ from tfadv.attacks import checks
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.callbacks import FoscRecorder
 from tfadv.defenses import dynamic as dynamic_lib
-from tfadv.defenses.base import AdversarialExamples, AdversarialModel, LatestValue
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
+from tfadv.defenses.metrics import LatestValue
 from tfadv.defenses.dynamic import _FoscLogging, with_stop_fn
 
 
@@ -211,12 +212,13 @@ def curriculum(network, *, attack=None, eps: Optional[float] = None,
                eval_attack=None, weight_decay: float = 1e-4, attack_training: bool = False,
                track_clean: bool = True, record_fosc: bool = False, **kwargs):
     """Builds a Curriculum AT model (``tfadv.defenses.get("curriculum", network, ...)``).
-    Either pass ``attack=`` (its ``num_steps`` is K) or the PGD parameters; defaults are the FOSC
-    paper's setting for all its defenses (sec. 5.1): K = 10 steps of ε/4 with random start, ε = 8
-    pixel levels; patience 10 (Cai et al.)."""
+    Either pass ``attack=`` (its ``num_steps`` is K) or the PGD parameters in input units (``eps``
+    required); defaults are the FOSC paper's setting for all its defenses (sec. 5.1): K = 10 steps
+    of ε/4 with random start (its ε: ``tfadv.recipes.fosc.defense_kwargs()``); patience 10 (Cai et
+    al.)."""
     attack = dynamic_lib.paper_attack(attack, eps=eps, step_size=step_size, num_steps=num_steps,
                                       random_start=random_start, norm=norm,
-                                      pixel_range=pixel_range)
+                                      pixel_range=pixel_range, defense="curriculum")
     return CurriculumAdversarialTraining(
         network, attack=attack, patience=patience, batch_mixing=batch_mixing,
         restore_best=restore_best, initial_k=initial_k, eval_attack=eval_attack,

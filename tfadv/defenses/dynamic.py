@@ -13,7 +13,8 @@ first step is always taken (V = 1 before it), as in Algorithm 1 and the release.
 and the attack is plain PGD.
 
 Paper defaults (sec. 5.1): c_max = 0.5, T′ = 40 of 50 epochs (MNIST) and 100 of 120 (CIFAR-10);
-10-step PGD with step ε/4 from a uniform random start, ε = 0.3 / 8/255; SGD 0.01 momentum 0.9,
+10-step PGD with step ε/4 from a uniform random start, ε = 0.3 / 8/255 (sizes are input units
+here; the paper's are the recipes); SGD 0.01 momentum 0.9,
 weight decay 1e-4, LR ÷10 at epochs 20/40 (MNIST) and 60/100 (CIFAR-10): the recipes ``fosc_mnist``
 and ``fosc_cifar10`` of :mod:`tfadv.recipes.fosc` (shared with the Curriculum baseline).
 
@@ -46,7 +47,8 @@ from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import fosc as fosc_lib
 from tfadv.callbacks import FoscLogger, FoscRecorder
-from tfadv.defenses.base import AdversarialExamples, AdversarialModel, LatestValue
+from tfadv.defenses.base import AdversarialExamples, AdversarialModel
+from tfadv.defenses.metrics import LatestValue
 
 
 def fosc_threshold(epoch, c_max: float, t_prime: float):
@@ -218,17 +220,21 @@ class DynamicAdversarialTraining(_FoscLogging, AdversarialModel):
 
 def paper_attack(attack=None, *, eps: Optional[float] = None, step_size: Optional[float] = None,
                  num_steps: int = 10, random_start: str = "uniform", norm: str = "linf",
-                 pixel_range="[0,1]"):
+                 pixel_range="[0,1]", defense: str = "dynamic"):
     """``attack``, or the PGD of the FOSC paper's setting for all its defenses (sec. 5.1) from the
-    given parameters in input units: ``eps`` defaults to 8 pixel levels of ``pixel_range``,
-    ``step_size`` to ε/4, 10 steps from a uniform random start (Dynamic and Curriculum)."""
+    given parameters in input units: ``eps`` (required without ``attack``), ``step_size``
+    defaulting to ε/4, 10 steps from a uniform random start (Dynamic and Curriculum; the paper's
+    ε in pixel levels is the recipe :mod:`tfadv.recipes.fosc`). ``defense`` names the caller in
+    errors."""
     rng = ranges_lib.get_range(pixel_range)
     if attack is not None:
         if eps is not None or step_size is not None:
             raise ValueError("Pass either attack=... or eps/step_size, not both. "
                              f"Received: attack={attack!r}, eps={eps!r}, step_size={step_size!r}.")
         return attack
-    eps = rng.from_pixels(8) if eps is None else eps
+    if eps is None:
+        raise ValueError(f"{defense} needs attack= or eps= in input units; the paper's values are "
+                         "tfadv.recipes.fosc.defense_kwargs(). Received: attack=None, eps=None.")
     return attacks_lib.get("pgd", eps=eps, step_size=eps / 4 if step_size is None else step_size,
                            num_steps=num_steps, random_start=random_start, norm=norm,
                            pixel_range=rng)
@@ -242,8 +248,9 @@ def dynamic(network, *, c_max: float = 0.5, t_prime: float = 100, attack=None,
             release_loss_weighting: bool = False, record_fosc: bool = True,
             fosc_capacity: int = 65536, **kwargs):
     """Builds a Dynamic AT model (``tfadv.defenses.get("dynamic", network, ...)``).
-    Either pass ``attack=`` or the PGD parameters; ``eps``/``step_size`` default to the paper's
-    CIFAR-10 setting, 8 pixel levels and ε/4, with 10 steps from a uniform random start (sec. 5.1)."""
+    Either pass ``attack=`` or the PGD parameters in input units: ``eps`` and ``step_size``
+    (default ε/4), 10 steps from a uniform random start (sec. 5.1); the paper's CIFAR-10 ε is
+    ``tfadv.recipes.fosc.defense_kwargs()``."""
     attack = paper_attack(attack, eps=eps, step_size=step_size, num_steps=num_steps,
                           random_start=random_start, norm=norm, pixel_range=pixel_range)
     return DynamicAdversarialTraining(

@@ -44,7 +44,6 @@ The recursion, eq. (8) on the doubled batch, the generator's update step and its
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Optional
 
@@ -55,14 +54,14 @@ from tfadv import attacks as attacks_lib
 from tfadv import batches as batches_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import checks
 from tfadv.attacks import l2lda_generator as generator_lib
 from tfadv.callbacks import GeneratorCheckpoint
 from tfadv.defenses.base import AdversarialExamples, AdversarialModel
 
 # Sec. 5.1 / the release's run commands: λ per dataset (the config default 4.0 is not used).
 LAMBDA = {"mnist": 0.02, "cifar10": 0.5}
-# Sec. 5.1: ε = 0.3 (MNIST) and 8/255 (CIFAR-10) of [0,1], in pixel levels; ε_step = ε/4; T = 10.
-EPS_PIXELS = {"mnist": 0.3 * ranges_lib.PIXEL_LEVELS, "cifar10": 8.0}
+# Sec. 5.1: ε_step = ε/4; T = 10 (ε per dataset, in pixel levels, is tfadv.recipes.l2lda's).
 NUM_STEPS = 10
 STEP_FRACTION = 0.25
 WEIGHT_DECAY = 1e-5
@@ -73,14 +72,8 @@ CLIP_NORM = 1.0
 # The defense
 
 
-def _check_number(value, name, *, minimum=0.0):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= {minimum:g}. Received: {name}={value!r}.") from None
-    if not math.isfinite(v) or v < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}. Received: {name}={value!r}.")
-    return v
+def _check_number(value, name):
+    return checks.check_at_least(value, name, received=f"{name}={value!r}")
 
 
 class L2LDA(AdversarialModel):
@@ -261,7 +254,8 @@ class L2LDA(AdversarialModel):
 def _defaults(pixel_range, eps, step_size, num_steps, recursive):
     rng = ranges_lib.get_range(pixel_range)
     if eps is None:
-        eps = rng.from_pixels(EPS_PIXELS["cifar10"])
+        raise ValueError("l2lda needs eps= (ε of eq. 5) in input units; the paper's values are "
+                         "tfadv.recipes.l2lda.defense_kwargs(dataset). Received: eps=None.")
     if num_steps is None:
         num_steps = NUM_STEPS if recursive else 1
     if step_size is None:
@@ -279,9 +273,10 @@ def l2lda(network, *, generator=None, eps: Optional[float] = None, step_size: Op
           **kwargs):
     """Builds an L2L-DA model (``tfadv.defenses.get("l2lda", network, ...)``).
 
-    Sizes are input units of ``pixel_range``. Defaults are the CIFAR-10 setting of sec. 5.1: ε = 8
-    pixel levels, ε_step = ε/4, T = 10, λ = 0.5 (MNIST: ε = 0.3, λ = 0.02; see :data:`LAMBDA`,
-    :data:`EPS_PIXELS`), weight decay 1e-5 on both networks, clipping 1.0. With
+    Sizes are input units of ``pixel_range``: ``eps`` is required (the paper's ε per dataset, in
+    pixel levels, with its λ: ``l2lda(network, **tfadv.recipes.l2lda.defense_kwargs("cifar10"))``).
+    Defaults are the CIFAR-10 setting of sec. 5.1: ε_step = ε/4, T = 10, λ = 0.5 (MNIST's 0.02:
+    see :data:`LAMBDA`), weight decay 1e-5 on both networks, clipping 1.0. With
     ``recursive=False`` T defaults to 1 and ε_step to ε (eq. 4). ``generator`` defaults to a fresh
     ``build_generator`` with ``latent_dim``, ``use_delta``, ``class_conditional``,
     ``base_filters``. ``attack`` (the validation attack; the training script passes the PGD of its

@@ -20,7 +20,6 @@ Sizes are input units. The presets (sec. 5.3, Table 5; the release's scripts) ar
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import keras
@@ -29,27 +28,16 @@ import tensorflow as tf
 from tfadv import attacks as attacks_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
+from tfadv.attacks import checks
 from tfadv.defenses.base import AdversarialModel
 
-# Algorithm 1 / sec. 5.3 CIFAR-10 attack in pixel levels out of 255 of [0,1]: ε = 0.031 ≈ 8/255
-# (8/255 = 0.031373; the release's literal 0.031 is 7.905 levels), η₁ = 0.007 = 1.785/255 exactly
-# (NOT 2/255 = 0.00784), K = 10.
-CIFAR_EPS_PIXELS = 8.0
-CIFAR_STEP_PIXELS = 0.007 * ranges_lib.PIXEL_LEVELS  # 1.785
+# Algorithm 1 / sec. 5.3: K = 10 steps (the sizes, in pixel levels, are tfadv.recipes.trades').
 CIFAR_NUM_STEPS = 10
 
 
 def check_beta(beta) -> float:
     """β = 1/λ of eq. (5): a finite number >= 0 (0 is natural training on the clean batch)."""
-    try:
-        value = float(beta)
-    except (TypeError, ValueError):
-        raise ValueError(f"beta (1/lambda of TRADES eq. 5) must be a number >= 0. "
-                         f"Received: {beta!r}.") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"beta (1/lambda of TRADES eq. 5) must be a finite number >= 0. "
-                         f"Received: {beta!r}.")
-    return value
+    return checks.check_at_least(beta, "beta (1/lambda of TRADES eq. 5)")
 
 
 def trades_loss(*, logits_clean, logits_adv, labels, beta: float):
@@ -71,13 +59,16 @@ def trades_attack(*, eps: float, step_size: Optional[float] = None,
     steps ascending Σ_i KL(f(x_i) ‖ f(x'_i)) from x + 0.001·N(0, I).
 
     ``step_size`` defaults to 2ε/K for ``norm="l2"`` (the release's
-    ``lr=epsilon / perturb_steps * 2``) and to 0.007 (1.785 pixel levels) of ``pixel_range`` for
-    Linf (sec. 5.3).
+    ``lr=epsilon / perturb_steps * 2``); Linf needs it (sec. 5.3's 0.007 of [0,1] is the recipe
+    :mod:`tfadv.recipes.trades`).
     """
     rng = ranges_lib.get_range(pixel_range)
     if step_size is None:
-        step_size = (2.0 * eps / max(int(num_steps), 1) if norm == "l2"
-                     else rng.from_pixels(CIFAR_STEP_PIXELS))
+        if norm != "l2":
+            raise ValueError("TRADES' Linf attack needs step_size= in input units; the paper's "
+                             "values are tfadv.recipes.trades.defense_kwargs(). Received: "
+                             f"step_size=None, norm={norm!r}.")
+        step_size = 2.0 * eps / max(int(num_steps), 1)
     return attacks_lib.IterativeAttack(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
                                        random_start=random_start, loss="kl", pixel_range=rng,
                                        seed=seed, name="trades_kl")
@@ -142,11 +133,12 @@ def trades(network, *, beta: float = 6.0, attack=None, eps: Optional[float] = No
     """Builds a TRADES model (``tfadv.defenses.get("trades", network, ...)``).
     Either pass ``attack=`` or the attack's parameters (input units).
 
-    Linf defaults are the CIFAR-10 setting of sec. 5.3 in ``pixel_range``: ε = 8 pixel levels
-    (0.031 ≈ 8/255 in [0,1]), η₁ = 0.007 (1.785 levels), K = 10, Gaussian start; β = 6 (Table 5) and
-    weight decay 2e-4·Σ½‖W‖² (the release's SGD ``weight_decay=2e-4``). The L2 variant has no paper
-    radius: ``norm="l2"`` needs ``eps``; its step defaults to 2ε/K (the release). ``eval_attack``
-    defaults to CE PGD with the training attack's ε, K and step from a uniform start.
+    Sizes are input units: without ``attack``, ``eps`` and (Linf) ``step_size`` are required; the
+    CIFAR-10 setting of sec. 5.3 (ε = 8 pixel levels, η₁ = 0.007 of [0,1], K = 10, Gaussian start)
+    is ``trades(network, **tfadv.recipes.trades.defense_kwargs())``. The L2 variant's step defaults
+    to 2ε/K (the release). Defaults: K = 10, Gaussian start, β = 6 (Table 5) and weight decay
+    2e-4·Σ½‖W‖² (the release's SGD ``weight_decay=2e-4``). ``eval_attack`` defaults to CE PGD with
+    the training attack's ε, K and step from a uniform start.
     """
     beta = check_beta(beta)
     if attack is None:
@@ -156,7 +148,9 @@ def trades(network, *, beta: float = 6.0, attack=None, eps: Optional[float] = No
                 raise ValueError("TRADES' L2 variant has no default radius (the paper's "
                                  "experiments are Linf); pass eps= in input units, e.g. 0.5 for "
                                  "CIFAR in [0,1]. Received: eps=None, norm='l2'.")
-            eps = rng.from_pixels(CIFAR_EPS_PIXELS)
+            raise ValueError("trades needs attack= or eps= and step_size= in input units; the "
+                             "paper's values are tfadv.recipes.trades.defense_kwargs(). Received: "
+                             f"attack=None, eps=None, step_size={step_size!r}.")
         attack = trades_attack(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
                                pixel_range=rng, random_start=random_start, seed=seed)
     elif eps is not None or step_size is not None:

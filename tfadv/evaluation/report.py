@@ -6,6 +6,11 @@ The JSON file has the shape of a RobustBench model card (``dataset``, ``threat_m
 attack parameters, how the run was made). ``accuracy`` and ``num_examples`` are kept at the top
 level for tfadv's own tools. Files are written atomically.
 
+An ensemble (AutoAttack) also reports the robust accuracy after each of its components, cumulative
+(robust to it and every component before it), as fra31/auto-attack prints it ("robust accuracy
+after APGD-CE: ..."): :func:`component_accuracies`, a list under the Markdown table and
+``attacks[LABEL]["components"]`` in the JSON.
+
 :func:`check_writable` refuses a directory that cannot take the reports before any work is done;
 :func:`existing_report` says what a directory's reports already are (their ``evaluation_id``), so
 that a caller never replaces another run's reports without saying so.
@@ -20,7 +25,8 @@ from typing import List, Optional, Tuple
 import tensorflow as tf
 
 from tfadv import atomic
-from tfadv.evaluation.runner import EvaluationResult
+from tfadv.evaluation.runner import AttackResult, EvaluationResult
+from tfadv.evaluation.specs import DISPLAY_NAMES
 
 CARD_KEYS = ("dataset", "threat_model", "eps", "architecture")
 
@@ -35,7 +41,48 @@ def markdown_table(result: EvaluationResult, *, row: str = "model") -> str:
     if result.only_robust and len(result.results) > 1:
         table += ("\n\nEach attack ran only on the points still robust under the previous ones: its "
                   "column is the robust accuracy under it and every attack to its left.")
+    for r in result.results.values():
+        if r.components:
+            table += "\n\n" + components_text(r)
     return table
+
+
+def component_accuracies(r: AttackResult) -> List[dict]:
+    """An ensemble's robust accuracy after each component, cumulative, over all its examples.
+
+    The first row is the ensemble's ``initial`` accuracy (the points it found correctly classified,
+    out of the points it was given: under ``only_robust`` those still robust to the previous
+    attacks), then one row per member: ``accuracy`` = (points the member attacked - points it
+    fooled) / examples, i.e. robust to it and every member before it; ``seconds`` is the time
+    spent up to and including that member. Empty for an attack without components.
+    """
+    if not r.components or not r.correct.size:
+        return []
+    n = float(r.correct.size)
+    rows = [{"component": "initial", "attack": "initial",
+             "accuracy": r.components[0]["attacked"] / n, "seconds": 0.0}]
+    seconds = 0.0
+    for c in r.components:
+        seconds += float(c["seconds"])
+        rows.append({"component": DISPLAY_NAMES.get(c["attack"], c["attack"]),
+                     "attack": c["attack"], "accuracy": (c["attacked"] - c["fooled"]) / n,
+                     "seconds": seconds})
+    return rows
+
+
+def components_text(r: AttackResult) -> str:
+    """fra31/auto-attack's lines for an ensemble: the initial accuracy, then "robust accuracy
+    after X: P% (total time T s)" per component, cumulative."""
+    rows = component_accuracies(r)
+    if not rows:
+        return ""
+    before = "component and attack" if r.cumulative else "component"
+    lines = [f"{r.label}, robust accuracy after each component (cumulative: robust to it and to "
+             f"every {before} before it):",
+             "", f"- initial accuracy: {100 * rows[0]['accuracy']:.2f}%"]
+    lines += [f"- robust accuracy after {row['component']}: {100 * row['accuracy']:.2f}% "
+              f"(total time {row['seconds']:.1f} s)" for row in rows[1:]]
+    return "\n".join(lines)
 
 
 def details_table(result: EvaluationResult, *, pixel_levels: Optional[float] = None) -> str:
@@ -104,13 +151,24 @@ def to_json(result: EvaluationResult, *, metadata: dict) -> dict:
                               "forward_passes": r.forward_passes, "points_attacked": r.points_attacked,
                               "max_linf": r.max_linf, "max_l2": r.max_l2, "nan_count": r.nan_count,
                               "out_of_range": r.out_of_range, "attack": r.attack_name,
-                              "cumulative": r.cumulative, "params": params.get(r.label, {})}
+                              "cumulative": r.cumulative, "params": params.get(r.label, {}),
+                              **_components_json(r)}
                     for r in result.results.values()},
         "additional": additional,
         "num_examples": result.num_examples,
         "accuracy": {k: round(100 * v, 4) for k, v in acc.items()},
     })
     return card
+
+
+def _components_json(r: AttackResult) -> dict:
+    """``{"components": [...]}`` (accuracies in percent, cumulative) for an ensemble, else ``{}``."""
+    rows = component_accuracies(r)
+    counts = [{}] + [{"attacked": c["attacked"], "fooled": c["fooled"]} for c in r.components]
+    return {"components": [
+        {"component": row["component"], "attack": row["attack"], "robust_acc": _pct(row["accuracy"]),
+         "seconds": round(row["seconds"], 3), **count}
+        for row, count in zip(rows, counts)]} if rows else {}
 
 
 def write_tensorboard(result: EvaluationResult, directory: str, *, row: str = "model") -> None:

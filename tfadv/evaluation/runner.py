@@ -59,6 +59,10 @@ class AttackResult:
     points_attacked: int = -1    # examples the attack ran on (-1: not recorded, i.e. all)
     attack_name: str = ""        # registry name of the attack ("pgd", "autoattack", ...)
     cumulative: bool = False     # correct = robust under this and every previous attack
+    # An ensemble's members (AutoAttack's ``last_run`` summed over the batches), in order: per
+    # member ``attack`` (registry name), ``attacked`` (points it ran on: those still robust),
+    # ``fooled`` and ``seconds``. Empty for a single attack.
+    components: list = dataclasses.field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -214,7 +218,26 @@ def _result_from_entry(label, entry, attack, name, only_robust) -> AttackResult:
         max_linf=float(cat["linf"].max()) if cat["linf"].size else 0.0,
         nan_count=int(cat["nan"].sum()), out_of_range=int(cat["oor"].sum()),
         max_l2=float(cat["l2"].max()) if cat["l2"].size else 0.0, points_attacked=attacked,
-        attack_name=name, cumulative=bool(only_robust))
+        attack_name=name, cumulative=bool(only_robust),
+        components=[dict(c) for c in entry.get("components", [])])
+
+
+def _add_components(entry, records, label) -> None:
+    """Adds one batch's per-member records of an ensemble (``attack.last_run``: AutoAttack's) to
+    ``entry["components"]``, which the resumable state saves with the entry."""
+    if not records:
+        return
+    totals = entry.setdefault("components", [])
+    if not totals:
+        totals.extend({"attack": str(r["attack"]), "attacked": 0, "fooled": 0, "seconds": 0.0}
+                      for r in records)
+    if [t["attack"] for t in totals] != [str(r["attack"]) for r in records]:
+        raise ValueError(f"Attack {label!r} changed its members between batches. Received: "
+                         f"{[r['attack'] for r in records]} after {[t['attack'] for t in totals]}.")
+    for total, record in zip(totals, records):
+        total["attacked"] += int(record["attacked"])
+        total["fooled"] += int(record["fooled"])
+        total["seconds"] += float(record["seconds"])
 
 
 def _run_attack(model_fn, dataset, attack, label, entry, state, rng, mask, num_examples, progress,
@@ -282,6 +305,7 @@ def _run_attack(model_fn, dataset, attack, label, entry, state, rng, mask, num_e
                 outs = compiled(xs, ys)
             else:
                 outs = run(xs, ys)
+                _add_components(entry, getattr(attack, "last_run", None), label)
             c, d, e, a, o = (t.numpy() for t in outs)
             correct[sel], linf[sel], l2[sel], nans[sel], oor[sel] = c, d, e, a, o
         for name, value in zip(State.ARRAYS, (correct, linf, l2, nans, oor)):

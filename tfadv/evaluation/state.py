@@ -22,7 +22,8 @@ from tfadv import atomic
 from tfadv import identity as identity_lib
 from tfadv import ranges as ranges_lib
 
-STATE_VERSION = 2
+# 3: an ensemble's entry keeps its per-member counts (``components``), which a version-2 file lacks.
+STATE_VERSION = 3
 
 
 def fingerprint(specs, *, pixel_range, only_robust, identity: Optional[dict] = None,

@@ -14,10 +14,13 @@ import dataclasses
 from typing import Optional
 
 from tfadv import attacks as attacks_lib
+from tfadv import ranges as ranges_lib
 from tfadv.defenses import l2lda as l2lda_lib
 from tfadv.recipes import base
 
-_EPS = l2lda_lib.EPS_PIXELS
+# Sec. 5.1: ε = 0.3 (MNIST) and 8/255 (CIFAR-10) of [0,1], in pixel levels; ε_step = ε/4; T = 10.
+EPS_PIXELS = {"mnist": 0.3 * ranges_lib.PIXEL_LEVELS, "cifar10": 8.0}
+_EPS = EPS_PIXELS
 _FRACTION = l2lda_lib.STEP_FRACTION
 _MNIST = base.Preset(
     model="lenet5", pixel_range="[0,1]", eps=_EPS["mnist"], step_size=_FRACTION * _EPS["mnist"],
@@ -56,6 +59,17 @@ def preset_lambda(name: Optional[str], default: float = l2lda_lib.LAMBDA["cifar1
     """λ of an L2L-DA preset (``default`` for any other preset)."""
     entry = L2LDA_PRESETS.get(str(name).lower()) if name is not None else None
     return entry[0] if entry is not None else default
+
+
+def defense_kwargs(dataset: str = "cifar10", pixel_range="[0,1]") -> dict:
+    """Keyword arguments of :func:`tfadv.defenses.l2lda.l2lda` for the paper's setting of
+    ``dataset`` (``mnist``, ``cifar10``; sec. 5.1): ε (:data:`EPS_PIXELS`) in input units of
+    ``pixel_range`` and λ; ε_step = ε/4, T = 10 and the validation PGD are the defense's defaults."""
+    if dataset not in EPS_PIXELS:
+        raise ValueError(f"L2L-DA's paper sets eps for {sorted(EPS_PIXELS)}. "
+                         f"Received: dataset={dataset!r}.")
+    return {"eps": base.to_input(EPS_PIXELS[dataset], pixel_range),
+            "lam": l2lda_lib.LAMBDA[dataset], "pixel_range": pixel_range}
 
 
 def training(cfg, **generator_options) -> dict:

@@ -14,6 +14,24 @@ from tfadv.defenses import trades as trades_lib
 from tfadv.recipes import base
 
 
+# Algorithm 1 / sec. 5.3 CIFAR-10 attack in pixel levels out of 255 of [0,1]: ε = 0.031 ≈ 8/255
+# (8/255 = 0.031373; the release's literal 0.031 is 7.905 levels), η₁ = 0.007 = 1.785/255 exactly
+# (NOT 2/255 = 0.00784), K = 10.
+CIFAR_EPS_PIXELS = 8.0
+CIFAR_STEP_PIXELS = 0.007 * ranges_lib.PIXEL_LEVELS  # 1.785
+CIFAR_NUM_STEPS = trades_lib.CIFAR_NUM_STEPS
+
+
+def defense_kwargs(pixel_range="[0,1]", *, seed: Optional[int] = None) -> dict:
+    """Keyword arguments of :func:`tfadv.defenses.trades.trades` for the CIFAR-10 setting of sec.
+    5.3: the KL attack at ε = 8 and η₁ = 1.785 pixel levels of ``pixel_range`` (input units), K = 10,
+    from x + 0.001·N(0, I), built once."""
+    return {"attack": trades_lib.trades_attack(
+        eps=base.to_input(CIFAR_EPS_PIXELS, pixel_range),
+        step_size=base.to_input(CIFAR_STEP_PIXELS, pixel_range), num_steps=CIFAR_NUM_STEPS,
+        pixel_range=pixel_range, seed=seed)}
+
+
 @dataclasses.dataclass(frozen=True)
 class TradesPreset:
     preset: base.Preset
@@ -22,8 +40,8 @@ class TradesPreset:
 
 
 _CIFAR10 = base.Preset(
-    model="trades_wrn34_10", pixel_range="[0,1]", eps=trades_lib.CIFAR_EPS_PIXELS,
-    step_size=trades_lib.CIFAR_STEP_PIXELS, num_steps=trades_lib.CIFAR_NUM_STEPS, epochs=100,
+    model="trades_wrn34_10", pixel_range="[0,1]", eps=CIFAR_EPS_PIXELS,
+    step_size=CIFAR_STEP_PIXELS, num_steps=CIFAR_NUM_STEPS, epochs=100,
     batch_size=128, optimizer="sgd", lr=0.1, lr_boundaries=(74, 89, 99), momentum=0.9,
     weight_decay=2e-4, eval_attacks="clean,fgsm,pgd-20,cw-20",
     eval_step_size=0.003 * ranges_lib.PIXEL_LEVELS)
