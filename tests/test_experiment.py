@@ -2,8 +2,10 @@
 (tfadv.optimizers), and the errors bad flags give (in process, fast)."""
 
 import io
+import os
 import types
 
+import keras
 import pytest
 
 from tfadv import experiment, optimizers
@@ -129,3 +131,6 @@ def test_verbose_2_adds_progress_lines_within_an_epoch(tmp_path, monkeypatch):
     out = io.StringIO()
     experiment.train(cfg, defense="madry", stream=out)
     assert "Epoch 1/1: step 1/2, " in out.getvalue()  # the first of the epoch's two steps
+    # The run also saves its network as .keras, which Keras' own loader reads (safe mode).
+    network = keras.models.load_model(os.path.join(cfg.logdir, "model.keras"))
+    assert network.name == "digits_cnn" and network.output_shape == (None, 10)

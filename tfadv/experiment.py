@@ -1,6 +1,6 @@
 """The training experiment every ``scripts/train_*.py`` runs: flags -> recipe (:mod:`tfadv.config`,
 :mod:`tfadv.recipes`) -> data -> network -> defense -> fit (TensorBoard, checkpoints, run metadata)
--> SavedModel -> robustness report.
+-> SavedModel and `LOGDIR/model.keras` -> robustness report.
 
 A script supplies only its defense's name and the defense's keyword arguments, as its recipe built
 them (its attack built once, in input units; without one, :func:`tfadv.recipes.training_kwargs`
@@ -191,6 +191,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                                            "defense": defense, "eps_pixels": cfg.eps})
     if not chief:
         return model, None
+    export_lib.save_keras(network, os.path.join(logdir, "model.keras"))
     result = run_evaluation(network, cfg, out_dir=logdir, row=f"{defense} ({cfg.model})",
                             stream=stream, extra_metadata={"defense": defense,
                                                            "train_seconds": round(train_seconds, 1)})

@@ -72,6 +72,17 @@ def export_savedmodel(network: keras.Model, path: str, *, pixel_range, metadata:
     return path
 
 
+def save_keras(network: keras.Model, path: str) -> str:
+    """Writes ``network`` as a Keras-native ``.keras`` file at ``path``, atomically, and returns
+    ``path``; ``keras.models.load_model(path)`` reads it back (tfadv's layers are registered
+    serializable, so no custom_objects are needed)."""
+    if not path.endswith(".keras"):
+        raise ValueError(f"A Keras model file must end in .keras. Received: {path!r}.")
+    with atomic.atomic_path(path) as tmp:
+        network.save(tmp)
+    return path
+
+
 class LoadedModel:
     """A restored tfadv SavedModel: ``model(x) -> logits`` plus its metadata."""
 

@@ -48,6 +48,26 @@ def test_export_then_evaluate_savedmodel(trained_run, tmp_path):
     assert os.path.exists(tmp_path / "robustness.json")
 
 
+def test_the_run_saves_model_keras_and_evaluation_takes_it(trained_run, tmp_path):
+    import keras
+    import numpy as np
+
+    from tfadv import export, identity
+
+    logdir, _ = trained_run
+    path = os.path.join(logdir, "model.keras")
+    network = keras.models.load_model(path)  # Keras' own loader, safe mode, no custom_objects
+    saved = export.load_savedmodel(os.path.join(logdir, "savedmodel"))
+    x = np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(network(x).numpy(), saved(x).numpy(), atol=1e-5)
+    run_script("eval_robustness.py", f"--model_path={logdir}", "--eps=25.5", "--limit=50",
+               "--attacks=clean,fgsm", f"--out_dir={tmp_path}")
+    with open(tmp_path / "robustness.json") as f:
+        card = json.load(f)
+    assert card["additional"]["model_id"] == identity.of_file(path)  # the .keras file's SHA-256
+    assert card["architecture"] == "digits_cnn" and card["dataset"] == "digits"
+
+
 @pytest.mark.parametrize("script,args,expected", [
     ("train_madry.py", ["--eps=0.3"], "--eps=76.5"),
     ("eval_robustness.py", ["--model_path=/nonexistent/model", "--dataset=digits"],

@@ -1,10 +1,19 @@
-"""Robustness evaluation of a SavedModel or checkpoint under a list of attacks or a suite.
+"""Robustness evaluation of a SavedModel, checkpoint or your own model under attacks or a suite.
 
     python scripts/eval_robustness.py --model_path=runs/madry_digits/savedmodel \
         --dataset=digits --eps=25.5 --attacks=clean,fgsm,pgd-40,cw-20
     python scripts/eval_robustness.py --model_path=... --suite=autoattack --resume --tensorboard
     python scripts/eval_robustness.py --model_path=... --attacks=clean,pgd-20 --diagnostics --analyses \
         --transfer_source=runs/natural_digits/savedmodel
+
+Your own model (docs/guide/own-model.md): --model_path=FILE.keras (Keras safe mode; a Lambda layer
+needs --unsafe_deserialization), FILE.weights.h5 with --arch=NAME --num_classes=N --input_shape=H,W,C,
+a plain TF/Keras SavedModel (--signature=NAME when it has several), or keras.applications:NAME (its
+preprocessing inside; random weights unless --app_weights=LOCAL_FILE; nothing is downloaded).
+--pixel_range declares what the model takes; --normalize=MEAN,STD puts the normalisation inside the
+model so that eps stays in pixel space; softmax outputs are turned into log-probabilities with a
+warning; images that do not fit the model are refused before any attack. A SavedModel is a program:
+evaluate only trusted ones.
 
 Attack list grammar (tfadv/evaluation/specs.py): clean, fgsm, pgd-K, cw-K,
 pgd(steps=K,step=S,loss=ce|cw,restarts=R,start=uniform|gaussian|none,norm=linf|l2,eps=E,target=mc|ll|random),
@@ -47,13 +56,39 @@ from tfadv import checkpoints as ckpt_lib
 from tfadv import data as data_lib
 from tfadv import evaluation as eval_lib
 from tfadv import ranges as ranges_lib
+from tfadv import wrappers
+from tfadv.attacks import checks as checks_lib
 from tfadv.cli import program
 from tfadv.evaluation import report as report_lib
 from tfadv.evaluation import runner as runner_lib
 from tfadv.evaluation import specs as specs_lib
-from tfadv.loading import load_for_evaluation
+from tfadv.loading import APPLICATIONS, LoadOptions, load_for_evaluation
 
-flags.DEFINE_string("model_path", None, "SavedModel dir, run dir, checkpoints dir or .weights.h5.")
+flags.DEFINE_string("model_path", None, "SavedModel dir (tfadv's or a plain TF/Keras one), run dir, "
+                    "checkpoints dir, .weights.h5, .keras file or keras.applications:NAME.")
+
+
+def _define_model_flags():
+    """The flags that say how to read a user's own model (tfadv.loading.LoadOptions)."""
+    for name, text in (
+            ("arch", "tfadv.models architecture of a bare .weights.h5 --model_path."),
+            ("signature", "Serving signature of a plain SavedModel (default: its only one; "
+                          "several are refused with their names)."),
+            ("normalize", "MEAN,STD (numbers or per-channel lists [a,b,c],[d,e,f]) applied "
+                          "inside the model, so that eps stays in pixel space."),
+            ("app_weights", "Local weights file of a keras.applications classifier (default "
+                            "random weights; nothing is downloaded).")):
+        flags.DEFINE_string(name, None, text)
+    flags.DEFINE_integer("num_classes", None, "Classes of --arch or a keras.applications classifier.")
+    flags.DEFINE_list("input_shape", None, "Image shape H,W,C where the model does not state it.")
+    flags.DEFINE_enum("pixel_range", None, list(ranges_lib.RANGES), "Pixel range the model takes "
+                      "(default: the recorded one, else [0,1]).")
+    flags.DEFINE_boolean("unsafe_deserialization", False, "Load .keras files with safe_mode=False "
+                         "(runs a Lambda layer's code): only for files from a trusted source.")
+
+
+_define_model_flags()
+
 flags.DEFINE_string("dataset", None, "Dataset (default: the one recorded with the model).")
 flags.DEFINE_string("data_dir", None, "tfds data directory.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
@@ -129,6 +164,26 @@ def threat_model(specs) -> str:
     return "L2" if norms and all(n == "l2" for n in norms) else "Linf"
 
 
+def load_options() -> LoadOptions:
+    """The model-reading flags, validated before anything is loaded."""
+    shape = None
+    if FLAGS.input_shape is not None:
+        try:
+            shape = tuple(int(d) for d in FLAGS.input_shape)
+        except ValueError:
+            shape = ()
+        if len(shape) != 3 or min(shape) < 1:
+            raise app.UsageError(f"--input_shape must be three positive integers H,W,C. "
+                                 f"Received: {','.join(FLAGS.input_shape)!r}.")
+    if FLAGS.num_classes is not None and FLAGS.num_classes < 2:
+        raise app.UsageError(f"--num_classes must be at least 2. Received: {FLAGS.num_classes}.")
+    normalize = None if FLAGS.normalize is None else wrappers.parse_normalize(FLAGS.normalize)
+    return LoadOptions(arch=FLAGS.arch, num_classes=FLAGS.num_classes, input_shape=shape,
+                       signature=FLAGS.signature, pixel_range=FLAGS.pixel_range,
+                       normalize=normalize, unsafe_deserialization=FLAGS.unsafe_deserialization,
+                       app_weights=FLAGS.app_weights)
+
+
 def run(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
@@ -137,7 +192,7 @@ def run(argv):
     if FLAGS.suite and FLAGS["attacks"].present:
         raise app.UsageError(f"Give --suite or --attacks, not both. Received: --suite={FLAGS.suite}, "
                              f"--attacks={FLAGS.attacks}.")
-    model, info = load_for_evaluation(FLAGS.model_path)
+    model, info = load_for_evaluation(FLAGS.model_path, load_options())
     dataset = FLAGS.dataset or info.get("dataset")
     if not dataset:
         raise app.UsageError("--dataset is required: the model does not record one.")
@@ -155,6 +210,8 @@ def run(argv):
     ds, ds_info = data_lib.load(dataset, FLAGS.split, batch_size=FLAGS.batch_size,
                                 pixel_range=pixel_range, data_dir=FLAGS.data_dir, limit=FLAGS.limit,
                                 training=False)
+    # Before any attack: images of the wrong shape, channel count or dtype for the model.
+    checks_lib.check_model_input(model, ds.element_spec[0], what=f"The {dataset} images")
     if ds_info.num_classes != info["num_classes"]:
         raise ValueError(f"The model has {info['num_classes']} classes but {dataset} has "
                          f"{ds_info.num_classes}. Received: --dataset={dataset}.")
@@ -163,6 +220,8 @@ def run(argv):
     identity = {"model": info["model_id"], "dataset": dataset, "split": FLAGS.split,
                 "limit": FLAGS.limit, "num_examples": ds_info.num_examples,
                 "batch_size": FLAGS.batch_size, "eps_pixels": eps, "seed": FLAGS.seed}
+    if info["wrappers"]:
+        identity["wrappers"] = info["wrappers"]
     if needs_preparation:
         identity["finetune"] = [FLAGS.finetune_split, FLAGS.finetune_images, FLAGS.finetune_batch_size]
     key = runner_lib.fingerprint(specs, pixel_range=pixel_range, only_robust=only_robust,
@@ -189,7 +248,9 @@ def run(argv):
                                prepare_data=prepare_data, prepare_steps=FLAGS.finetune_steps,
                                identity=identity)
     rng = ranges_lib.get_range(pixel_range)
-    meta = {"model_path": os.path.abspath(FLAGS.model_path), "dataset": dataset, "split": FLAGS.split,
+    model_path = (FLAGS.model_path if FLAGS.model_path.startswith(APPLICATIONS)
+                  else os.path.abspath(FLAGS.model_path))
+    meta = {"model_path": model_path, "wrappers": info["wrappers"], "dataset": dataset, "split": FLAGS.split,
             "threat_model": threat_model(specs), "eps_pixels": eps, "pixel_range": pixel_range,
             "architecture": info["architecture"], "suite": FLAGS.suite,
             "attacks": {label: spec.params for label, spec in specs.items()},

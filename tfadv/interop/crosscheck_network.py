@@ -64,14 +64,21 @@ def network_from_savedmodel(loaded, path):
 
 
 def load_network(path):
-    """``(keras_network, info)`` from a SavedModel, run directory, checkpoints dir or weights file."""
+    """``(keras_network, info)`` from a SavedModel, run directory, checkpoints dir, weights file or
+    ``.keras`` file. A run directory's ``model.keras`` is taken as it is (no rebuild); so is the
+    one beside a tfadv SavedModel in its run directory; other SavedModels are rebuilt."""
     import keras
 
-    from tfadv.loading import load_for_evaluation
+    from tfadv import loading
 
-    model, info = load_for_evaluation(path)
+    model, info = loading.load_for_evaluation(path)
     if not isinstance(model, keras.Model):
-        model = network_from_savedmodel(model, info.get("source", path))
+        run = os.path.dirname(os.path.abspath(path.rstrip("/")))
+        keras_file = loading.run_keras_file(run) if os.path.isdir(run) else None
+        if keras_file:
+            model, _ = loading.load_keras_file(keras_file)
+        else:
+            model = network_from_savedmodel(model, info.get("source", path))
     return model, info
 
 
