@@ -61,6 +61,14 @@ def test_l2lda_training_gives_the_generator_input_units(constructions):  # noqa:
     assert l2lda_recipe.preset_name("CIFAR10") == "l2lda_cifar10"
 
 
+def test_script_presets_choose_the_papers_recipe_by_dataset():
+    """The preset a training command takes for its --dataset when --preset is unset."""
+    assert trades_recipe.script_preset("cifar10") == "trades_cifar10"
+    assert trades_recipe.script_preset("digits") == "digits"  # not a TRADES dataset
+    assert l2lda_recipe.script_preset("digits") == "l2lda_digits"
+    assert l2lda_recipe.script_preset("svhn") == "svhn"
+
+
 def test_fosc_recipes():
     assert fosc_recipe.paper_preset("mnist") == "fosc_mnist"
     assert fosc_recipe.paper_preset("svhn") is None

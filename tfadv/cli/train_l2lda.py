@@ -32,7 +32,6 @@ import dataclasses
 from absl import flags
 
 from tfadv import config as config_lib
-from tfadv import recipes
 from tfadv.cli import program
 from tfadv.recipes import l2lda as l2lda_recipe
 
@@ -58,18 +57,12 @@ def define_l2lda_flags():
                       "release) L_cls and L_div over the T steps.")
 
 
-def _default_preset(dataset, data_dir) -> str:
-    """l2lda_<dataset> for mnist/cifar10/digits (npz files matched by image shape), else the
-    dataset's own preset."""
-    return l2lda_recipe.preset_name(recipes.dataset_preset(dataset, data_dir))
-
-
 def resolve(flag_values=FLAGS):
     """(TrainConfig, l2lda kwargs) from the parsed flags."""
     fv = flag_values
     if not fv.recursive and fv.num_steps is None:
         fv.num_steps = 1  # the one-shot generator: eq. (4)
-    cfg = config_lib.config_from_flags(fv, default_preset=_default_preset)
+    cfg = config_lib.config_from_flags(fv, default_preset=l2lda_recipe.script_preset)
     if cfg.norm != "linf":
         raise ValueError("L2L-DA's recursion projects to an Linf ball (eq. 5, Proj_S). "
                          f"Received: --norm={cfg.norm}.")

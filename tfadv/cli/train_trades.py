@@ -23,7 +23,6 @@ for every flag.
 from absl import flags
 
 from tfadv import config as config_lib
-from tfadv import recipes
 from tfadv.cli import program
 from tfadv.recipes import trades as trades_recipe
 
@@ -35,16 +34,10 @@ def define_trades_flags():
                        "on cifar10/mnist as in Table 5, 1 with --preset=trades_*_beta1; else 6).")
 
 
-def _default_preset(dataset, data_dir) -> str:
-    """trades_<dataset> for the paper's datasets (npz files matched by image shape), else the
-    dataset's own preset."""
-    return trades_recipe.preset_name(recipes.dataset_preset(dataset, data_dir))
-
-
 def resolve(flag_values=FLAGS):
     """(TrainConfig, trades kwargs) from the parsed flags."""
     fv = flag_values
-    cfg = config_lib.config_from_flags(fv, default_preset=_default_preset)
+    cfg = config_lib.config_from_flags(fv, default_preset=trades_recipe.script_preset)
     if cfg.norm == "l2" and not fv["eps"].present:
         raise ValueError("TRADES' L2 variant has no paper radius and the preset's eps is an Linf "
                          "budget; pass --eps in pixel levels (0.5 in [0,1] is --eps=127.5). "

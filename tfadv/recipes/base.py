@@ -107,3 +107,10 @@ def training_kwargs(cfg, defense_kwargs: Optional[dict] = None) -> dict:
     if "attack" not in kwargs:
         kwargs["attack"] = pgd_attack(cfg)
     return kwargs
+
+
+def paper_preset_name(prefix: str, paper_presets, dataset: str) -> str:
+    """``<prefix>_<dataset>`` where a paper registers that preset (``paper_presets``), else the
+    dataset's own preset name."""
+    name = f"{prefix}_{str(dataset).lower()}"
+    return name if name in paper_presets else str(dataset)

@@ -49,10 +49,15 @@ L2LDA_PRESETS = {"l2lda_mnist": (l2lda_lib.LAMBDA["mnist"], "sec. 5.1 / the rele
                  "l2lda_digits": (l2lda_lib.LAMBDA["mnist"], "digits: MNIST's lambda")}
 
 
+def script_preset(dataset: str, data_dir: Optional[str] = None) -> str:
+    """The preset of a training command's ``--dataset``: ``l2lda_<name>`` for the paper's datasets
+    (npz files matched by image shape), else the dataset's own preset."""
+    return preset_name(base.dataset_preset(dataset, data_dir))
+
+
 def preset_name(dataset: str) -> str:
     """``l2lda_<dataset>`` for mnist, cifar10 and digits, else the dataset's own preset."""
-    name = f"l2lda_{str(dataset).lower()}"
-    return name if name in L2LDA_PRESETS else str(dataset)
+    return base.paper_preset_name("l2lda", L2LDA_PRESETS, dataset)
 
 
 def preset_lambda(name: Optional[str], default: float = l2lda_lib.LAMBDA["cifar10"]) -> float:

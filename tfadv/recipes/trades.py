@@ -60,10 +60,15 @@ TRADES_PRESETS = {
 TRADES_DATASETS = ("cifar10", "mnist")
 
 
+def script_preset(dataset: str, data_dir: Optional[str] = None) -> str:
+    """The preset of a training command's ``--dataset``: ``trades_<name>`` for the paper's datasets
+    (npz files matched by image shape), else the dataset's own preset."""
+    return preset_name(base.dataset_preset(dataset, data_dir))
+
+
 def preset_name(dataset: str) -> str:
     """``trades_<dataset>`` for the paper's datasets (cifar10, mnist), else the dataset's preset."""
-    name = f"trades_{str(dataset).lower()}"
-    return name if name in TRADES_PRESETS else str(dataset)
+    return base.paper_preset_name("trades", TRADES_PRESETS, dataset)
 
 
 def preset_beta(name: Optional[str], default: float = 6.0) -> float:
