@@ -108,6 +108,12 @@ def _compare(cases):
                                              pixel_range="[0,1]")
             return defenses.get("bat", net, attack=image, label_adversary="la", beta=9.0,
                                        weight_decay=1e-3), net
+        if name == "fast":  # FGSM-RS's one step of 1.25 eps without the start (per-replica
+            # noise differs) and the guard, whose PGD accuracy is logged after the epoch
+            guard = attacks.get("pgd", eps=0.1, step_size=0.025, num_steps=5, random_start="none")
+            return defenses.get("fast", net, attack=attacks.get(
+                "pgd", eps=0.1, step_size=0.125, num_steps=1, random_start="none"),
+                guard_batch=(x[:8], y[:8]), guard_attack=guard, weight_decay=1e-3), net
         if name == "mart":  # MART's loss with its CE PGD from x' = x (no per-replica noise)
             return defenses.get("mart", net, attack=attacks.get("pgd", **attack), beta=6.0,
                                 weight_decay=1e-3), net
@@ -176,9 +182,10 @@ def test_mirrored_two_replicas_match_one_device_with_an_empty_slice():
     _check_cases(FAST_CASES)
 
 
-def test_mirrored_two_replicas_match_one_device_for_mart():
-    """MART's loss, bce_loss and kl_loss on unequal replica slices (3 + 2) equal one device's."""
-    _check_cases(("mart-21",))
+def test_mirrored_two_replicas_match_one_device_for_mart_and_fast():
+    """MART's loss, bce_loss and kl_loss, and Fast AT's update and guard_pgd_acc, on unequal
+    replica slices (3 + 2) equal one device's."""
+    _check_cases(("mart-21", "fast-21"))
 
 
 @pytest.mark.slow
