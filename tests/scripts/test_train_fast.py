@@ -49,4 +49,7 @@ def test_script_trains_on_digits_with_the_guard(tmp_path):
         meta = json.load(f)
     assert meta["defense"] == "fast" and meta["flags"]["early_stop"] is True
     assert meta["config"]["lr_schedule"] == "cyclic" and meta["config"]["num_steps"] == 1
+    assert meta["defense_kwargs"]["guard_batch"] == {
+        "class": "GuardBatch", "dataset": "digits", "examples": 32,
+        "split": "train, first batch, unshuffled"}
     assert os.path.exists(os.path.join(logdir, "robustness.json"))

@@ -11,7 +11,7 @@ batch 100, Adam, LR 0 → 5e-3 at 2/5 of training → 0.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 from tfadv import data as data_lib
 from tfadv import ranges as ranges_lib
@@ -49,14 +49,31 @@ def script_preset(dataset: str, data_dir: Optional[str] = None) -> str:
     return base.paper_preset_name("fast", FAST_PRESETS, base.dataset_preset(dataset, data_dir))
 
 
-def guard_batch(cfg):
+@dataclasses.dataclass(frozen=True, eq=False)
+class GuardBatch:
+    """The guard's fixed mini-batch, unpacked as ``images, labels``; a run's metadata records it by
+    its ``get_config`` (dataset and size), not by its pixels."""
+
+    images: Any
+    labels: Any
+    dataset: str
+
+    def __iter__(self):
+        return iter((self.images, self.labels))
+
+    def get_config(self):
+        return {"dataset": self.dataset, "examples": int(len(self.labels)),
+                "split": "train, first batch, unshuffled"}
+
+
+def guard_batch(cfg) -> GuardBatch:
     """The guard's fixed mini-batch: the first ``cfg.batch_size`` training images of the run's
-    training examples (not shuffled, not augmented), as NumPy arrays."""
+    training examples (not shuffled, not augmented)."""
     ds, _ = data_lib.load(cfg.dataset, "train", batch_size=cfg.batch_size,
                           pixel_range=cfg.pixel_range, data_dir=cfg.data_dir, training=False,
                           limit=cfg.train_limit, **(cfg.data_options or {}))
     images, labels = next(iter(ds))
-    return images.numpy(), labels.numpy()
+    return GuardBatch(images.numpy(), labels.numpy(), cfg.dataset)
 
 
 def training(cfg, *, alpha_given: bool = True, guard: bool = False,
