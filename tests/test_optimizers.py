@@ -38,7 +38,8 @@ def test_make_optimizer_runs_one_cycle_over_the_epochs_and_ignores_boundaries():
     opt = optimizers.make_optimizer(cfg, steps_per_epoch=10)  # 150 updates, peak at 75
     assert isinstance(opt, keras.optimizers.SGD)
     sched = opt._learning_rate
-    assert isinstance(sched, optimizers.CyclicLR) and (sched.total_steps, sched.peak_step) == (150, 75)
+    assert isinstance(sched, optimizers.CyclicLR)
+    assert (sched.total_steps, sched.peak_step) == (150, 75)
     assert [float(sched(s)) for s in (0, 75, 150)] == pytest.approx([0.0, 0.2, 0.0])
     adam = optimizers.make_optimizer(dataclasses.replace(cfg, optimizer="adam",
                                                          lr_peak_fraction=0.4), steps_per_epoch=5)

@@ -49,7 +49,8 @@ def test_defense_modules_import_plainly():
                                 trades)
 
     for module, name in [(bat, "bat"), (curriculum, "curriculum"), (dynamic, "dynamic"),
-                         (fast, "fast"), (l2lda, "l2lda"), (madry, "madry"), (mart, "mart"), (natural, "natural"),
+                         (fast, "fast"), (l2lda, "l2lda"), (madry, "madry"), (mart, "mart"),
+                         (natural, "natural"),
                          (trades, "trades")]:
         assert inspect.ismodule(module)
         assert defenses.DEFENSES.lookup(name) is getattr(module, name)

@@ -227,7 +227,8 @@ def paper_kwargs(name):
     """The paper recipe's keyword arguments (sizes in input units) of the registered defense
     ``name``: what its factory built without sizes before the factories took input units only
     (Madry's CIFAR PGD, BAT's R-MC-LA at 8 levels of [-1,1], the FOSC paper's CIFAR PGD, TRADES'
-    CIFAR KL attack, MART's CIFAR CE attack and beta, Fast AT's CIFAR FGSM-RS, L2L-DA's CIFAR eps and lambda); ``{}`` for ``natural``."""
+    CIFAR KL attack, MART's CIFAR CE attack and beta, Fast AT's CIFAR FGSM-RS, L2L-DA's CIFAR eps
+    and lambda); ``{}`` for ``natural``."""
     from tfadv import defenses
     from tfadv.recipes import bat, fast, fosc, l2lda, madry, mart, trades
 

@@ -4,7 +4,8 @@ Beside the run's metadata and learning rate: :class:`ProgressLogger` (progress l
 epochs, for a log file), :class:`GeneratorCheckpoint` (L2L-DA's generator saved with the run) and
 :class:`FoscRecorder` / :class:`FoscLogger` (the FOSC of every training example of an epoch,
 recorded inside a compiled ``train_step`` and logged as the FOSC paper's Figures 3/5), and
-:class:`CatastrophicOverfittingGuard` (Fast AT's early stop on a training mini-batch's PGD accuracy).
+:class:`CatastrophicOverfittingGuard` (Fast AT's early stop on the PGD accuracy of a training
+mini-batch).
 """
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
     def pgd_accuracy(self) -> float:
         """PGD accuracy of the network (inference mode) on the fixed batch."""
         x_adv = self.attack(self.model.model_fn(False), self.images, self.labels)
-        predicted = tf.argmax(self.model.network(x_adv, training=False), axis=-1, output_type=tf.int32)
+        logits = self.model.network(x_adv, training=False)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return float(tf.reduce_mean(tf.cast(tf.equal(predicted, self.labels), tf.float32)))
 
     def on_train_begin(self, logs=None):

@@ -76,8 +76,8 @@ MART_LOG_EPS = 1e-12
 
 
 def mart(*, logits_clean, logits_adv, labels):
-    """MART's two per-example terms (Wang et al., ICLR 2020: the paper's final objective L^MART), as the
-    authors' release computes them: ``(bce, weighted_kl)``, each of shape (B,).
+    """MART's two per-example terms (Wang et al., ICLR 2020: the paper's final objective
+    L^MART), as the authors' release computes them: ``(bce, weighted_kl)``, each of shape (B,).
 
         bce(x', y)   = CE(p(x'), y) − log(1 − max_{k≠y} p_k(x'))                 (boosted CE)
         weighted_kl  = KL(p(x) ‖ p(x')) · (1 − p_y(x))   (misclassification-aware KL)

@@ -19,7 +19,7 @@ def digits():
 
 
 def test_fgsm_rs_is_one_step_of_alpha_from_a_uniform_start_by_hand():
-    """x' = clip_range(x + clip(x0 - x + α·sign(∇CE(x0)), -ε, ε)) with x0 = clip_range(x + δ0),
+    """x' = clip_range(x + clip(x0 - x + α·sign(∇CE(x0)), -ε, ε)), x0 = clip_range(x + δ0),
     δ0 the attack's own uniform draw (read from its 0-step twin with the same seeds)."""
     eps, alpha = 0.3, 0.375
     rng = np.random.default_rng(0)
@@ -60,15 +60,16 @@ def test_registry_recipe_and_presets():
     cifar, mnist = recipes.get("fast_cifar10"), recipes.get("fast_mnist")
     assert (cifar.model, cifar.epochs, cifar.lr, cifar.lr_schedule, cifar.lr_peak_fraction) == (
         "preact_resnet18", 15, 0.2, "cyclic", 0.5)
-    assert (mnist.optimizer, mnist.epochs, mnist.lr, mnist.lr_peak_fraction) == ("adam", 10, 5e-3, 0.4)
+    assert (mnist.optimizer, mnist.epochs, mnist.lr, mnist.lr_peak_fraction) == (
+        "adam", 10, 5e-3, 0.4)
     assert mnist.step_size == pytest.approx(0.375 * 255) and mnist.eps == pytest.approx(76.5)
     assert fast_recipe.script_preset("cifar10") == "fast_cifar10"
     assert fast_recipe.script_preset("digits") == "digits"
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(alpha=0.1), dict(attack=attacks.get("noop"), eps=0.1),
-                                    dict(eps=0.1, guard_batch=(np.zeros((2, 8, 8, 1)), [0, 1]),
-                                         guard_drop=0.0)])
+@pytest.mark.parametrize("kwargs", [
+    dict(), dict(alpha=0.1), dict(attack=attacks.get("noop"), eps=0.1),
+    dict(eps=0.1, guard_batch=(np.zeros((2, 8, 8, 1)), [0, 1]), guard_drop=0.0)])
 def test_bad_arguments_say_what_was_received(kwargs):
     with pytest.raises(ValueError, match="Received"):
         defenses.get("fast", testing.tiny_cnn(seed=0), **kwargs)
@@ -155,3 +156,21 @@ def dataclasses_replace_digits(**fields):
     from tfadv.config import TrainConfig
 
     return dataclasses.replace(TrainConfig(dataset="digits"), **fields)
+
+
+def test_mixed_precision_fp16_trains_with_the_guard(digits):
+    """The release's mixed precision is the run's --precision: fp16 (loss scaling) trains Fast AT
+    and the guard measures the mixed network."""
+    from tfadv import distribute
+
+    x, y = digits[0], digits[1]
+    with distribute.precision_policy("fp16"):
+        net = distribute.float32_logits(testing.tiny_cnn(seed=0, with_bn=True))
+        model = defenses.get("fast", net, eps=0.1, weight_decay=5e-4, guard_batch=(x[:16], y[:16]))
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    before = [w.copy() for w in net.get_weights()]
+    history = model.fit(x, y, batch_size=64, epochs=1, verbose=0).history
+    assert all(np.isfinite(v[-1]) for v in history.values()), history
+    assert 0.0 <= history["guard_pgd_acc"][0] <= 1.0
+    assert max(np.abs(a - b).max() for a, b in zip(before, net.get_weights())) > 1e-4

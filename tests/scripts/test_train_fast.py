@@ -26,7 +26,8 @@ def test_cifar10_takes_the_release_settings(resolved):
     assert (cfg["model"], cfg["epochs"], cfg["optimizer"], cfg["lr"]) == (
         "preact_resnet18", 15, "sgd", 0.2)
     assert (cfg["lr_schedule"], cfg["lr_peak_fraction"], cfg["num_steps"]) == ("cyclic", 0.5, 1)
-    assert attack["eps"] == pytest.approx(8 / 255) and attack["step_size"] == pytest.approx(10 / 255)
+    assert attack["eps"] == pytest.approx(8 / 255)
+    assert attack["step_size"] == pytest.approx(10 / 255)
     assert (attack["num_steps"], attack["random_start"]) == (1, "uniform")
 
 

@@ -24,7 +24,8 @@ def test_cifar10_takes_the_release_settings(resolved):
     assert out["preset"] == "mart_cifar10" and out["kwargs"]["beta"] == 6.0, out
     cfg, attack = out["cfg"], out["attack"]
     assert (cfg["model"], cfg["epochs"], cfg["lr_boundaries"]) == ("trades_wrn34_10", 90, [74, 89])
-    assert cfg["weight_decay"] == pytest.approx(7e-4) and cfg["eval_step_size"] == pytest.approx(0.8)
+    assert cfg["weight_decay"] == pytest.approx(7e-4)
+    assert cfg["eval_step_size"] == pytest.approx(0.8)
     assert (attack["loss"], attack["random_start"], attack["num_steps"]) == ("ce", "gaussian", 10)
     assert attack["eps"] == pytest.approx(8 / 255) and attack["step_size"] == pytest.approx(0.007)
     assert cfg["random_start"] == "gaussian"  # recorded as used

@@ -11,8 +11,8 @@ steps of --step_size ascending the cross-entropy, projected to the eps-ball and 
 release's settings (preset mart_cifar10; train_wideresnet.py): TRADES WRN-34-10 in [0,1], eps 8
 (0.031), step 1.785 (0.007), K 10, SGD 0.1 momentum 0.9, wd 7e-4, batch 128, 90 epochs (x0.1 at 75,
 x0.01 at 90 as the release counts epochs), beta 6, PGD-20 evaluation with step eps/10. Other
-datasets use their own preset with beta 6. Sizes are pixel levels out of 255. Run with --helpfull for
-every flag.
+datasets use their own preset with beta 6. Sizes are pixel levels out of 255. Run with --helpfull
+for every flag.
 """
 
 from absl import flags
