@@ -4,7 +4,6 @@ FGSM-RS's start and step by hand, the guard's restore-and-stop, a fit on digits.
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tfadv import attacks, callbacks, defenses, recipes
 from tfadv.defenses import FastAdversarialTraining

@@ -22,20 +22,21 @@ from tfadv.cli import program
 from tfadv.recipes import mart as mart_recipe
 
 FLAGS = flags.FLAGS
+BETA_HELP = ("beta of MART's objective, the weight of the misclassification-aware KL term, >= 0 "
+             "(default: the release's 6).")
 
 
 def define_mart_flags():
-    flags.DEFINE_float("beta", None, "beta of MART's objective, the weight of the "
-                       "misclassification-aware KL term, >= 0 (default: the release's 6).")
+    flags.DEFINE_float("beta", None, BETA_HELP)
 
 
 def resolve(flag_values=FLAGS):
-    """(TrainConfig, mart kwargs) from the parsed flags."""
-    fv = flag_values
-    cfg = config_lib.config_from_flags(fv, default_preset=mart_recipe.script_preset)
-    beta = fv.beta if fv.beta is not None else mart_recipe.preset_beta(fv.preset)
-    random_start = fv.random_start if fv["random_start"].present else "gaussian"
-    return mart_recipe.training(cfg, beta=beta, random_start=random_start)
+    """(TrainConfig, mart kwargs) from the parsed flags: unset --beta and --random_start are the
+    recipe's (the preset's β; the release's Gaussian start)."""
+    cfg = config_lib.config_from_flags(flag_values, default_preset=mart_recipe.script_preset)
+    start_flag = flag_values["random_start"]
+    return mart_recipe.training(cfg, beta=flag_values.beta, preset=flag_values.preset,
+                                random_start=start_flag.value if start_flag.present else None)
 
 
 def main():

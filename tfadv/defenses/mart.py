@@ -30,6 +30,7 @@ from tfadv import attacks as attacks_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
+from tfadv.defenses import metrics as metrics_lib
 from tfadv.defenses import trades as trades_lib
 from tfadv.defenses.base import AdversarialModel
 
@@ -78,24 +79,19 @@ class MartAdversarialTraining(AdversarialModel):
     def __init__(self, network: keras.Model, *, attack, beta: float = BETA, **kwargs):
         beta = check_beta(beta)
         super().__init__(network, attack=attack, **kwargs)
-        self.beta = beta
-        self._mart_trackers = {"bce_loss": keras.metrics.Mean(name="bce_loss"),
-                               "kl_loss": keras.metrics.Mean(name="kl_loss")}
+        self.beta, self._parts = beta, metrics_lib.slice_weighted_means("bce_loss", "kl_loss")
 
     @property
     def defense_metrics(self):
-        return list(self._mart_trackers.values())
+        return list(self._parts.values())
 
     def defense_loss(self, x, y, examples):
         """L^MART in training mode on x and x' (the release calls the model on x, then x')."""
-        logits_clean = self.network(x, training=True)
+        logits_clean = self.network(x, training=True)  # x first, then x' (BN order)
         logits_adv = self.network(examples.x_adv, training=True)
-        loss, bce, kl = mart_loss(logits_clean=logits_clean, logits_adv=logits_adv, labels=y,
-                                  beta=self.beta)
-        # Weighted by the slice size: the epoch value is the global-batch mean under a strategy.
-        n = tf.cast(tf.shape(y)[0], tf.float32)
-        self._mart_trackers["bce_loss"].update_state(tf.cast(bce, tf.float32), sample_weight=n)
-        self._mart_trackers["kl_loss"].update_state(tf.cast(kl, tf.float32), sample_weight=n)
+        loss, bce_loss, kl_loss = mart_loss(logits_clean=logits_clean, logits_adv=logits_adv,
+                                            labels=y, beta=self.beta)
+        metrics_lib.update_slice_weighted(self._parts, y, bce_loss=bce_loss, kl_loss=kl_loss)
         return loss, logits_adv
 
 
@@ -112,16 +108,14 @@ def mart(network, *, beta: float = BETA, attack=None, eps: Optional[float] = Non
     PGD with the training attack's ε, K and step from a uniform start.
     """
     beta = check_beta(beta)
+    sizes = (eps, step_size)
+    if (attack is None and None in sizes) or (attack is not None and sizes != (None, None)):
+        raise ValueError("mart takes attack= or both eps= and step_size= in input units (the "
+                         "release's values are tfadv.recipes.mart.defense_kwargs()), not both. "
+                         f"Received: attack={attack!r}, eps={eps!r}, step_size={step_size!r}.")
     if attack is None:
-        if eps is None or step_size is None:
-            raise ValueError("mart needs attack= or both eps= and step_size= in input units; the "
-                             "release's values are tfadv.recipes.mart.defense_kwargs(). Received: "
-                             f"eps={eps!r}, step_size={step_size!r}.")
         attack = mart_attack(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
                              pixel_range=pixel_range, random_start=random_start, seed=seed)
-    elif eps is not None or step_size is not None:
-        raise ValueError("mart takes attack= or eps/step_size, not both. Received: "
-                         f"attack={attack!r}, eps={eps!r}, step_size={step_size!r}.")
     if eval_attack is None:
         eval_attack = trades_lib.default_eval_attack(attack)
     return MartAdversarialTraining(network, attack=attack, beta=beta, eval_attack=eval_attack,

@@ -54,10 +54,14 @@ def preset_beta(name: Optional[str]) -> float:
     return entry[1] if entry is not None else BETA
 
 
-def training(cfg, *, beta: float, random_start: str = "gaussian"):
+def training(cfg, *, beta: Optional[float] = None, random_start: Optional[str] = None,
+             preset: Optional[str] = None):
     """(run configuration, mart kwargs) for the resolved ``cfg`` (pixel levels): the CE PGD at
-    ``cfg.eps``/``cfg.step_size``/``cfg.num_steps``/``cfg.norm`` from ``random_start``, built once
-    in input units, and β. The returned configuration records the start actually used."""
+    ``cfg.eps``/``cfg.step_size``/``cfg.num_steps``/``cfg.norm`` from ``random_start`` (None: the
+    release's Gaussian start), built once in input units, and β (None: ``preset``'s, else 6). The
+    returned configuration records the start actually used."""
+    beta = preset_beta(preset) if beta is None else beta
+    random_start = "gaussian" if random_start is None else random_start
     attack = mart_lib.mart_attack(
         eps=base.to_input(cfg.eps, cfg.pixel_range),
         step_size=base.to_input(cfg.step_size, cfg.pixel_range), num_steps=cfg.num_steps,
