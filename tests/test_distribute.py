@@ -158,7 +158,8 @@ def _compare(cases):
 # 21 examples in batches of 8: 8 (4+4), 8 (4+4), 5 (3+2: unequal slices); 17: the last batch of 1
 # leaves one replica an EMPTY slice.
 FAST_CASES = ("madry-17", "bn")
-SLOW_CASES = ("madry-21", "bat-21", "trades-21", "bat-17", "trades-17", "mart-17")
+SLOW_CASES = ("madry-21", "bat-21", "trades-21", "bat-17", "trades-17", "mart-17",
+              "fast-17")
 def _check_cases(cases):
     proc = run_python(["compare", *cases], script=os.path.join("tests", "test_distribute.py"),
                       timeout=600)
