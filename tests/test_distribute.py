@@ -108,6 +108,15 @@ def _compare(cases):
                                              pixel_range="[0,1]")
             return defenses.get("bat", net, attack=image, label_adversary="la", beta=9.0,
                                        weight_decay=1e-3), net
+        if name == "fast":  # FGSM-RS's one step of 1.25 eps without the start (per-replica
+            # noise differs) and the guard, whose PGD accuracy is logged after the epoch
+            guard = attacks.get("pgd", eps=0.1, step_size=0.025, num_steps=5, random_start="none")
+            return defenses.get("fast", net, attack=attacks.get(
+                "pgd", eps=0.1, step_size=0.125, num_steps=1, random_start="none"),
+                guard_batch=(x[:8], y[:8]), guard_attack=guard, weight_decay=1e-3), net
+        if name == "mart":  # MART's loss with its CE PGD from x' = x (no per-replica noise)
+            return defenses.get("mart", net, attack=attacks.get("pgd", **attack), beta=6.0,
+                                weight_decay=1e-3), net
         # TRADES' loss with a CE PGD attack: its KL attack from x' = x (no random start; the
         # Gaussian start draws different noise per replica) has a zero gradient whose sign is
         # rounding noise, which no two batch layouts share.
@@ -149,7 +158,8 @@ def _compare(cases):
 # 21 examples in batches of 8: 8 (4+4), 8 (4+4), 5 (3+2: unequal slices); 17: the last batch of 1
 # leaves one replica an EMPTY slice.
 FAST_CASES = ("madry-17", "bn")
-SLOW_CASES = ("madry-21", "bat-21", "trades-21", "bat-17", "trades-17")
+SLOW_CASES = ("madry-21", "bat-21", "trades-21", "bat-17", "trades-17", "mart-17",
+              "fast-17")
 def _check_cases(cases):
     proc = run_python(["compare", *cases], script=os.path.join("tests", "test_distribute.py"),
                       timeout=600)
@@ -171,6 +181,12 @@ def _check_cases(cases):
 
 def test_mirrored_two_replicas_match_one_device_with_an_empty_slice():
     _check_cases(FAST_CASES)
+
+
+def test_mirrored_two_replicas_match_one_device_for_mart_and_fast():
+    """MART's loss, bce_loss and kl_loss, and Fast AT's update and guard_pgd_acc, on unequal
+    replica slices (3 + 2) equal one device's."""
+    _check_cases(("mart-21", "fast-21"))
 
 
 @pytest.mark.slow

@@ -45,17 +45,19 @@ def test_package_does_not_export_a_factory_function(package, reg):
 
 
 def test_defense_modules_import_plainly():
-    from tfadv.defenses import bat, curriculum, dynamic, l2lda, madry, natural, trades
+    from tfadv.defenses import (bat, curriculum, dynamic, fast, l2lda, madry, mart, natural,
+                                trades)
 
     for module, name in [(bat, "bat"), (curriculum, "curriculum"), (dynamic, "dynamic"),
-                         (l2lda, "l2lda"), (madry, "madry"), (natural, "natural"),
+                         (fast, "fast"), (l2lda, "l2lda"), (madry, "madry"), (mart, "mart"),
+                         (natural, "natural"),
                          (trades, "trades")]:
         assert inspect.ismodule(module)
         assert defenses.DEFENSES.lookup(name) is getattr(module, name)
 
 
-@pytest.mark.parametrize("name", ["bat", "curriculum", "dynamic", "l2l", "l2lda", "madry",
-                                  "natural", "trades"])
+@pytest.mark.parametrize("name", ["bat", "curriculum", "dynamic", "fast", "l2l", "l2lda",
+                                  "madry", "mart", "natural", "trades"])
 def test_defense_get_builds_the_model(name):
     net = testing.tiny_cnn(seed=0)
     model = defenses.get(name, net, **testing.paper_kwargs(name),
@@ -74,7 +76,7 @@ def test_get_returns_the_built_object():
     assert isinstance(steps.get("l2"), steps.L2Step)
     assert isinstance(steps.get("linf"), steps.LinfStep)
     assert losses.get("ce") is losses.ce and losses.get("kl") is losses.trades_kl
-    assert losses.get("dlr") is losses.dlr
+    assert losses.get("dlr") is losses.dlr and losses.get("mart") is losses.mart
 
 
 def _unknown(kind, names, received="nope"):

@@ -3,7 +3,9 @@
 Beside the run's metadata and learning rate: :class:`ProgressLogger` (progress lines inside long
 epochs, for a log file), :class:`GeneratorCheckpoint` (L2L-DA's generator saved with the run) and
 :class:`FoscRecorder` / :class:`FoscLogger` (the FOSC of every training example of an epoch,
-recorded inside a compiled ``train_step`` and logged as the FOSC paper's Figures 3/5).
+recorded inside a compiled ``train_step`` and logged as the FOSC paper's Figures 3/5), and
+:class:`CatastrophicOverfittingGuard` (Fast AT's early stop on the PGD accuracy of a training
+mini-batch).
 """
 
 from __future__ import annotations
@@ -242,3 +244,66 @@ class FoscLogger(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class CatastrophicOverfittingGuard(keras.callbacks.Callback):
+    """Fast AT's early stop (Wong, Rice & Kolter, ICLR 2020; the release's ``--early-stop``):
+    after every epoch, the PGD accuracy of the network on one fixed training mini-batch; when it
+    falls by more than ``drop`` (absolute) below the previous check, the network's weights of
+    the previous good check are restored and training stops.
+
+    Args:
+        batch: ``(images, labels)``, the fixed mini-batch (input units, in the attack's range).
+        attack: the PGD that measures it (the release: 5 steps of 2/255 at ε = 8/255, 1 restart).
+        drop: the largest tolerated fall of the accuracy between two checks (the release's 0.2).
+
+    The defense (``tfadv.defenses.fast``) lists it in ``required_callbacks`` when given a batch.
+    Each epoch's value is logged as ``guard_pgd_acc``; ``stopped_epoch`` is the 0-based epoch of the
+    collapse (``None`` while none happened) and ``restored_acc`` the accuracy of the weights kept.
+    """
+
+    def __init__(self, batch, attack, drop: float = 0.2):
+        super().__init__()
+        if not 0 < float(drop) <= 1:
+            raise ValueError(f"drop must be an accuracy fall in (0, 1]. Received: drop={drop!r}.")
+        images, labels = batch
+        if len(images) == 0 or len(images) != len(labels):
+            raise ValueError("The guard needs a non-empty batch of as many labels as images. "
+                             f"Received: {len(images)} images, {len(labels)} labels.")
+        self.images = tf.constant(images, tf.float32)
+        self.labels = tf.constant(labels, tf.int32)
+        self.attack = attack
+        self.drop = float(drop)
+        self._reset()
+
+    def _reset(self):
+        self.previous_acc = 0.0  # the release starts from prev_robust_acc = 0
+        self.good_weights = None
+        self.stopped_epoch = None
+        self.restored_acc = None
+
+    def pgd_accuracy(self) -> float:
+        """PGD accuracy of the network (inference mode) on the fixed batch."""
+        x_adv = self.attack(self.model.model_fn(False), self.images, self.labels)
+        logits = self.model.network(x_adv, training=False)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return float(tf.reduce_mean(tf.cast(tf.equal(predicted, self.labels), tf.float32)))
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+        self.good_weights = self.model.network.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        acc = self.pgd_accuracy()
+        if logs is not None:
+            logs["guard_pgd_acc"] = acc
+        if acc - self.previous_acc < -self.drop:
+            self.model.network.set_weights(self.good_weights)
+            self.stopped_epoch, self.restored_acc = epoch, self.previous_acc
+            self.model.stop_training = True
+            print(f"Catastrophic overfitting at epoch {epoch + 1}: PGD accuracy on the guard batch "
+                  f"fell from {self.previous_acc:.4f} to {acc:.4f} (more than {self.drop:g}); "
+                  f"restored the weights of the previous check and stopped training.", flush=True)
+            return
+        self.previous_acc = acc
+        self.good_weights = self.model.network.get_weights()

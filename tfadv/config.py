@@ -53,6 +53,8 @@ class TrainConfig:
     xla: bool = False
     lr_scaling: str = "none"
     lr_warmup_epochs: float = 5.0
+    lr_schedule: str = "piecewise"
+    lr_peak_fraction: float = 0.5
     resume: bool = True
     overwrite: bool = False  # move a different run in LOGDIR aside (tfadv.rundir) instead of failing
     train_limit: Optional[int] = None
@@ -86,6 +88,12 @@ class TrainConfig:
                              f"Received: {self.lr_scaling!r}.")
         if self.lr_warmup_epochs < 0:
             raise ValueError(f"--lr_warmup_epochs must be >= 0. Received: {self.lr_warmup_epochs!r}.")
+        if self.lr_schedule not in optimizers_lib.LR_SCHEDULES:
+            raise ValueError(f"--lr_schedule must be one of {optimizers_lib.LR_SCHEDULES}. "
+                             f"Received: {self.lr_schedule!r}.")
+        if not 0 < self.lr_peak_fraction < 1:
+            raise ValueError("--lr_peak_fraction must lie strictly between 0 and 1. "
+                             f"Received: {self.lr_peak_fraction!r}.")
         if self.precision not in distribute_lib.PRECISIONS:
             raise ValueError(f"--precision must be one of {sorted(distribute_lib.PRECISIONS)}. "
                              f"Received: {self.precision!r}.")
@@ -186,6 +194,8 @@ def config_from_flags(flag_values, default_preset=None) -> TrainConfig:
         attack_fp32=pick_new("attack_fp32", False), xla=pick_new("xla", False),
         lr_scaling=pick_new("lr_scaling", preset.lr_scaling),
         lr_warmup_epochs=pick_new("lr_warmup_epochs", preset.lr_warmup_epochs),
+        lr_schedule=pick_new("lr_schedule", preset.lr_schedule),
+        lr_peak_fraction=pick_new("lr_peak_fraction", preset.lr_peak_fraction),
         resume=pick_new("resume", True), overwrite=pick_new("overwrite", False),
         train_limit=fv.train_limit, eval_limit=fv.eval_limit,
         val_limit=pick("val_limit", preset.val_limit), val_split=pick_new("val_split", "heldout"),

@@ -66,6 +66,11 @@ def define_training_flags():
                       "tensorpack ImageNet code). Default: the preset's.")
     flags.DEFINE_float("lr_warmup_epochs", None, "Warm-up length of --lr_scaling=linear "
                        "(default: the preset's, 5).")
+    flags.DEFINE_enum("lr_schedule", None, ["piecewise", "cyclic"], "piecewise: --lr decayed by "
+                      "--lr_decay at --lr_boundaries; cyclic: one triangular cycle 0 -> --lr -> 0 "
+                      "over the run, stepped per update (Fast AT). Default: the preset's.")
+    flags.DEFINE_float("lr_peak_fraction", None, "Where the cyclic LR peaks, as a fraction of the "
+                       "run's updates (default: the preset's; 0.5 on CIFAR-10, 0.4 on MNIST).")
     flags.DEFINE_bool("resume", True, "Continue a killed run from LOGDIR/backup (epoch, weights, "
                       "optimizer state) when its configuration matches; --noresume starts "
                       "afresh, which a --logdir holding a run allows only with --overwrite.")

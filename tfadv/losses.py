@@ -68,6 +68,40 @@ def trades_kl(*, logits_clean, logits_adv):
     return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
 
 
+# The stabilisers of MART's release (YisenWang/MART, ``mart.py``): log(1.0001 - p + 1e-12) for the
+# boosted term, log(p' + 1e-12) inside the KL and a weight 1.0000001 - p_y.
+MART_BOOST_ONE = 1.0001
+MART_WEIGHT_ONE = 1.0000001
+MART_LOG_EPS = 1e-12
+
+
+def mart(*, logits_clean, logits_adv, labels):
+    """MART's two per-example terms (Wang et al., ICLR 2020: the paper's final objective
+    L^MART), as the authors' release computes them: ``(bce, weighted_kl)``, each of shape (B,).
+
+        bce(x', y)   = CE(p(x'), y) − log(1 − max_{k≠y} p_k(x'))                 (boosted CE)
+        weighted_kl  = KL(p(x) ‖ p(x')) · (1 − p_y(x))   (misclassification-aware KL)
+
+    with p = softmax. The release's stabilisers are kept: ``−log(1.0001 − max_{k≠y} p_k(x') +
+    1e-12)``, ``KL = Σ_k p_k(x)·(log p_k(x) − log(p_k(x') + 1e-12))`` and the weight
+    ``1.0000001 − p_y(x)``. The training objective is ``mean(bce) + β·mean(weighted_kl)``
+    (the release: ``loss_adv + beta * sum(kl · w) / batch_size``); nothing is detached.
+    """
+    logits_clean = tf.convert_to_tensor(logits_clean)
+    logits_adv = tf.cast(logits_adv, logits_clean.dtype)
+    labels = tf.cast(labels, tf.int32)
+    onehot = tf.one_hot(labels, tf.shape(logits_adv)[-1], dtype=logits_adv.dtype)
+    probs_adv = tf.nn.softmax(logits_adv, axis=-1)
+    best_other = tf.reduce_max(probs_adv - 2.0 * onehot, axis=-1)  # probabilities lie in [0, 1]
+    boost = -tf.math.log(MART_BOOST_ONE - best_other + MART_LOG_EPS)
+    bce = ce(logits=logits_adv, labels=labels) + boost
+    log_p = tf.nn.log_softmax(logits_clean, axis=-1)
+    probs_clean = tf.exp(log_p)
+    kl = tf.reduce_sum(probs_clean * (log_p - tf.math.log(probs_adv + MART_LOG_EPS)), axis=-1)
+    true_prob = tf.reduce_sum(onehot * probs_clean, axis=-1)
+    return bce, kl * (MART_WEIGHT_ONE - true_prob)
+
+
 def _sorted_logits(logits, k: int, what: str):
     """The ``k`` largest logits per example, descending (z_π1 ≥ z_π2 ≥ ...); needs K ≥ k classes."""
     logits = tf.convert_to_tensor(logits)
@@ -168,8 +202,10 @@ LOSSES.register("ce", "cross_entropy", "xent")(lambda: ce)
 LOSSES.register("cw", "cw_margin")(lambda: cw_margin)
 LOSSES.register("trades_kl", "kl")(lambda: trades_kl)
 LOSSES.register("dlr")(lambda: dlr)
+LOSSES.register("mart")(lambda: mart)
 
 
 def get(name: str):
-    """Returns the loss function registered under ``name`` (``ce``, ``cw``, ``trades_kl``, ``dlr``)."""
+    """Returns the loss function registered under ``name`` (``ce``, ``cw``, ``trades_kl``, ``dlr``,
+    ``mart``)."""
     return LOSSES.get(name)

@@ -8,13 +8,15 @@ recipes (pixel levels, named models, presets) are :mod:`tfadv.recipes`.
 
 from __future__ import annotations
 
-from tfadv.defenses import bat, curriculum, dynamic, l2lda, madry, natural, trades
+from tfadv.defenses import bat, curriculum, dynamic, fast, l2lda, madry, mart, natural, trades
 from tfadv.defenses.base import AdversarialExamples, AdversarialModel
 from tfadv.defenses.bat import BilateralAdversarialTraining
 from tfadv.defenses.curriculum import CurriculumAdversarialTraining
 from tfadv.defenses.dynamic import DynamicAdversarialTraining
+from tfadv.defenses.fast import FastAdversarialTraining
 from tfadv.defenses.l2lda import L2LDA
 from tfadv.defenses.madry import MadryAdversarialTraining
+from tfadv.defenses.mart import MartAdversarialTraining
 from tfadv.defenses.natural import NaturalTraining
 from tfadv.defenses.trades import TradesAdversarialTraining
 from tfadv.registry import Registry
@@ -26,6 +28,8 @@ DEFENSES.register("bat")(bat.bat)
 DEFENSES.register("dynamic", "fosc")(dynamic.dynamic)
 DEFENSES.register("curriculum", "cat")(curriculum.curriculum)
 DEFENSES.register("trades")(trades.trades)
+DEFENSES.register("mart")(mart.mart)
+DEFENSES.register("fast", "fgsm_rs")(fast.fast)
 DEFENSES.register("l2lda")(l2lda.l2lda)
 DEFENSES.register("l2l")(l2lda.l2l)
 
@@ -40,6 +44,7 @@ def names():
 
 
 __all__ = ["AdversarialModel", "BilateralAdversarialTraining", "CurriculumAdversarialTraining",
-           "DynamicAdversarialTraining", "MadryAdversarialTraining",
+           "DynamicAdversarialTraining", "FastAdversarialTraining", "MadryAdversarialTraining",
+           "MartAdversarialTraining",
            "L2LDA", "NaturalTraining", "TradesAdversarialTraining", "get", "names",
            "DEFENSES", "AdversarialExamples"]

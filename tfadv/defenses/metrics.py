@@ -35,6 +35,21 @@ class LatestValue(keras.metrics.Metric):
         return tf.identity(self.value)
 
 
+def slice_weighted_means(*names: str) -> dict:
+    """name -> ``keras.metrics.Mean`` for a defense's batch-mean loss terms; update each with
+    :func:`update_slice_weighted`, so the epoch value is the global-batch mean under a strategy."""
+    return {name: keras.metrics.Mean(name=name) for name in names}
+
+
+def update_slice_weighted(trackers: dict, labels, **batch_means) -> None:
+    """Adds each batch mean of ``batch_means`` to its tracker, weighted by this replica slice's
+    number of examples (slices may be unequal; an empty slice adds nothing, not its NaN mean)."""
+    n = tf.cast(tf.shape(labels)[0], tf.float32)
+    for name, value in batch_means.items():
+        trackers[name].update_state(tf.where(n > 0, tf.cast(value, tf.float32), 0.0),
+                                    sample_weight=n)
+
+
 def base_trackers(eps_warmup: bool) -> dict:
     """name -> metric of :data:`BASE_METRICS` (accuracies ``SparseCategoricalAccuracy``, losses
     ``Mean``), and ``eps_scale`` (a :class:`LatestValue`) with an eps warm-up."""

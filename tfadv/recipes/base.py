@@ -43,6 +43,10 @@ class Preset:
     # linear warm-up over lr_warmup_epochs when above 256 (the tensorpack ImageNet code).
     lr_scaling: str = "none"
     lr_warmup_epochs: float = 5.0
+    # "cyclic": one triangular cycle 0 -> lr -> 0 over the run, peaking after lr_peak_fraction of
+    # it (Fast AT); lr_boundaries and lr_decay do not apply.
+    lr_schedule: str = "piecewise"
+    lr_peak_fraction: float = 0.5
 
 
 def register(name: str, preset: Union[Preset, Callable[[], Preset]]) -> None:
