@@ -216,25 +216,42 @@ def test_the_script_on_two_logical_cpus_saves_the_one_device_per_example_results
     assert saved["one"]["accuracy"]["PGD-5"] < saved["one"]["accuracy"]["clean"]
 
 
-def test_a_strategy_must_be_a_strategy_and_workers_need_seeded_attacks():
-    from tfadv import attacks
+def test_a_strategy_must_be_a_strategy_and_several_workers_are_refused(tmp_path):
+    import tensorflow as tf
+
+    from tests.testing import run_script
     from tfadv.evaluation import sharding
 
     def model_fn(images):
         return images
 
-    with pytest.raises(ValueError, match=r"tf.distribute.Strategy.*Received: distribute='gpu'"):
+    with pytest.raises(ValueError, match=r"tf.distribute.Strategy. Received: distribute='gpu'"):
         sharding.shard(model_fn, "gpu")
-    import tensorflow as tf
-
     assert sharding.shard(model_fn, tf.distribute.get_strategy()) is model_fn
     assert sharding.shard(model_fn, None) is model_fn
-    assert sharding._unseeded({"pgd": attacks.get("pgd", eps=0.1, step_size=0.01, num_steps=2),
-                               "seeded": attacks.get("pgd", eps=0.1, step_size=0.01, num_steps=2,
-                                                     seed=1),
-                               "fgsm": attacks.get("fgsm", eps=0.1),
-                               "apgd": attacks.get("apgd_ce", eps=0.1),
-                               "clean": attacks.get("noop")}) == ["pgd", "apgd"]
+    assert isinstance(sharding.shard(model_fn, tf.distribute.MirroredStrategy(["/cpu:0"])),
+                      sharding.ShardedModelFn)
+
+    class Resolver:
+        task_type, task_id = "worker", 0
+
+        def __init__(self, workers):
+            self.workers = workers
+
+        def cluster_spec(self):
+            return tf.train.ClusterSpec({"worker": [f"localhost:{i}" for i in range(self.workers)]})
+
+    class Strategy:
+        def __init__(self, workers):
+            self.cluster_resolver = Resolver(workers)
+
+    assert sharding.is_multi_worker(Strategy(2)) and not sharding.is_multi_worker(Strategy(1))
+    assert not sharding.is_multi_worker(tf.distribute.get_strategy())
+    proc = run_script("eval_robustness.py", f"--model_path={tmp_path / 'none.keras'}",
+                      "--strategy=multi_worker", check=False)
+    assert proc.returncode != 0
+    assert "--strategy=multi_worker is not supported yet. Received: --strategy=multi_worker." \
+        in proc.stderr + proc.stdout
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ model (SavedModel fingerprint or checkpoint SHA-256), dataset, split, --limit (n
 refused with the fields that differ (delete it or choose another --out_dir), a corrupt one too.
 
 Several devices: --num_gpus=N (MirroredStrategy; on a CPU host with --logical_cpus=N, a testing
-aid) or --strategy=multi_worker (the TF_CONFIG cluster; run the same command in every worker) splits
-every model pass of the attacks over the replicas and gathers the results in example order: the
-per-example results are those of one device, and a --resume state continues on any device layout.
+aid) splits every model pass of the attacks over the replicas and gathers the results in example
+order: the per-example results are those of one device, and a --resume state continues on any
+device layout. --strategy=multi_worker (several hosts) is refused: not supported yet.
 
 Where reports go: OUT_DIR is checked to be writable before the model is evaluated. By default it
 is RUN/eval/SLUG inside the run directory the model came from (never the training run's own
@@ -205,6 +205,10 @@ def run(argv):
         raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("ERROR")  # one tf.function per attack: TF's retracing notes are noise
+    if FLAGS.strategy == "multi_worker":
+        raise app.UsageError("eval_robustness.py splits the attacks' model passes over the devices "
+                             "of one host (--num_gpus=N); --strategy=multi_worker is not supported "
+                             "yet. Received: --strategy=multi_worker.")
     # The strategy before anything initialises TensorFlow's devices (--logical_cpus).
     strategy = distribute_lib.strategy_from_flags(FLAGS.num_gpus, strategy=FLAGS.strategy,
                                                   logical_cpus=FLAGS.logical_cpus)

@@ -131,8 +131,8 @@ def _with_member_budgets(specs, member_params: dict):
 
 def _check_distribute(distribute) -> None:
     if distribute is not None and not isinstance(distribute, tf.distribute.Strategy):
-        raise ValueError(f"distribute must be a tf.distribute.Strategy or None (the current "
-                         f"device). Received: distribute={distribute!r}.")
+        raise ValueError(f"distribute must be None (the current device) or a "
+                         f"tf.distribute.Strategy. Received: distribute={distribute!r}.")
 
 
 def _threat_model(threat_model) -> str:

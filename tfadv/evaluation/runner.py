@@ -149,8 +149,8 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
             ``{"model": ..., "dataset": ..., "split": ..., "limit": ...}``. Without a ``"model"``
             entry the model is identified by a hash of its weights (a callable holding no variables
             must name itself); ``num_examples``, when given, is added as ``"num_examples"``.
-        distribute: a ``tf.distribute.Strategy`` (MirroredStrategy over GPUs or logical CPUs,
-            MultiWorkerMirroredStrategy): every model pass of the attacks is split over its
+        distribute: a ``tf.distribute.Strategy`` of one process (MirroredStrategy over GPUs or
+            logical CPUs; several workers are refused): every model pass of the attacks is split over its
             replicas and gathered in example order (:mod:`tfadv.evaluation.sharding`); results,
             per example, are those of one device, and so is the resumable state. ``None``: the
             current device.
@@ -160,7 +160,7 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
     spec = getattr(dataset, "element_spec", None)  # a tf.data.Dataset: checked before anything runs
     if isinstance(spec, (tuple, list)) and spec:
         checks.check_model_input(model_fn, spec[0], what="Evaluation images")
-    attacked_fn = sharding.shard(model_fn, distribute, specs)
+    attacked_fn = sharding.shard(model_fn, distribute)
     key = fingerprint(specs, pixel_range=rng, only_robust=only_robust, prepare_steps=prepare_steps,
                       identity=state_identity(model, identity, num_examples) if state_path else None)
     state = State(state_path, key, save_every_s)

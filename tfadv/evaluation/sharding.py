@@ -2,18 +2,18 @@
 
 ``evaluate(..., distribute=strategy)`` hands the attacks a :class:`ShardedModelFn` instead of the
 model. The attack itself (its random starts, step sizes, projections, AutoAttack's and Square's
-host-side bookkeeping) runs unchanged on the whole attack batch in every process; each *model
+host-side bookkeeping) runs unchanged on the whole attack batch; each *model
 evaluation* it asks for, forward and input gradient, is split into consecutive slices of
-``ceil(n / replicas)`` examples, one per replica of ``tf.distribute`` (over the local devices and,
-under ``MultiWorkerMirroredStrategy``, over the workers), and the per-replica logits and gradients
-are gathered back in example order (``strategy.gather``).
+``ceil(n / replicas)`` examples, one per replica of a ``tf.distribute`` strategy over the devices
+of this process (MirroredStrategy over GPUs or logical CPUs), and the replicas' logits and
+gradients are concatenated back in example order. A strategy spanning several workers is refused.
 
 Why the model passes and not the attack: an attack's randomness is drawn for its batch (a random
 start of shape ``[n, ...]``, Square's windows for the points still unfooled, AutoAttack's members
 on the points still robust); a replica attacking only its slice would draw other numbers. Here the
 attack sees exactly the tensors it sees on one device, so the same seeds give the same
-adversarial examples and per-example results, for every attack, and the state of a resumable run
-does not depend on the device layout. The cost is a synchronisation per model pass; the model's
+per-example results, for every attack, and the state of a resumable run does not depend on the
+device layout. The cost is a synchronisation per model pass; the model's
 forward and backward passes, the work of an attack, are what is divided.
 
 Examples are independent in the model (inference mode: BatchNorm uses its moving statistics), so
@@ -37,43 +37,27 @@ def is_multi_worker(strategy) -> bool:
     return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
 
 
-def _unseeded(specs) -> list:
-    """The labels of the attacks in ``specs`` that draw random numbers without a seed (an attack
-    with ``seed=None``, unless it states that it starts from the clean input and picks no random
-    target: FGSM, PGD without random start)."""
-    labels = []
-    for label, spec in specs.items():
-        attack = getattr(spec, "attack", spec)
-        if not hasattr(attack, "seed") or attack.seed is not None:
-            continue
-        if getattr(attack, "random_start", None) == "none" and \
-                getattr(attack, "target", None) != "random":
-            continue
-        labels.append(label)
-    return labels
-
-
-def shard(model_fn, distribute, specs=None):
+def shard(model_fn, distribute):
     """What the attacks of an evaluation run against: ``model_fn`` itself without a strategy (or
     under the default one), else a :class:`ShardedModelFn` over ``distribute``'s replicas.
 
-    Across workers every process runs the attacks on the same batches and must draw the same
-    random numbers: an attack of ``specs`` without a seed is refused there.
+    A strategy spanning several workers is refused: the cross-worker gather inside the attacks'
+    loops is not delivered (its collectives did not line up between the workers on localhost).
     """
     if distribute is None:
         return model_fn
     if not isinstance(distribute, tf.distribute.Strategy):
-        raise ValueError(f"distribute must be a tf.distribute.Strategy (or None: the current "
-                         f"device). Received: distribute={distribute!r}.")
+        raise ValueError(f"distribute must be None (the current device) or a "
+                         f"tf.distribute.Strategy. Received: distribute={distribute!r}.")
     if distribute is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
         return model_fn  # the default strategy: one device, nothing to split
     if is_multi_worker(distribute):
-        unseeded = _unseeded(specs or {})
-        if unseeded:
-            raise ValueError(
-                f"A multi-worker evaluation runs every attack in each worker on the same batches, "
-                f"so each attack's random draws must be seeded (the same in every worker); "
-                f"{unseeded} have seed=None: pass a seed. Received: {unseeded}.")
+        raise ValueError(
+            "Distributed evaluation splits the model passes over the replicas of one process "
+            "(MirroredStrategy over GPUs or logical CPUs); a strategy spanning several workers "
+            "(--strategy=multi_worker) is not supported yet: evaluate on one host with "
+            f"--num_gpus=N. Received: distribute={type(distribute).__name__} over "
+            f"{distribute.cluster_resolver.cluster_spec().as_dict()}.")
     return ShardedModelFn(model_fn, distribute)
 
 
@@ -99,14 +83,19 @@ class ShardedModelFn:
 
     def __call__(self, x):
         x = tf.convert_to_tensor(x)
+        # Inside a traced attack the passes are traced into its graph; an eager caller gets the
+        # compiled ones.
+        eager = tf.executing_eagerly()
+        forward = self._forward_fn if eager else self._forward
+        gradient = self._gradient_fn if eager else self._input_gradient
 
         @tf.custom_gradient
         def sharded(images):
-            logits = self._forward_fn(images)
+            logits = forward(images)
 
             def grad(upstream, variables=None):
                 # Only the input is differentiated; the model's variables are constants here.
-                return self._gradient_fn(images, upstream), [None] * len(variables or ())
+                return gradient(images, upstream), [None] * len(variables or ())
 
             return logits, grad
 
@@ -130,22 +119,9 @@ class ShardedModelFn:
 
         return self.strategy.experimental_distribute_values_from_function(value_fn)
 
-    def _gather(self, per_replica, size, part):
-        """The replicas' rows in replica order. In one process the local results are concatenated
-        (no collective: MirroredStrategy). Across workers each slice is padded to ``part`` rows so
-        that the all-gather sees equal shapes; the slices being consecutive, the first ``size``
-        rows of the gathered tensor are the batch's, in order."""
-        local = self.strategy.experimental_local_results(per_replica)
-        if len(local) == self.replicas:
-            return tf.concat(local, axis=0)
-
-        def pad(rows):
-            missing = part - tf.shape(rows)[0]
-            paddings = tf.concat([[[0, missing]], tf.zeros([tf.rank(rows) - 1, 2], tf.int32)], 0)
-            return tf.pad(rows, paddings)
-
-        padded = self.strategy.run(pad, args=(per_replica,))
-        return self.strategy.gather(padded, axis=0)[:size]
+    def _gather(self, per_replica):
+        """The replicas' rows, concatenated in replica order: the batch's rows in order."""
+        return tf.concat(self.strategy.experimental_local_results(per_replica), axis=0)
 
     def _forward(self, x):
         def replica_fn(images):
@@ -156,7 +132,7 @@ class ShardedModelFn:
                 lambda: self.model_fn(tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0),
                                                images.dtype))[:0])
 
-        return self._gather(self.strategy.run(replica_fn, args=(self._slices(x),)), *self._sizes(x))
+        return self._gather(self.strategy.run(replica_fn, args=(self._slices(x),)))
 
     def _input_gradient(self, x, upstream):
         def replica_fn(pieces):
@@ -170,5 +146,4 @@ class ShardedModelFn:
 
             return batches.if_nonempty(images, vjp, lambda: tf.zeros_like(images))
 
-        return self._gather(self.strategy.run(replica_fn, args=(self._slices(x, upstream),)),
-                            *self._sizes(x))
+        return self._gather(self.strategy.run(replica_fn, args=(self._slices(x, upstream),)))
