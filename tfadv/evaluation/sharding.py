@@ -41,8 +41,10 @@ def shard(model_fn, distribute):
     """What the attacks of an evaluation run against: ``model_fn`` itself without a strategy (or
     under the default one), else a :class:`ShardedModelFn` over ``distribute``'s replicas.
 
-    A strategy spanning several workers is refused: the cross-worker gather inside the attacks'
-    loops is not delivered (its collectives did not line up between the workers on localhost).
+    A strategy spanning several workers is refused: gathering the slices across workers inside an
+    attack's loop needs its collectives in one order in every worker, and independent model calls
+    of one iteration (e.g. PGD's) were paired out of order between two workers on localhost
+    ("Shape mismatch in the collective instance").
     """
     if distribute is None:
         return model_fn
