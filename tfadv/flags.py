@@ -33,6 +33,16 @@ def define_attack_flags():
                       "Generate training examples with BN in training mode (Madry's release).")
 
 
+def define_distribute_flags():
+    """--num_gpus, --strategy and --logical_cpus (tfadv.distribute.strategy_from_flags): the
+    training commands' and the evaluation's."""
+    flags.DEFINE_integer("num_gpus", 0, "0: default device; N: MirroredStrategy over N GPUs.")
+    flags.DEFINE_enum("strategy", "auto", ["auto", "multi_worker"], "auto: --num_gpus decides; "
+                      "multi_worker: MultiWorkerMirroredStrategy over the TF_CONFIG cluster.")
+    flags.DEFINE_integer("logical_cpus", 0, "Testing aid: split the host CPU into N logical "
+                         "devices; --num_gpus=N then mirrors over them when fewer GPUs are visible.")
+
+
 def define_training_flags():
     flags.DEFINE_string("preset", None, "Defaults to use (default: the dataset's name).")
     flags.DEFINE_string("model", None, "Architecture name from the models registry.")
@@ -51,11 +61,7 @@ def define_training_flags():
     flags.DEFINE_float("weight_decay", None, "Coefficient c of c*sum(w^2)/2 on kernels (TF l2_loss).")
     flags.DEFINE_string("logdir", "runs/madry_digits", "Run directory: checkpoints, TensorBoard, "
                         "metadata, SavedModel, robustness report.")
-    flags.DEFINE_integer("num_gpus", 0, "0: default device; N: MirroredStrategy over N GPUs.")
-    flags.DEFINE_enum("strategy", "auto", ["auto", "multi_worker"], "auto: --num_gpus decides; "
-                      "multi_worker: MultiWorkerMirroredStrategy over the TF_CONFIG cluster.")
-    flags.DEFINE_integer("logical_cpus", 0, "Testing aid: split the host CPU into N logical "
-                         "devices; --num_gpus=N then mirrors over them when fewer GPUs are visible.")
+    define_distribute_flags()
     flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16", "fp16"], "Keras dtype policy: fp32, "
                       "mixed_bfloat16 or mixed_float16 (loss scaling); logits/losses stay fp32.")
     flags.DEFINE_bool("attack_fp32", False, "With --precision=bf16/fp16, generate the training "

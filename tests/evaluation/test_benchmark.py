@@ -11,7 +11,6 @@ import tensorflow as tf
 import tfadv
 from tfadv import ranges
 from tfadv.data.sources import digits_arrays
-from tfadv.evaluation import benchmark as benchmark_lib
 from tests.testing import trained_digits_model
 
 EPS = 0.1  # 25.5/255 of [0,1]: the tiny model keeps some points and loses others
@@ -156,12 +155,22 @@ def test_invalid_data_and_model_are_refused():
         run("not a model", (x, y))
 
 
-def test_a_strategy_is_refused_distributed_evaluation_is_not_available_yet():
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    with pytest.raises(benchmark_lib.DistributedEvaluationUnavailable,
-                       match="Distributed evaluation is not available yet.*Received:") as info:
-        run(lambda x: x, digits_test(), distribute=strategy)
-    assert isinstance(info.value, ValueError) and isinstance(info.value, NotImplementedError)
+def test_a_strategy_gives_the_one_device_card_and_a_non_strategy_is_refused(cards):
+    # One replica through the sharded path (the several-replica comparisons need logical CPUs set
+    # at process start: tests/evaluation/test_distributed_eval.py).
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    card = run(cards["model"], digits_test(), distribute=strategy)
+    np.testing.assert_array_equal(card.robust_mask, cards["first"].robust_mask)
+    def counts(c):
+        return {label: [(row["component"], row["accuracy"]) for row in rows]
+                for label, rows in c.components.items()}
+
+    assert counts(card) == counts(cards["first"])  # the seconds differ
+    calls = []
+    with pytest.raises(ValueError,
+                       match="distribute must be None.*Strategy.*Received: distribute=.gpu."):
+        run(lambda x: calls.append(1), digits_test(), distribute="gpu")
+    assert not calls
 
 
 def test_l2_runs_autoattack_in_the_l2_ball():

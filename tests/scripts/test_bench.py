@@ -129,3 +129,20 @@ def test_bench_training_every_defense_is_a_row(tmp_path):
         rows = {r["defense"]: r for r in json.load(f)["rows"]}
     for name in ("clean", "madry_pgd7", "bat_rmc_la", "trades_k10", "dynamic", "l2lda"):
         assert rows[name]["status"] == "ok" and rows[name]["ratio"] > 0, rows[name]
+
+
+def test_bench_evaluation_tiny_prints_ratios_and_equal_masks(tmp_path):
+    out = tmp_path / "bench_evaluation.json"
+    stdout = run_bench("bench_evaluation.py", "--devices=1,2", "--num_examples=3",
+                       "--batch_size=3", "--n_iter=1", "--n_queries=2", "--repeats=1",
+                       f"--json_out={out}")
+    assert "| devices | images/s | vs 1 device(s) | same mask as 1 |" in stdout
+    with open(out) as f:
+        rows = json.load(f)["rows"]
+    assert [r["devices"] for r in rows] == [1, 2] and rows[0]["ratio"] == 1.0
+    assert all(r["same_mask"] and r["images_per_s"] > 0 and len(r["seconds"]) == 1 for r in rows)
+
+
+def test_bench_evaluation_refuses_bad_device_counts():
+    proc = run_script("bench_evaluation.py", "--devices=0,2", check=False)
+    assert proc.returncode != 0 and "Received: ['0', '2']" in proc.stderr

@@ -35,6 +35,11 @@ model (SavedModel fingerprint or checkpoint SHA-256), dataset, split, --limit (n
 --batch_size, eps, attacks, --seed, --only_robust and pixel range; a state file of anything else is
 refused with the fields that differ (delete it or choose another --out_dir), a corrupt one too.
 
+Several devices: --num_gpus=N (MirroredStrategy; on a CPU host with --logical_cpus=N, a testing
+aid) splits every model pass of the attacks over the replicas and gathers the results in example
+order: the per-example results are those of one device, and a --resume state continues on any
+device layout. --strategy=multi_worker (several hosts) is refused: not supported yet.
+
 Where reports go: OUT_DIR is checked to be writable before the model is evaluated. By default it
 is RUN/eval/SLUG inside the run directory the model came from (never the training run's own
 robustness.md/json), else MODEL_PATH_eval/SLUG beside a bare SavedModel; SLUG is the suite or
@@ -54,7 +59,9 @@ from absl import app, flags, logging
 from tfadv import atomic
 from tfadv import checkpoints as ckpt_lib
 from tfadv import data as data_lib
+from tfadv import distribute as distribute_lib
 from tfadv import evaluation as eval_lib
+from tfadv import flags as tfadv_flags
 from tfadv import ranges as ranges_lib
 from tfadv import wrappers
 from tfadv.attacks import checks as checks_lib
@@ -118,6 +125,7 @@ flags.DEFINE_integer("finetune_steps", None, "Fitting steps of generator attacks
 flags.DEFINE_integer("finetune_images", 10000, "Training images the generator attacks are fitted on.")
 flags.DEFINE_integer("finetune_batch_size", 100, "Batch size of the generator attacks' fitting.")
 flags.DEFINE_string("finetune_split", "train", "Split the generator attacks are fitted on.")
+tfadv_flags.define_distribute_flags()
 FLAGS = flags.FLAGS
 
 STATE_FILE = "eval_state.npz"
@@ -164,6 +172,14 @@ def threat_model(specs) -> str:
     return "L2" if norms and all(n == "l2" for n in norms) else "Linf"
 
 
+def replicas_note(strategy) -> str:
+    """``, model passes split over N replicas (Strategy)`` for a distributed run, else empty."""
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return ""
+    return (f", model passes split over {strategy.num_replicas_in_sync} replica(s) "
+            f"({type(strategy).__name__})")
+
+
 def load_options() -> LoadOptions:
     """The model-reading flags, validated before anything is loaded."""
     shape = None
@@ -189,6 +205,13 @@ def run(argv):
         raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("ERROR")  # one tf.function per attack: TF's retracing notes are noise
+    if FLAGS.strategy == "multi_worker":
+        raise app.UsageError("eval_robustness.py splits the attacks' model passes over the devices "
+                             "of one host (--num_gpus=N); --strategy=multi_worker is not supported "
+                             "yet. Received: --strategy=multi_worker.")
+    # The strategy before anything initialises TensorFlow's devices (--logical_cpus).
+    strategy = distribute_lib.strategy_from_flags(FLAGS.num_gpus, strategy=FLAGS.strategy,
+                                                  logical_cpus=FLAGS.logical_cpus)
     if FLAGS.suite and FLAGS["attacks"].present:
         raise app.UsageError(f"Give --suite or --attacks, not both. Received: --suite={FLAGS.suite}, "
                              f"--attacks={FLAGS.attacks}.")
@@ -206,6 +229,9 @@ def run(argv):
     only_robust = bool(FLAGS.suite) if FLAGS.only_robust is None else FLAGS.only_robust
     out_dir = FLAGS.out_dir or default_out_dir(FLAGS.model_path,
                                                out_dir_slug(FLAGS.suite, FLAGS.attacks, eps))
+    # Under --strategy=multi_worker every worker evaluates; the chief writes OUT_DIR, the others
+    # their own OUT_DIR/workers/TASK (reports and resumable state).
+    out_dir = distribute_lib.worker_logdir(out_dir, strategy)
     report_lib.check_writable(out_dir)  # before the data and the attacks, not after an hour
     ds, ds_info = data_lib.load(dataset, FLAGS.split, batch_size=FLAGS.batch_size,
                                 pixel_range=pixel_range, data_dir=FLAGS.data_dir, limit=FLAGS.limit,
@@ -235,7 +261,8 @@ def run(argv):
     replacing = check_reports(out_dir, evaluation_id)
     print(f"Evaluating {info['source']} ({info['architecture']}) on {dataset}/{FLAGS.split} "
           f"({ds_info.num_examples} images), eps {eps:g}/255 of {pixel_range}"
-          f"{', only on points still robust' if only_robust else ''}", flush=True)
+          f"{', only on points still robust' if only_robust else ''}"
+          f"{replicas_note(strategy)}", flush=True)
     prepare_data = None
     if needs_preparation:
         prepare_data, _ = data_lib.load(dataset, FLAGS.finetune_split,
@@ -246,7 +273,7 @@ def run(argv):
                                num_examples=ds_info.num_examples, only_robust=only_robust,
                                state_path=state_path, tensorboard_dir=tb_dir,
                                prepare_data=prepare_data, prepare_steps=FLAGS.finetune_steps,
-                               identity=identity)
+                               identity=identity, distribute=strategy)
     rng = ranges_lib.get_range(pixel_range)
     model_path = (FLAGS.model_path if FLAGS.model_path.startswith(APPLICATIONS)
                   else os.path.abspath(FLAGS.model_path))

@@ -34,10 +34,6 @@ THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
 L2_SUITES = {"autoattack": ("clean", "autoattack(norm=l2)")}
 
 
-class DistributedEvaluationUnavailable(ValueError, NotImplementedError):
-    """``distribute=`` named a strategy, and the evaluation runner does not shard over replicas."""
-
-
 def benchmark(model, data, *, threat_model: str = "Linf", eps: float = 8 / 255,
               suite: str = "autoattack", pixel_range="[0,1]", num_examples: Optional[int] = None,
               batch_size: int = 200, seed: Optional[int] = 0, split: str = "test",
@@ -66,7 +62,10 @@ def benchmark(model, data, *, threat_model: str = "Linf", eps: float = 8 / 255,
             worst case is the same either way).
         out_dir: also write ``out_dir/model_card.md`` and ``.json`` (atomically); a card already
             there is refused unless ``overwrite=True``. Checked before anything runs.
-        distribute: ``None``. Distributed evaluation is not available yet: a strategy is refused.
+        distribute: a ``tf.distribute.Strategy`` (MirroredStrategy over GPUs or logical CPUs,
+            MultiWorkerMirroredStrategy over a ``TF_CONFIG`` cluster): the attacks' model passes
+            are split over its replicas (:mod:`tfadv.evaluation.sharding`) with the per-example
+            results of one device. ``None``: the current device.
         name: the model's row in the table (default: the Keras model's name).
         autoattack_params: per-member budgets of the suite's AutoAttack (AutoAttack's
             ``attack_params``), e.g. ``{"square": {"n_queries": 1000}}`` for a quick check; the
@@ -95,7 +94,7 @@ def benchmark(model, data, *, threat_model: str = "Linf", eps: float = 8 / 255,
     dataset, n, dataset_name = _input(data, rng, num_examples, batch_size, split, data_dir)
     start = time.time()
     result = evaluate(model, dataset, specs, pixel_range=rng, num_examples=n,
-                      only_robust=only_robust, progress=progress)
+                      only_robust=only_robust, progress=progress, distribute=distribute)
     seconds = time.time() - start
     name = name or str(getattr(model, "name", "") or "model")
     metadata = {"dataset": dataset_name, "split": split if isinstance(data, str) else None,
@@ -131,15 +130,9 @@ def _with_member_budgets(specs, member_params: dict):
 
 
 def _check_distribute(distribute) -> None:
-    if distribute is None:
-        return
-    if isinstance(distribute, tf.distribute.Strategy):
-        raise DistributedEvaluationUnavailable(
-            "Distributed evaluation is not available yet: tfadv.evaluation.evaluate runs on one "
-            "device and does not shard examples over replicas, so a strategy is refused rather than "
-            f"ignored. Pass distribute=None. Received: distribute={distribute!r}.")
-    raise ValueError(f"distribute must be None (a tf.distribute.Strategy once distributed "
-                     f"evaluation is available). Received: distribute={distribute!r}.")
+    if distribute is not None and not isinstance(distribute, tf.distribute.Strategy):
+        raise ValueError(f"distribute must be None (the current device) or a "
+                         f"tf.distribute.Strategy. Received: distribute={distribute!r}.")
 
 
 def _threat_model(threat_model) -> str:

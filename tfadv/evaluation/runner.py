@@ -45,6 +45,7 @@ from tfadv.attacks.model_fn import as_model_fn
 # The resumable state has its own module; fingerprint and check_state stay importable from here.
 from tfadv.evaluation.state import STATE_VERSION, State, check_state, fingerprint  # noqa: F401
 from tfadv.evaluation.state import state_identity
+from tfadv.evaluation import sharding
 
 @dataclasses.dataclass
 class AttackResult:
@@ -125,7 +126,7 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
              progress=sys.stderr, only_robust: bool = False, state_path: Optional[str] = None,
              save_every_s: float = 0.0, tensorboard_dir: Optional[str] = None,
              prepare_data=None, prepare_steps: Optional[int] = None,
-             identity: Optional[dict] = None) -> EvaluationResult:
+             identity: Optional[dict] = None, distribute=None) -> EvaluationResult:
     """Evaluates ``model`` (Keras model or logits callable) under each attack spec.
 
     Args:
@@ -148,12 +149,18 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
             ``{"model": ..., "dataset": ..., "split": ..., "limit": ...}``. Without a ``"model"``
             entry the model is identified by a hash of its weights (a callable holding no variables
             must name itself); ``num_examples``, when given, is added as ``"num_examples"``.
+        distribute: a ``tf.distribute.Strategy`` of one process (MirroredStrategy over GPUs or
+            logical CPUs; several workers are refused): every model pass of the attacks is split over its
+            replicas and gathered in example order (:mod:`tfadv.evaluation.sharding`); results,
+            per example, are those of one device, and so is the resumable state. ``None``: the
+            current device.
     """
     rng = ranges_lib.get_range(pixel_range)
     model_fn = as_model_fn(model, False)
     spec = getattr(dataset, "element_spec", None)  # a tf.data.Dataset: checked before anything runs
     if isinstance(spec, (tuple, list)) and spec:
         checks.check_model_input(model_fn, spec[0], what="Evaluation images")
+    attacked_fn = sharding.shard(model_fn, distribute)
     key = fingerprint(specs, pixel_range=rng, only_robust=only_robust, prepare_steps=prepare_steps,
                       identity=state_identity(model, identity, num_examples) if state_path else None)
     state = State(state_path, key, save_every_s)
@@ -167,8 +174,9 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
             attack = getattr(spec, "attack", spec)
             entry = state.entry(label)
             if not entry["done"]:
-                _prepare(model_fn, attack, label, prepare_data, prepare_steps, progress)
-                checked = _run_attack(model_fn, dataset, attack, label, entry, state, rng,
+                _prepare(attacked_fn, attack, label, prepare_data, prepare_steps, progress)
+                checked = _run_attack((model_fn, attacked_fn), dataset, attack, label, entry,
+                                      state, rng,
                                       robust_so_far if only_robust else None, num_examples,
                                       progress, checked)
             result = _result_from_entry(label, entry, attack, _attack_name(spec, attack), only_robust)
@@ -240,13 +248,17 @@ def _add_components(entry, records, label) -> None:
         total["seconds"] += float(record["seconds"])
 
 
-def _run_attack(model_fn, dataset, attack, label, entry, state, rng, mask, num_examples, progress,
+def _run_attack(model_fns, dataset, attack, label, entry, state, rng, mask, num_examples, progress,
                 checked) -> bool:
-    """Runs one attack over the batches not yet in ``entry``; updates ``entry`` and saves ``state``."""
+    """Runs one attack over the batches not yet in ``entry``; updates ``entry`` and saves ``state``.
+
+    ``model_fns``: the model (checked against the images) and what the attack runs against (the
+    same, or its passes sharded over replicas)."""
+    model_fn, attacked_fn = model_fns
 
     def run(x, y):
-        x_adv = attack(model_fn, x, y)
-        pred = tf.argmax(model_fn(x_adv), axis=-1, output_type=tf.int32)
+        x_adv = attack(attacked_fn, x, y)
+        pred = tf.argmax(attacked_fn(x_adv), axis=-1, output_type=tf.int32)
         delta = tf.reshape(x_adv - x, [tf.shape(x)[0], -1])
         return (tf.equal(pred, y), tf.reduce_max(tf.abs(delta), axis=1),
                 tf.norm(delta, axis=1),
