@@ -114,6 +114,18 @@ def digits_split(num_train=1400, num_test=None, seed=0):
     return x[:num_train].copy(), y[:num_train].copy(), x_test.copy(), y_test.copy()
 
 
+def digits_fixture(num_train, num_test):
+    """A module-scoped pytest fixture of :func:`digits_split` ``(num_train, num_test)``: a test
+    module's data, declared as ``digits = testing.digits_fixture(128, 32)``."""
+    import pytest
+
+    @pytest.fixture(scope="module", name="digits")
+    def _digits():
+        return digits_split(num_train=num_train, num_test=num_test)
+
+    return _digits
+
+
 @_functools.lru_cache(maxsize=None)
 def trained_digits_model(epochs=8, with_bn=True):
     """A tiny_cnn naturally trained on digits with Adam (a few seconds; ~90%+ test accuracy).

@@ -21,9 +21,7 @@ def _seed():
     keras.utils.set_random_seed(1234)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return testing.digits_split(num_train=128, num_test=32)
+digits = testing.digits_fixture(128, 32)
 
 
 class ConstantGenerator(keras.layers.Layer):

@@ -18,9 +18,7 @@ from tfadv.recipes import bat as bat_recipe
 EPS = 0.1  # digits, [0,1]: 25.5 pixel levels
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return testing.digits_split(num_train=640, num_test=200)
+digits = testing.digits_fixture(640, 200)
 
 
 class Counter(keras.layers.Layer):

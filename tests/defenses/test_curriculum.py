@@ -13,9 +13,7 @@ from tfadv.recipes import fosc as fosc_recipe
 from tests import testing
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return testing.digits_split(num_train=256, num_test=64)
+digits = testing.digits_fixture(256, 64)
 
 
 def interior_batch(n=12, seed=0):

@@ -12,9 +12,7 @@ from tfadv.recipes import fast as fast_recipe
 from tests import testing
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return testing.digits_split(num_train=128, num_test=32)
+digits = testing.digits_fixture(128, 32)
 
 
 def test_fgsm_rs_is_one_step_of_alpha_from_a_uniform_start_by_hand():

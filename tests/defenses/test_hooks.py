@@ -17,9 +17,7 @@ from tfadv.recipes import bat as bat_recipe
 from tests import testing
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return testing.digits_split(num_train=64, num_test=32)
+digits = testing.digits_fixture(64, 32)
 
 
 class WeightedCE(AdversarialModel):

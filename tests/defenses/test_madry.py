@@ -13,9 +13,7 @@ from tests import testing
 KEYS = {"loss", "adv_loss", "adv_acc", "clean_loss", "clean_acc"}
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return testing.digits_split(num_train=1000, num_test=400)
+digits = testing.digits_fixture(1000, 400)
 
 
 def small_madry(net=None, **kwargs):

@@ -14,9 +14,7 @@ from tfadv.recipes import trades as trades_recipe
 EPS = 0.1  # digits, [0,1]: 25.5 pixel levels
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return testing.digits_split(num_train=256, num_test=128)
+digits = testing.digits_fixture(256, 128)
 
 
 def np_trades_loss(logits_clean, logits_adv, labels, beta):
