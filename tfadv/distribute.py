@@ -141,6 +141,15 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         "chief" not in resolver.cluster_spec().as_dict()
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether ``strategy`` spans several processes (a ``TF_CONFIG`` cluster of more than one
+    task)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return False
+    return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
+
+
 def worker_logdir(logdir: str, strategy: tf.distribute.Strategy) -> str:
     """``logdir`` on the chief; a private scratch directory under it on the other workers, which
     must still save (saving reads sync-on-read variables collectively) but not over the chief."""

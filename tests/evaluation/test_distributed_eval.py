@@ -220,6 +220,7 @@ def test_a_strategy_must_be_a_strategy_and_several_workers_are_refused(tmp_path)
     import tensorflow as tf
 
     from tests.testing import run_script
+    from tfadv import distribute as distribute_lib
     from tfadv.evaluation import sharding
 
     def model_fn(images):
@@ -245,8 +246,9 @@ def test_a_strategy_must_be_a_strategy_and_several_workers_are_refused(tmp_path)
         def __init__(self, workers):
             self.cluster_resolver = Resolver(workers)
 
-    assert sharding.is_multi_worker(Strategy(2)) and not sharding.is_multi_worker(Strategy(1))
-    assert not sharding.is_multi_worker(tf.distribute.get_strategy())
+    assert distribute_lib.is_multi_worker(Strategy(2))
+    assert not distribute_lib.is_multi_worker(Strategy(1))
+    assert not distribute_lib.is_multi_worker(tf.distribute.get_strategy())
     proc = run_script("eval_robustness.py", f"--model_path={tmp_path / 'none.keras'}",
                       "--strategy=multi_worker", check=False)
     assert proc.returncode != 0

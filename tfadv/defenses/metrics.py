@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfadv import distribute as distribute_lib
 from tfadv import losses as losses_lib
 
 #: The base's metrics, in log order.
@@ -122,7 +123,7 @@ class PhaseMetrics:
         logs = self._results(metrics)
         strategy = self.distribute_strategy
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
+                and distribute_lib.is_multi_worker(strategy)):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 

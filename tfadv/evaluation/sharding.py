@@ -26,15 +26,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfadv import batches
-
-
-def is_multi_worker(strategy) -> bool:
-    """Whether ``strategy`` spans several processes (a ``TF_CONFIG`` cluster of more than one
-    task)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return False
-    return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
+from tfadv import distribute as distribute_lib
 
 
 def shard(model_fn, distribute):
@@ -53,7 +45,7 @@ def shard(model_fn, distribute):
                          f"tf.distribute.Strategy. Received: distribute={distribute!r}.")
     if distribute is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
         return model_fn  # the default strategy: one device, nothing to split
-    if is_multi_worker(distribute):
+    if distribute_lib.is_multi_worker(distribute):
         raise ValueError(
             "Distributed evaluation splits the model passes over the replicas of one process "
             "(MirroredStrategy over GPUs or logical CPUs); a strategy spanning several workers "
