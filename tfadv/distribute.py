@@ -150,6 +150,27 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
 
 
+def cluster_position(raw: Optional[str] = None) -> Tuple[int, int]:
+    """``(index, count)`` of this task among all tasks of the ``TF_CONFIG`` cluster (validated by
+    :func:`parse_tf_config`, read by tf.distribute's ``TFConfigClusterResolver``): the chief
+    first, then the workers in order. Starts no server and opens no connection."""
+    config = parse_tf_config(raw)
+    previous = os.environ.get("TF_CONFIG")
+    os.environ["TF_CONFIG"] = json.dumps(config)
+    try:
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        cluster, task_type, task_id = (resolver.cluster_spec().as_dict(), resolver.task_type,
+                                       int(resolver.task_id))
+    finally:
+        if previous is None:
+            del os.environ["TF_CONFIG"]
+        else:
+            os.environ["TF_CONFIG"] = previous
+    order = [(job, i) for job in ["chief"] + sorted(set(cluster) - {"chief"})
+             for i in range(len(cluster.get(job, ())))]
+    return order.index((task_type, task_id)), len(order)
+
+
 def worker_logdir(logdir: str, strategy: tf.distribute.Strategy) -> str:
     """``logdir`` on the chief; a private scratch directory under it on the other workers, which
     must still save (saving reads sync-on-read variables collectively) but not over the chief."""

@@ -161,6 +161,10 @@ class APGD(Attack):
     compiled_cache_size = 1
 
     # ------------------------------------------------------------------------------ reporting
+    def reproducible_per_call(self) -> bool:
+        """With a seed: every call re-seeds its stateless draws from it."""
+        return self.seed is not None
+
     def model_calls_per_example(self) -> int:
         """Upper bound on model evaluations per example: one clean forward, then N_iter + 1
         (forward + backward) per run, n_restarts runs (times n_target_classes for APGD-T). Points

@@ -125,6 +125,10 @@ class AutoAttack(Attack):
                 merged.update(value)
         return label, attacks_lib.get(label, **merged)
 
+    def reproducible_per_call(self) -> bool:
+        """When every member is (the standard version's members, seeded by ``seed``)."""
+        return all(attack.reproducible_per_call() for _, attack in self.members)
+
     def model_calls_per_example(self) -> int:
         """Upper bound: every member on every example, plus the clean and per-member scoring."""
         return sum(a.model_calls_per_example() + 1 for _, a in self.members) + 1

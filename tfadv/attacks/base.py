@@ -45,6 +45,14 @@ class Attack(abc.ABC):
     def model_calls_per_example(self) -> int:
         """How many times the attack evaluates the model per example (for reports)."""
 
+    def reproducible_per_call(self) -> bool:
+        """Whether a call's adversarial images are a function of its images, labels, the model
+        and this attack's configuration alone, never of earlier calls (no stateful random draws,
+        no unseeded ones). A multi-worker evaluation, whose workers attack different batches,
+        gives one device's per-example results only for such attacks, and a resumed evaluation
+        continues bit-identically. False unless an attack says otherwise."""
+        return False
+
     #: Models (with their static arguments) whose compiled functions an attack object keeps.
     compiled_cache_size = 8
 
@@ -120,3 +128,6 @@ class NoOpAttack(Attack):
 
     def model_calls_per_example(self) -> int:
         return 0
+
+    def reproducible_per_call(self) -> bool:
+        return True

@@ -127,6 +127,11 @@ class IterativeAttack(Attack):
         if name is not None:
             self.name = name
 
+    def reproducible_per_call(self) -> bool:
+        """Without a random start or random targets: the random start and random targets draw
+        from stateful, op-seeded ops, whose seed fixes the sequence of draws, not each call's."""
+        return self.random_start == "none" and self.target != "random"
+
     def model_calls_per_example(self) -> int:
         """Model evaluations per example in graph mode: k gradient steps per restart, one scoring
         forward per restart when restarts > 1, and one clean forward for targets/KL."""

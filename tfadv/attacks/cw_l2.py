@@ -87,6 +87,10 @@ class CarliniWagnerL2(Attack):
             raise ValueError(f"{what} must be a finite number >= 0. Received: {value!r}.")
         return v
 
+    def reproducible_per_call(self) -> bool:
+        """Deterministic: no random draws."""
+        return True
+
     def model_calls_per_example(self) -> int:
         """Upper bound (no early abort): one gradient evaluation per Adam step, plus the clean
         forward pass."""

@@ -78,6 +78,10 @@ class DeepFool(Attack):
         if name is not None:
             self.name = name
 
+    def reproducible_per_call(self) -> bool:
+        """Deterministic: no random draws."""
+        return True
+
     def model_calls_per_example(self) -> int:
         """Upper bound: per iteration the ``candidates - 1`` gradients (one forward/backward pass
         over that many replicas of each example), plus the clean forward pass."""

@@ -179,6 +179,10 @@ class FABAttack(Attack):
     #: to models it no longer attacks.
     compiled_cache_size = 1
 
+    def reproducible_per_call(self) -> bool:
+        """With a seed: every call builds its generator from it."""
+        return self.seed is not None
+
     def model_calls_per_example(self) -> int:
         """One clean forward pass, then per run (target class × restart) n_iter iterations of one
         forward/backward pass (the Jacobian of the logits for untargeted FAB, the gradient of one

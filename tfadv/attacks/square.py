@@ -123,6 +123,10 @@ class SquareAttack(Attack):
         if name is not None:
             self.name = name
 
+    def reproducible_per_call(self) -> bool:
+        """With a seed: every call starts its NumPy generator from it."""
+        return self.seed is not None
+
     def model_calls_per_example(self) -> int:
         """At most ``n_restarts · (n_queries + 1) + 1``: one clean forward pass, then per restart
         the initialisation plus one query per iteration (an example fooled early stops being

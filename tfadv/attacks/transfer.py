@@ -98,6 +98,10 @@ class TransferAttack(Attack):
         if name is not None:
             self.name = name
 
+    def reproducible_per_call(self) -> bool:
+        """When the inner attack on the source model is."""
+        return self.inner.reproducible_per_call()
+
     def model_calls_per_example(self) -> int:
         """Evaluations of the *source* model (the target is never queried by the attack)."""
         return self.inner.model_calls_per_example()

@@ -113,7 +113,7 @@ class _Progress:
         self.stream.flush()
 
 
-def _attack_name(spec, attack) -> str:
+def attack_name(spec, attack) -> str:
     params = getattr(spec, "params", None) or {}
     return str(params.get("attack") or getattr(attack, "name", "") or "")
 
@@ -179,7 +179,7 @@ def evaluate(model, dataset, specs: Dict[str, "object"], *, pixel_range, num_exa
                                       state, rng,
                                       robust_so_far if only_robust else None, num_examples,
                                       progress, checked)
-            result = _result_from_entry(label, entry, attack, _attack_name(spec, attack), only_robust)
+            result = result_from_entry(label, entry, attack, attack_name(spec, attack), only_robust)
             results[label] = result
             total = int(result.correct.size)
             robust_so_far = result.correct if robust_so_far is None else \
@@ -217,7 +217,7 @@ def _prepare(model_fn, attack, label, data, steps, progress) -> None:
         progress.flush()
 
 
-def _result_from_entry(label, entry, attack, name, only_robust) -> AttackResult:
+def result_from_entry(label, entry, attack, name, only_robust) -> AttackResult:
     cat = {k: (np.concatenate(entry[k]) if entry[k] else np.zeros([0])) for k in State.ARRAYS}
     attacked = int(entry["points_attacked"])
     return AttackResult(
@@ -230,7 +230,7 @@ def _result_from_entry(label, entry, attack, name, only_robust) -> AttackResult:
         components=[dict(c) for c in entry.get("components", [])])
 
 
-def _add_components(entry, records, label) -> None:
+def add_components(entry, records, label) -> None:
     """Adds one batch's per-member records of an ensemble (``attack.last_run``: AutoAttack's) to
     ``entry["components"]``, which the resumable state saves with the entry."""
     if not records:
@@ -317,7 +317,7 @@ def _run_attack(model_fns, dataset, attack, label, entry, state, rng, mask, num_
                 outs = compiled(xs, ys)
             else:
                 outs = run(xs, ys)
-                _add_components(entry, getattr(attack, "last_run", None), label)
+                add_components(entry, getattr(attack, "last_run", None), label)
             c, d, e, a, o = (t.numpy() for t in outs)
             correct[sel], linf[sel], l2[sel], nans[sel], oor[sel] = c, d, e, a, o
         for name, value in zip(State.ARRAYS, (correct, linf, l2, nans, oor)):
