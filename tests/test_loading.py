@@ -1,6 +1,7 @@
 """tfadv.loading and tfadv.wrappers: the user's own models (.keras, .weights.h5 + architecture,
 plain SavedModels, keras.applications) and the normalisation / softmax wrappers."""
 
+import json
 import os
 import warnings
 
@@ -197,13 +198,65 @@ def test_a_run_directory_prefers_its_model_keras(tmp_path):
     assert info["model_id"] == identity.of_file(os.path.join(run, "model.keras"))
     with pytest.raises(ValueError, match="must end in .keras"):
         export.save_keras(net, os.path.join(run, "model.h5"))
-    # A checkpoint newer than model.keras (the run trained further) wins over it; an older one not.
+    # With checkpoints, model.keras is taken only when the record beside it names the latest one.
     keras_file = os.path.join(run, loading.KERAS_FILE)
-    weights = checkpoints.save(os.path.join(run, checkpoints.CHECKPOINT_DIR), net, 1)
-    os.utime(keras_file, (1e9, 1e9))
+    checkpoints.save(os.path.join(run, checkpoints.CHECKPOINT_DIR), net, 1)
+    path, why = loading.keras_file_choice(run)
+    assert path is None and "it records no checkpoint" in why and "ckpt-0001.weights.h5" in why
     assert loading.run_keras_file(run) is None
-    os.utime(weights, (0.5e9, 0.5e9))
+    source = checkpoints.checkpoint_identity(run)
+    assert source["checkpoint"] == "ckpt-0001.weights.h5" and source["epoch"] == 1
+    export.save_keras(net, keras_file, source=source)
     assert loading.run_keras_file(run) == keras_file
+
+
+def test_model_keras_is_matched_to_its_checkpoint_by_record_not_by_file_times(tmp_path):
+    """A run directory copied without its times (every mtime reset) loads what it recorded; a run
+    trained further after model.keras was saved loads its newer checkpoint."""
+    import shutil
+
+    from tfadv import checkpoints, export
+
+    run = str(tmp_path / "run")
+    from tfadv import models
+
+    first, second = (models.build("digits_cnn", num_classes=10, input_shape=(8, 8, 1))
+                     for _ in range(2))  # two random initialisations
+    checkpoints.write_run_config(run, model="digits_cnn", num_classes=10, input_shape=(8, 8, 1),
+                                 pixel_range="[0,1]", dataset="digits")
+    ckpt_dir = os.path.join(run, checkpoints.CHECKPOINT_DIR)
+    checkpoints.save(ckpt_dir, first, 1)
+    keras_file = os.path.join(run, loading.KERAS_FILE)
+    export.save_keras(first, keras_file, source=checkpoints.checkpoint_identity(run))
+    with open(export.keras_source_path(keras_file)) as f:
+        assert json.load(f)["source"]["weights"] == identity.of_file(
+            os.path.join(ckpt_dir, "ckpt-0001.weights.h5"))
+    copy = str(tmp_path / "copy")
+    shutil.copytree(run, copy, copy_function=shutil.copyfile)  # contents only, new times
+    for root, _, files in os.walk(copy):
+        for name in files:  # model.keras now older than its checkpoint
+            stamp = 1e9 if name == loading.KERAS_FILE else 2e9
+            os.utime(os.path.join(root, name), (stamp, stamp))
+    assert loading.run_keras_file(copy) == os.path.join(copy, loading.KERAS_FILE)
+    _, info = load_for_evaluation(copy)
+    assert info["source"].endswith("model.keras")
+
+    # Trained further: epoch 2 holds other weights; model.keras (newer on disk) is stale.
+    checkpoints.save(ckpt_dir, second, 2)
+    os.utime(keras_file, (3e9, 3e9))
+    path, why = loading.keras_file_choice(run)
+    assert path is None
+    assert "saved from ckpt-0001.weights.h5 (epoch 1" in why and "ckpt-0002.weights.h5 (epoch 2" in why
+    model, info = load_for_evaluation(run)
+    assert info["source"].endswith("ckpt-0002.weights.h5")
+    x = images()
+    np.testing.assert_allclose(model(x).numpy(), second(x).numpy(), atol=1e-6)
+    assert not np.allclose(first(x).numpy(), second(x).numpy(), atol=1e-3)
+    # Re-saving model.keras from the final weights records the new checkpoint: taken again.
+    export.save_keras(second, keras_file, source=checkpoints.checkpoint_identity(run))
+    assert loading.run_keras_file(run) == keras_file
+    with pytest.raises(ValueError, match=r"source must be a dict.*Received: source='x'\."):
+        export.save_keras(second, keras_file, source="x")
 
 
 def test_an_input_shape_flag_that_contradicts_the_model_is_refused(tmp_path):

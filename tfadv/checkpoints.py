@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from tfadv import atomic
+from tfadv import identity as identity_lib
 
 RUN_CONFIG = "run_config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -207,6 +208,20 @@ def latest_checkpoint(directory: str) -> Optional[str]:
                          f"missing, so this run directory has no final weights to load. "
                          f"Received: {index!r}.")
     return weights
+
+
+def checkpoint_identity(logdir: str) -> Optional[dict]:
+    """Which checkpoint a run directory resolves to (:func:`resolve`): ``{"checkpoint": file
+    name, "epoch": the epoch checkpoint.json records (None without one), "weights": the file's
+    SHA-256}``; None when the run has no checkpoint. What ``LOGDIR/model.keras`` records it was
+    saved from (:func:`tfadv.export.save_keras`), so that loading can tell whether it still is the
+    run's final network without trusting file times."""
+    directory = os.path.join(logdir, CHECKPOINT_DIR)
+    if not os.path.isdir(directory) or latest_checkpoint(directory) is None:
+        return None
+    weights, _ = resolve(logdir)
+    return {"checkpoint": os.path.basename(weights), "epoch": latest_epoch(directory),
+            "weights": identity_lib.of_file(weights)}
 
 
 def latest_epoch(directory: str) -> Optional[int]:

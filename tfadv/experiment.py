@@ -191,7 +191,8 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                                            "defense": defense, "eps_pixels": cfg.eps})
     if not chief:
         return model, None
-    export_lib.save_keras(network, os.path.join(logdir, "model.keras"))
+    export_lib.save_keras(network, os.path.join(logdir, "model.keras"),
+                          source=ckpt_lib.checkpoint_identity(logdir))
     result = run_evaluation(network, cfg, out_dir=logdir, row=f"{defense} ({cfg.model})",
                             stream=stream, extra_metadata={"defense": defense,
                                                            "train_seconds": round(train_seconds, 1)})

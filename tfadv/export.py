@@ -7,6 +7,7 @@ images must be in. Export is atomic: the directory appears complete or not at al
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Optional
 
@@ -72,15 +73,44 @@ def export_savedmodel(network: keras.Model, path: str, *, pixel_range, metadata:
     return path
 
 
-def save_keras(network: keras.Model, path: str) -> str:
+def keras_source_path(path: str) -> str:
+    """``PATH.source.json``: which checkpoint the ``.keras`` file at ``path`` was saved from."""
+    return path + ".source.json"
+
+
+def save_keras(network: keras.Model, path: str, *, source: Optional[dict] = None) -> str:
     """Writes ``network`` as a Keras-native ``.keras`` file at ``path``, atomically, and returns
     ``path``; ``keras.models.load_model(path)`` reads it back (tfadv's layers are registered
-    serializable, so no custom_objects are needed)."""
+    serializable, so no custom_objects are needed).
+
+    ``source``: the identity of the checkpoint ``network`` holds
+    (:func:`tfadv.checkpoints.checkpoint_identity`), written atomically to
+    :func:`keras_source_path` after the ``.keras`` file; a previous record is removed before the
+    file is replaced, so a record never describes another file's weights."""
     if not path.endswith(".keras"):
         raise ValueError(f"A Keras model file must end in .keras. Received: {path!r}.")
+    if source is not None and not isinstance(source, dict):
+        raise ValueError(f"source must be a dict (the checkpoint's identity) or None. "
+                         f"Received: source={source!r}.")
+    record = keras_source_path(path)
+    if os.path.lexists(record):
+        os.remove(record)
     with atomic.atomic_path(path) as tmp:
         network.save(tmp)
+    if source is not None:
+        atomic.write_json(record, {"format": 1, "source": source})
     return path
+
+
+def read_keras_source(path: str) -> Optional[dict]:
+    """The checkpoint identity recorded beside the ``.keras`` file at ``path``; None when there
+    is no readable record."""
+    try:
+        with open(keras_source_path(path), encoding="utf-8") as f:
+            source = json.load(f)["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return source if isinstance(source, dict) else None
 
 
 class LoadedModel:

@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfadv import checkpoints as ckpt_lib
 from tfadv import export as export_lib
@@ -59,9 +60,9 @@ def load_for_evaluation(path: str, options: Optional[LoadOptions] = None):
     for a randomly initialised classifier, the weights' SHA-256), input_shape and wrappers (what
     was wrapped around the model: normalisation, log of softmax outputs).
 
-    ``path`` may be a tfadv SavedModel, a run directory (its ``model.keras`` when it is not older
-    than the checkpoint its ``checkpoints/checkpoint.json`` names, else that checkpoint: the final
-    weights, which its ``savedmodel/`` is exported from; that ``savedmodel/`` when it has no
+    ``path`` may be a tfadv SavedModel, a run directory (its ``model.keras`` when the record beside
+    it names the checkpoint its ``checkpoints/checkpoint.json`` names, else that checkpoint: the
+    final weights, which its ``savedmodel/`` is exported from: :func:`keras_file_choice`; that ``savedmodel/`` when it has no
     checkpoints), a ``checkpoints/`` directory, a ``.weights.h5`` file (its run's architecture, or
     ``options.arch``), a ``.keras`` file, a plain SavedModel or ``keras.applications:NAME``.
     A run directory whose training got further than its latest checkpoint is refused
@@ -114,17 +115,40 @@ def _load_path(path: str, options: LoadOptions):
 
 
 def run_keras_file(logdir: str) -> Optional[str]:
-    """``LOGDIR/model.keras`` when it holds the run's final network: present, and not older than
-    the checkpoint the run resolves to (a run trained further after it was saved resolves to its
-    newer checkpoint instead); None otherwise. A run trained further than its latest checkpoint
-    is refused, as :func:`tfadv.checkpoints.resolve` refuses it."""
+    """``LOGDIR/model.keras`` when it holds the run's final network, else None (with a warning
+    saying why when the file is there): see :func:`keras_file_choice`."""
+    path, reason = keras_file_choice(logdir)
+    if reason:
+        logging.warning("%s", reason)
+    return path
+
+
+def keras_file_choice(logdir: str) -> Tuple[Optional[str], str]:
+    """``(LOGDIR/model.keras or None, why it is not taken)``.
+
+    The file is taken when the run has no checkpoint, or when the identity recorded beside it
+    (``model.keras.source.json``: the checkpoint's name, epoch and SHA-256, written by
+    :func:`tfadv.export.save_keras`) is that of the checkpoint the run resolves to; otherwise the
+    checkpoint is (a run trained further after the file was saved, a file saved by hand or by an
+    older tfadv). File times are not consulted: a copied run directory loads the same model. A
+    run trained further than its latest checkpoint is refused, as
+    :func:`tfadv.checkpoints.resolve` refuses it."""
     path = os.path.join(logdir, KERAS_FILE)
     if not os.path.isfile(path) or not os.path.isfile(os.path.join(logdir, ckpt_lib.RUN_CONFIG)):
-        return None
-    if not os.path.isdir(os.path.join(logdir, ckpt_lib.CHECKPOINT_DIR)):
-        return path
-    weights, _ = ckpt_lib.resolve(logdir)
-    return path if os.path.getmtime(path) >= os.path.getmtime(weights) else None
+        return None, ""
+    current = ckpt_lib.checkpoint_identity(logdir)
+    if current is None:
+        return path, ""
+    saved = export_lib.read_keras_source(path)
+    if saved == current:
+        return path, ""
+    why = (f"it records no checkpoint ({os.path.basename(export_lib.keras_source_path(path))} is "
+           f"missing or unreadable)" if saved is None else
+           f"it was saved from {saved.get('checkpoint')} (epoch {saved.get('epoch')}, "
+           f"{saved.get('weights')})")
+    return None, (f"Not loading {path}: {why}, but the run's latest checkpoint is "
+                  f"{current['checkpoint']} (epoch {current['epoch']}, {current['weights']}); "
+                  f"loading that checkpoint instead.")
 
 
 def load_keras_file(path: str, *, unsafe_deserialization: bool = False):

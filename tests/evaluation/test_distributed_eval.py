@@ -94,6 +94,35 @@ def _compare(replicas):
     print("RESULT " + json.dumps(out))
 
 
+def _diagnose(replicas, out_dir):
+    """The diagnostics checklist and the analyses on one device and on ``replicas`` logical CPUs:
+    their records, sweeps, gradient statistics and FOSC summaries."""
+    from tfadv.evaluation import analyses, diagnostics
+
+    model, x, y, _, strategy = _setup(replicas)
+    source = _setup_source()
+    out = {}
+    for name, distribute in (("one", None), ("many", strategy)):
+        report = diagnostics.run_diagnostics(
+            model, (x, y), eps=0.1, pixel_range="[0,1]", eps_multipliers=(1, 4), steps=(1, 5),
+            sweep_steps=5, transfer_source=source, square_params={"n_queries": 30},
+            batch_size=BATCH, distribute=distribute)
+        obj = analyses.run_analyses(model, (x, y), eps=0.1, pixel_range="[0,1]", steps=(1, 5),
+                                    eps_multipliers=(1, 4), sweep_steps=5, batch_size=BATCH,
+                                    out_dir=os.path.join(out_dir, name), distribute=distribute)
+        out[name] = {"records": {r.name: [r.status, r.numbers] for r in report.records},
+                     "sweeps": report.sweeps, "gradients": obj["gradient_norm_sq"],
+                     "fosc": obj["fosc"], "plot_sweeps": [obj["accuracy_vs_steps"],
+                                                          obj["accuracy_vs_eps"]]}
+    print("RESULT " + json.dumps(out, default=str))
+
+
+def _setup_source():
+    from tests import testing
+
+    return testing.tiny_cnn(with_bn=False, seed=7, name="source")
+
+
 class _KillingBatches:
     """The batches of an evaluation; the process kills itself (SIGKILL: no cleanup, no final save)
     when the ``kill_at``-th batch over all passes is requested."""
@@ -162,6 +191,29 @@ def test_two_logical_cpus_give_the_one_device_masks_and_adversarial_examples():
 def test_eight_logical_cpus_give_the_one_device_masks_and_adversarial_examples():
     _check_equal(_result(run_python(["compare", "8"], script=os.path.abspath(__file__),
                                     timeout=900)), 8)
+
+
+def test_diagnostics_and_analyses_on_two_logical_cpus_give_the_one_device_numbers(tmp_path):
+    import numpy as np
+
+    out = _result(run_python(["diagnose", "2", str(tmp_path)], script=os.path.abspath(__file__),
+                             timeout=600))
+    one, many = out["one"], out["many"]
+    assert sorted(one["records"]) == ["determinism", "eps_sweep", "fgsm", "square",
+                                      "steps_sweep", "transfer", "zero_gradients"]
+    # Accuracies and counts come from per-example masks: exactly equal.
+    assert one["records"] == many["records"] and one["sweeps"] == many["sweeps"]
+    assert one["plot_sweeps"] == many["plot_sweeps"]
+    assert one["sweeps"]["steps"]["5"] < one["sweeps"]["clean_accuracy"]  # the attacks bite
+    # Gradient norms and FOSC are sums of floats taken over other slices: equal to rounding.
+    for key in ("gradients", "fosc"):
+        for label, stats in one[key].items():
+            if isinstance(stats, dict):
+                for name, value in stats.items():
+                    np.testing.assert_allclose(many[key][label][name], value, rtol=1e-5,
+                                               atol=1e-7, err_msg=f"{key} {label} {name}")
+            else:
+                assert many[key][label] == stats, (key, label)
 
 
 def test_a_killed_distributed_evaluation_resumes_to_the_same_result(tmp_path):
@@ -249,17 +301,20 @@ def test_a_strategy_must_be_a_strategy_and_several_workers_are_refused(tmp_path)
     assert distribute_lib.is_multi_worker(Strategy(2))
     assert not distribute_lib.is_multi_worker(Strategy(1))
     assert not distribute_lib.is_multi_worker(tf.distribute.get_strategy())
+    # The script's --strategy=multi_worker splits the evaluation by batches
+    # (tfadv.evaluation.workers; tests/scripts/test_eval_multi_worker.py): it needs TF_CONFIG.
     proc = run_script("eval_robustness.py", f"--model_path={tmp_path / 'none.keras'}",
                       "--strategy=multi_worker", check=False)
     assert proc.returncode != 0
-    assert "--strategy=multi_worker is not supported yet. Received: --strategy=multi_worker." \
-        in proc.stderr + proc.stdout
+    assert "TF_CONFIG environment variable, which is not set" in proc.stderr + proc.stdout
 
 
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "compare":
         _compare(int(sys.argv[2]))
+    elif mode == "diagnose":
+        _diagnose(int(sys.argv[2]), sys.argv[3])
     elif mode == "resume":
         _resume(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
     else:

@@ -1,7 +1,7 @@
 """Multi-worker evaluation (tfadv/evaluation/workers.py): workers split the evaluation by whole
 attack batches, the chief merges their shards in example order. Here the workers run one after
 another in this process (they share only the output directory, as on a cluster); the slow test in
-tests/cli/test_eval_multi_worker.py runs two processes with TF_CONFIG."""
+tests/scripts/test_eval_multi_worker.py runs two processes with TF_CONFIG."""
 
 import functools
 import json

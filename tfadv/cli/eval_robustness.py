@@ -38,7 +38,12 @@ refused with the fields that differ (delete it or choose another --out_dir), a c
 Several devices: --num_gpus=N (MirroredStrategy; on a CPU host with --logical_cpus=N, a testing
 aid) splits every model pass of the attacks over the replicas and gathers the results in example
 order: the per-example results are those of one device, and a --resume state continues on any
-device layout. --strategy=multi_worker (several hosts) is refused: not supported yet.
+device layout. --strategy=multi_worker (several hosts, TF_CONFIG) splits the evaluation by whole
+attack batches: batch b goes to task b mod W (the chief is task 0), each task on its own devices
+(--num_gpus); every task writes its resumable shard to OUT_DIR/shards/ (a rerun continues it), and
+the chief waits at most --shard_timeout seconds for the others and writes the one report, per
+example that of one device. OUT_DIR must be a directory shared by all tasks; attacks whose result
+on a batch depends on earlier calls (a seeded random start: pgd-K, cw-K) are refused there.
 
 Where reports go: OUT_DIR is checked to be writable before the model is evaluated. By default it
 is RUN/eval/SLUG inside the run directory the model came from (never the training run's own
@@ -69,6 +74,7 @@ from tfadv.cli import program
 from tfadv.evaluation import report as report_lib
 from tfadv.evaluation import runner as runner_lib
 from tfadv.evaluation import specs as specs_lib
+from tfadv.evaluation import workers as workers_lib
 from tfadv.loading import APPLICATIONS, LoadOptions, load_for_evaluation
 
 flags.DEFINE_string("model_path", None, "SavedModel dir (tfadv's or a plain TF/Keras one), run dir, "
@@ -125,6 +131,8 @@ flags.DEFINE_integer("finetune_steps", None, "Fitting steps of generator attacks
 flags.DEFINE_integer("finetune_images", 10000, "Training images the generator attacks are fitted on.")
 flags.DEFINE_integer("finetune_batch_size", 100, "Batch size of the generator attacks' fitting.")
 flags.DEFINE_string("finetune_split", "train", "Split the generator attacks are fitted on.")
+flags.DEFINE_float("shard_timeout", 3600.0, "--strategy=multi_worker: seconds the chief waits for "
+                   "the other tasks' shards after its own.")
 tfadv_flags.define_distribute_flags()
 FLAGS = flags.FLAGS
 
@@ -205,13 +213,15 @@ def run(argv):
         raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("ERROR")  # one tf.function per attack: TF's retracing notes are noise
-    if FLAGS.strategy == "multi_worker":
-        raise app.UsageError("eval_robustness.py splits the attacks' model passes over the devices "
-                             "of one host (--num_gpus=N); --strategy=multi_worker is not supported "
-                             "yet. Received: --strategy=multi_worker.")
+    # --strategy=multi_worker: this task's place in the TF_CONFIG cluster; the tasks share only
+    # OUT_DIR (tfadv.evaluation.workers), each splits its batches over its own devices.
+    worker = workers_lib.Worker.from_tf_config() if FLAGS.strategy == "multi_worker" else None
+    if worker is not None and not FLAGS.shard_timeout > 0:
+        raise app.UsageError(f"--shard_timeout must be positive. Received: {FLAGS.shard_timeout}.")
     # The strategy before anything initialises TensorFlow's devices (--logical_cpus).
-    strategy = distribute_lib.strategy_from_flags(FLAGS.num_gpus, strategy=FLAGS.strategy,
-                                                  logical_cpus=FLAGS.logical_cpus)
+    strategy = distribute_lib.strategy_from_flags(
+        FLAGS.num_gpus, strategy="auto" if worker else FLAGS.strategy,
+        logical_cpus=FLAGS.logical_cpus)
     if FLAGS.suite and FLAGS["attacks"].present:
         raise app.UsageError(f"Give --suite or --attacks, not both. Received: --suite={FLAGS.suite}, "
                              f"--attacks={FLAGS.attacks}.")
@@ -229,9 +239,6 @@ def run(argv):
     only_robust = bool(FLAGS.suite) if FLAGS.only_robust is None else FLAGS.only_robust
     out_dir = FLAGS.out_dir or default_out_dir(FLAGS.model_path,
                                                out_dir_slug(FLAGS.suite, FLAGS.attacks, eps))
-    # Under --strategy=multi_worker every worker evaluates; the chief writes OUT_DIR, the others
-    # their own OUT_DIR/workers/TASK (reports and resumable state).
-    out_dir = distribute_lib.worker_logdir(out_dir, strategy)
     report_lib.check_writable(out_dir)  # before the data and the attacks, not after an hour
     ds, ds_info = data_lib.load(dataset, FLAGS.split, batch_size=FLAGS.batch_size,
                                 pixel_range=pixel_range, data_dir=FLAGS.data_dir, limit=FLAGS.limit,
@@ -254,26 +261,39 @@ def run(argv):
                                  identity=identity, prepare_steps=FLAGS.finetune_steps)
     evaluation_id = hashlib.sha256(key.encode()).hexdigest()[:16]
     tb_dir = os.path.join(out_dir, "tensorboard") if FLAGS.tensorboard else None
-    state_path = os.path.join(out_dir, STATE_FILE) if FLAGS.resume else None
+    state_path = os.path.join(out_dir, STATE_FILE) if FLAGS.resume and worker is None else None
+    if worker is not None:
+        workers_lib.check_reproducible(specs)  # before any attack runs
     if state_path and os.path.exists(state_path):
         runner_lib.check_state(state_path, key)  # another model, data or attacks: refused here
         print(f"Resuming from {state_path}", file=sys.stderr, flush=True)
-    replacing = check_reports(out_dir, evaluation_id)
+    replacing = check_reports(out_dir, evaluation_id) if worker is None or worker.chief else ""
     print(f"Evaluating {info['source']} ({info['architecture']}) on {dataset}/{FLAGS.split} "
           f"({ds_info.num_examples} images), eps {eps:g}/255 of {pixel_range}"
           f"{', only on points still robust' if only_robust else ''}"
-          f"{replicas_note(strategy)}", flush=True)
+          f"{replicas_note(strategy)}"
+          f"{f', task {worker.index} of {worker.count}' if worker else ''}", flush=True)
     prepare_data = None
     if needs_preparation:
         prepare_data, _ = data_lib.load(dataset, FLAGS.finetune_split,
                                         batch_size=FLAGS.finetune_batch_size, pixel_range=pixel_range,
                                         data_dir=FLAGS.data_dir, limit=FLAGS.finetune_images,
                                         training=True, augment=False, seed=FLAGS.seed)
-    result = eval_lib.evaluate(model, ds, specs, pixel_range=pixel_range,
-                               num_examples=ds_info.num_examples, only_robust=only_robust,
-                               state_path=state_path, tensorboard_dir=tb_dir,
-                               prepare_data=prepare_data, prepare_steps=FLAGS.finetune_steps,
-                               identity=identity, distribute=strategy)
+    if worker is None:
+        result = eval_lib.evaluate(model, ds, specs, pixel_range=pixel_range,
+                                   num_examples=ds_info.num_examples, only_robust=only_robust,
+                                   state_path=state_path, tensorboard_dir=tb_dir,
+                                   prepare_data=prepare_data, prepare_steps=FLAGS.finetune_steps,
+                                   identity=identity, distribute=strategy)
+    else:
+        result = workers_lib.evaluate_on_workers(
+            model, ds, specs, worker=worker, out_dir=out_dir, batch_size=FLAGS.batch_size,
+            num_examples=ds_info.num_examples, pixel_range=pixel_range, only_robust=only_robust,
+            identity=identity, timeout_s=FLAGS.shard_timeout, distribute=strategy)
+        if result is None:  # not the chief: its shard is its whole output
+            print(f"Wrote {workers_lib.shard_path(out_dir, worker.index, worker.count)} (task "
+                  f"{worker.index} of {worker.count}; the chief writes the report)", file=sys.stderr)
+            return
     rng = ranges_lib.get_range(pixel_range)
     model_path = (FLAGS.model_path if FLAGS.model_path.startswith(APPLICATIONS)
                   else os.path.abspath(FLAGS.model_path))
@@ -302,7 +322,8 @@ def run(argv):
         diag = eval_lib.run_diagnostics(model, diag_ds, eps=rng.from_pixels(eps), pixel_range=rng,
                                         transfer_source=FLAGS.transfer_source, seed=FLAGS.seed,
                                         square_params={"n_queries": FLAGS.square_queries},
-                                        batch_size=FLAGS.batch_size, stream=sys.stdout)
+                                        batch_size=FLAGS.batch_size, stream=sys.stdout,
+                                        distribute=strategy)
         atomic.write_json(os.path.join(out_dir, "diagnostics.json"), diag.to_json())
         meta["diagnostics"] = {r.name: r.status for r in diag.records}
         eval_lib.write(result, out_dir, metadata=meta, row=info["architecture"])
@@ -313,7 +334,7 @@ def run(argv):
         analysis_dir = os.path.join(out_dir, "analyses")
         obj = analyses_lib.run_analyses(model, diag_ds, eps=rng.from_pixels(eps), pixel_range=rng,
                                         out_dir=analysis_dir, diagnostics=diag, seed=FLAGS.seed,
-                                        batch_size=FLAGS.batch_size)
+                                        batch_size=FLAGS.batch_size, distribute=strategy)
         print("\nInput-gradient magnitude (BAT Table 2):")
         print(analyses_lib.gradient_table(obj["gradient_norm_sq"]))
         print("FOSC of PGD outputs (mean): " + ", ".join(

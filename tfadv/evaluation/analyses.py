@@ -29,7 +29,7 @@ from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.core import Attack, as_model_fn
 from tfadv.attacks.fosc import fosc
 from tfadv.evaluation import diagnostics as diag_lib
-from tfadv.evaluation import plots
+from tfadv.evaluation import plots, sharding
 
 
 def summary(values) -> dict:
@@ -41,9 +41,9 @@ def summary(values) -> dict:
             "median": float(np.median(v)), "max": float(v.max())}
 
 
-def gradient_norms(model, x, y, *, batch_size: int = 256):
+def gradient_norms(model, x, y, *, batch_size: int = 256, distribute=None):
     """Per-example ``(‖∇ₓCE‖₂², correct)`` at the clean images, inference mode (NumPy arrays)."""
-    sq, _, ok = diag_lib.input_gradients(model, x, y, batch_size=batch_size)
+    sq, _, ok = diag_lib.input_gradients(model, x, y, batch_size=batch_size, distribute=distribute)
     return sq, ok
 
 
@@ -55,9 +55,11 @@ def gradient_statistics(sq_norms, correct) -> dict:
             "zero_gradient_share": float(np.mean(sq == 0)) if sq.size else 0.0}
 
 
-def fosc_values(model, attack: Attack, x, y, *, eps: float, batch_size: int = 256) -> np.ndarray:
-    """FOSC of ``attack``'s outputs, one value per example (Linf ball of radius ``eps`` around x)."""
-    model_fn = as_model_fn(model, False)
+def fosc_values(model, attack: Attack, x, y, *, eps: float, batch_size: int = 256,
+                distribute=None) -> np.ndarray:
+    """FOSC of ``attack``'s outputs, one value per example (Linf ball of radius ``eps`` around x);
+    the model passes split over ``distribute``'s replicas (:func:`tfadv.evaluation.sharding.shard`)."""
+    model_fn = sharding.shard(as_model_fn(model, False), distribute)
 
     def run(xb, yb):
         x_adv = attack(model_fn, xb, yb)
@@ -81,7 +83,8 @@ def run_analyses(model, data, *, eps: float, pixel_range, out_dir: str,
                  attacks: Optional[Dict[str, Attack]] = None, steps: Sequence[int] = (1, 10, 20, 50, 100),
                  eps_multipliers: Sequence[float] = (1, 2, 4, 8, 16), sweep_steps: int = 20,
                  fosc_step_size: Optional[float] = None, diagnostics=None,
-                 num_examples: Optional[int] = None, batch_size: int = 256, seed: int = 0) -> dict:
+                 num_examples: Optional[int] = None, batch_size: int = 256, seed: int = 0,
+                 distribute=None) -> dict:
     """Computes the analyses, writes ``out_dir/analyses.json`` and the PNGs; returns the JSON object.
 
     Args:
@@ -90,13 +93,16 @@ def run_analyses(model, data, *, eps: float, pixel_range, out_dir: str,
             ``steps`` with a fixed step ``fosc_step_size`` (default eps/4), as FOSC Figure 1b.
         diagnostics: a :class:`DiagnosticsReport` whose sweeps are reused for the accuracy plots
             (otherwise the sweeps are run here).
+        distribute: a ``tf.distribute.Strategy`` of one process: the gradients, the attacks and
+            their FOSC split every model pass over its replicas (:mod:`tfadv.evaluation.sharding`),
+            with the numbers of one device; the plotting runs on the host.
     """
     rng = ranges_lib.get_range(pixel_range)
     x, y = diag_lib.as_arrays(data, num_examples)
     os.makedirs(out_dir, exist_ok=True)
     files = {}
 
-    sq, ok = gradient_norms(model, x, y, batch_size=batch_size)
+    sq, ok = gradient_norms(model, x, y, batch_size=batch_size, distribute=distribute)
     grad_stats = gradient_statistics(sq, ok)
     files["gradient_norms"] = plots.histogram(
         {"all": sq, "correct": sq[ok], "wrong": sq[~ok]}, os.path.join(out_dir, "gradient_norms.png"),
@@ -106,7 +112,8 @@ def run_analyses(model, data, *, eps: float, pixel_range, out_dir: str,
     if attacks is None:
         step = float(eps) / 4 if fosc_step_size is None else float(fosc_step_size)
         attacks = {f"PGD-{k}": diag_lib.pgd(eps, k, rng, seed, step_size=step) for k in sorted(set(steps))}
-    fosc_by_attack = {label: fosc_values(model, a, x, y, eps=eps, batch_size=batch_size)
+    fosc_by_attack = {label: fosc_values(model, a, x, y, eps=eps, batch_size=batch_size,
+                                         distribute=distribute)
                       for label, a in attacks.items()}
     files["fosc"] = plots.histogram(fosc_by_attack, os.path.join(out_dir, "fosc.png"),
                                     title=f"FOSC of adversarial examples (eps {eps:.4g})", xlabel="FOSC")
@@ -120,7 +127,8 @@ def run_analyses(model, data, *, eps: float, pixel_range, out_dir: str,
         specs.update({f"eps {e:.9g}": diag_lib.pgd(e, sweep_steps, rng, seed) for e in eps_list})
         specs.update({f"steps {k}": diag_lib.pgd(eps, k, rng, seed) for k in steps_list})
         acc = {k: float(v.mean()) for k, v in diag_lib.correctness(
-            model, x, y, specs, pixel_range=rng, batch_size=batch_size).items()}
+            model, x, y, specs, pixel_range=rng, batch_size=batch_size,
+            distribute=distribute).items()}
         sweeps = {"clean_accuracy": acc["clean"], "eps": {e: acc[f"eps {e:.9g}"] for e in eps_list},
                   "steps": {k: acc[f"steps {k}"] for k in steps_list}}
     ks = sorted(sweeps["steps"])

@@ -62,10 +62,11 @@ def benchmark(model, data, *, threat_model: str = "Linf", eps: float = 8 / 255,
             worst case is the same either way).
         out_dir: also write ``out_dir/model_card.md`` and ``.json`` (atomically); a card already
             there is refused unless ``overwrite=True``. Checked before anything runs.
-        distribute: a ``tf.distribute.Strategy`` (MirroredStrategy over GPUs or logical CPUs,
-            MultiWorkerMirroredStrategy over a ``TF_CONFIG`` cluster): the attacks' model passes
-            are split over its replicas (:mod:`tfadv.evaluation.sharding`) with the per-example
-            results of one device. ``None``: the current device.
+        distribute: a ``tf.distribute.Strategy`` of one process (MirroredStrategy over GPUs or
+            logical CPUs): the attacks' model passes are split over its replicas
+            (:mod:`tfadv.evaluation.sharding`) with the per-example results of one device.
+            ``None``: the current device. Several hosts: ``eval_robustness.py
+            --strategy=multi_worker`` or :func:`tfadv.evaluation.workers.evaluate_on_workers`.
         name: the model's row in the table (default: the Keras model's name).
         autoattack_params: per-member budgets of the suite's AutoAttack (AutoAttack's
             ``attack_params``), e.g. ``{"square": {"n_queries": 1000}}`` for a quick check; the

@@ -33,7 +33,7 @@ from tfadv import ranges as ranges_lib
 from tfadv.attacks import gradients as gradients_lib
 from tfadv.attacks.core import Attack, as_model_fn
 from tfadv.attacks.transfer import TransferAttack
-from tfadv.evaluation import runner
+from tfadv.evaluation import runner, sharding
 
 PASS, WARN, SKIP = "PASS", "WARN", "SKIP"
 CHECKS = ("eps_sweep", "steps_sweep", "transfer", "square", "fgsm", "zero_gradients", "determinism")
@@ -112,10 +112,12 @@ def batches(x, y, batch_size: int):
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
-def correctness(model, x, y, attacks: Dict[str, Attack], *, pixel_range, batch_size=256) -> Dict[str, np.ndarray]:
-    """Per-example correctness under each attack (run independently, from the clean input)."""
+def correctness(model, x, y, attacks: Dict[str, Attack], *, pixel_range, batch_size=256,
+                distribute=None) -> Dict[str, np.ndarray]:
+    """Per-example correctness under each attack (run independently, from the clean input);
+    ``distribute``: as :func:`tfadv.evaluation.evaluate`'s."""
     result = runner.evaluate(model, batches(x, y, batch_size), attacks, pixel_range=pixel_range,
-                             progress=None)
+                             progress=None, distribute=distribute)
     return {label: r.correct for label, r in result.results.items()}
 
 
@@ -138,9 +140,10 @@ def _fmt(acc) -> str:
     return f"{100 * acc:.1f}%"
 
 
-def input_gradients(model, x, y, *, batch_size: int = 256):
-    """Per-example ``(‖∇ₓCE‖₂², max|∇ₓCE|, correct)`` in inference mode (NumPy arrays)."""
-    model_fn = as_model_fn(model, False)
+def input_gradients(model, x, y, *, batch_size: int = 256, distribute=None):
+    """Per-example ``(‖∇ₓCE‖₂², max|∇ₓCE|, correct)`` in inference mode (NumPy arrays); the
+    model passes split over ``distribute``'s replicas (:func:`tfadv.evaluation.sharding.shard`)."""
+    model_fn = sharding.shard(as_model_fn(model, False), distribute)
 
     @tf.function(reduce_retracing=True)
     def grad_fn(xb, yb):
@@ -227,8 +230,9 @@ def check_zero_gradients(max_abs: np.ndarray, threshold: float) -> Diagnostic:
                       f"{_fmt(share)} of the examples have an exactly-zero input gradient")
 
 
-def check_determinism(model, x, *, batch_size: int, rtol: float, atol: float) -> Diagnostic:
-    model_fn = as_model_fn(model, False)
+def check_determinism(model, x, *, batch_size: int, rtol: float, atol: float,
+                      distribute=None) -> Diagnostic:
+    model_fn = sharding.shard(as_model_fn(model, False), distribute)
     worst, changed = 0.0, 0
     for xb, _ in batches(x, np.zeros(len(x)), batch_size):
         a = np.asarray(model_fn(tf.convert_to_tensor(xb)))
@@ -253,7 +257,7 @@ def run_diagnostics(model, data, *, eps: float, pixel_range, eps_multipliers=(1,
                     square_params: Optional[dict] = None, checks: Sequence[str] = CHECKS,
                     num_examples: Optional[int] = None, batch_size: int = 256,
                     determinism_rtol: float = 1e-4, determinism_atol: float = 1e-5, seed: int = 0,
-                    stream=None) -> DiagnosticsReport:
+                    stream=None, distribute=None) -> DiagnosticsReport:
     """Runs the gradient-masking checklist; returns the records (and prints them to ``stream``).
 
     Args:
@@ -272,6 +276,10 @@ def run_diagnostics(model, data, *, eps: float, pixel_range, eps_multipliers=(1,
         square_params: extra keyword arguments of ``attacks.get("square", ...)``.
         checks: the subset of :data:`CHECKS` to run (others are not reported).
         num_examples: diagnose the first N examples only.
+        distribute: a ``tf.distribute.Strategy`` of one process: every pass of the model under
+            diagnosis (the attacks', the gradients', the determinism check's) is split over its
+            replicas (:mod:`tfadv.evaluation.sharding`), with the records of one device. The
+            transfer check's source model runs on the current device.
     """
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
@@ -310,7 +318,8 @@ def run_diagnostics(model, data, *, eps: float, pixel_range, eps_multipliers=(1,
         k = max(steps_list)
         specs[f"cw {k}"] = attacks_lib.get("pgd", eps=eps, num_steps=k, step_size=2.5 * eps / k, loss="cw",
                                            random_start="uniform", pixel_range=rng, seed=seed)
-    correct = correctness(model, x, y, specs, pixel_range=rng, batch_size=batch_size)
+    correct = correctness(model, x, y, specs, pixel_range=rng, batch_size=batch_size,
+                          distribute=distribute)
     acc = {k: float(v.mean()) for k, v in correct.items()}
     base_eps = f"eps {eps_list[0]:.9g}" if eps_list and abs(eps_list[0] - eps) < 1e-9 else None
     whitebox = [v for k, v in correct.items()
@@ -339,7 +348,7 @@ def run_diagnostics(model, data, *, eps: float, pixel_range, eps_multipliers=(1,
             k = max(steps_list) if steps_list else sweep_steps
             transfer = TransferAttack(source=source, inner=pgd(eps, k, rng, seed), pixel_range=rng)
             t_correct = correctness(model, x, y, {"transfer": transfer}, pixel_range=rng,
-                                    batch_size=batch_size)["transfer"]
+                                    batch_size=batch_size, distribute=distribute)["transfer"]
             rec = check_weaker("transfer", f"transfer PGD-{k} from the source model",
                                float(t_correct.mean()), wb_acc, blackbox_tolerance)
             rec.numbers["steps"] = k
@@ -351,17 +360,17 @@ def run_diagnostics(model, data, *, eps: float, pixel_range, eps_multipliers=(1,
             params = {"seed": seed, **(square_params or {})}
             attack = attacks_lib.get("square", eps=eps, pixel_range=rng, **params)
             s_correct = correctness(model, x, y, {"square": attack}, pixel_range=rng,
-                                    batch_size=batch_size)["square"]
+                                    batch_size=batch_size, distribute=distribute)["square"]
             emit(check_weaker("square", "gradient-free Square", float(s_correct.mean()), wb_acc,
                               blackbox_tolerance))
     if "fgsm" in checks:
         emit(check_fgsm(acc["fgsm"], acc["clean"], fgsm_tolerance))
     if "zero_gradients" in checks:
-        _, max_abs, _ = input_gradients(model, x, y, batch_size=batch_size)
+        _, max_abs, _ = input_gradients(model, x, y, batch_size=batch_size, distribute=distribute)
         emit(check_zero_gradients(max_abs, zero_grad_threshold))
     if "determinism" in checks:
         emit(check_determinism(model, x, batch_size=batch_size, rtol=determinism_rtol,
-                               atol=determinism_atol))
+                               atol=determinism_atol, distribute=distribute))
     ordered = [records[c] for c in CHECKS if c in records]
     sweeps = {"clean_accuracy": acc["clean"], "whitebox_accuracy": wb_acc,
               "eps": {e: acc[f"eps {e:.9g}"] for e in eps_list},

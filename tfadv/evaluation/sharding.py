@@ -6,7 +6,8 @@ host-side bookkeeping) runs unchanged on the whole attack batch; each *model
 evaluation* it asks for, forward and input gradient, is split into consecutive slices of
 ``ceil(n / replicas)`` examples, one per replica of a ``tf.distribute`` strategy over the devices
 of this process (MirroredStrategy over GPUs or logical CPUs), and the replicas' logits and
-gradients are concatenated back in example order. A strategy spanning several workers is refused.
+gradients are concatenated back in example order. A strategy spanning several workers is refused:
+several hosts split an evaluation by whole batches (:mod:`tfadv.evaluation.workers`).
 
 Why the model passes and not the attack: an attack's randomness is drawn for its batch (a random
 start of shape ``[n, ...]``, Square's windows for the points still unfooled, AutoAttack's members
@@ -36,7 +37,8 @@ def shard(model_fn, distribute):
     A strategy spanning several workers is refused: gathering the slices across workers inside an
     attack's loop needs its collectives in one order in every worker, and independent model calls
     of one iteration (e.g. PGD's) were paired out of order between two workers on localhost
-    ("Shape mismatch in the collective instance").
+    ("Shape mismatch in the collective instance"). Several hosts split an evaluation by whole
+    batches instead (:mod:`tfadv.evaluation.workers`).
     """
     if distribute is None:
         return model_fn
@@ -49,8 +51,9 @@ def shard(model_fn, distribute):
         raise ValueError(
             "Distributed evaluation splits the model passes over the replicas of one process "
             "(MirroredStrategy over GPUs or logical CPUs); a strategy spanning several workers "
-            "(--strategy=multi_worker) is not supported yet: evaluate on one host with "
-            f"--num_gpus=N. Received: distribute={type(distribute).__name__} over "
+            "is refused here: several hosts split an evaluation by whole batches instead "
+            "(tfadv.evaluation.workers.evaluate_on_workers; eval_robustness.py "
+            f"--strategy=multi_worker). Received: distribute={type(distribute).__name__} over "
             f"{distribute.cluster_resolver.cluster_spec().as_dict()}.")
     return ShardedModelFn(model_fn, distribute)
 
