@@ -8,14 +8,13 @@ same global batches and prints the largest weight difference per defense as JSON
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 if __name__ != "__main__":
-    from tests.testing import REPO_ROOT, run_python
+    from tests.testing import REPO_ROOT, free_ports, run_python
 else:
     REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -195,19 +194,9 @@ def test_mirrored_two_replicas_match_one_device_for_madry_bat_trades():
 
 
 # ------------------------------------------------------------------------------ multi-worker
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_process_multi_worker_run_trains_on_localhost(tmp_path):
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    workers = [f"localhost:{p}" for p in free_ports(2)]
     logdir = str(tmp_path / "mw")
     args = [os.path.join(REPO_ROOT, "scripts", "train_madry.py"), "--strategy=multi_worker",
             "--epochs=2", "--train_limit=64", "--batch_size=16", "--num_steps=2",

@@ -319,3 +319,16 @@ def resolve_script_flags(script, define_flags, cases, fields):
     proc = run_python([os.path.splitext(script)[0], path, define_flags, json.dumps(list(fields)),
                        json.dumps(cases)], code=_RESOLVE)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def free_ports(n):
+    """``n`` TCP ports on localhost that were free a moment ago (for a test's TF_CONFIG)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

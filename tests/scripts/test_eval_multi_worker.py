@@ -5,7 +5,6 @@ started again; the chief's report and every per-example mask equal the one-devic
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,6 @@ LIMIT, BATCH = 48, 4  # 12 batches: 6 per worker
 # AutoAttack's protocol at a small budget: its members in order, each on the points still robust.
 AA = "clean,apgd_ce(n_iter=8),apgd_t(n_iter=8,n_target_classes=3),fab_t(n_iter=8," \
      "n_target_classes=3),square(n_queries=40)"
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _arrays(path):
@@ -72,7 +61,7 @@ def test_two_workers_killed_and_restarted_give_the_one_device_masks(tmp_path):
     run_script("eval_robustness.py", *common, f"--out_dir={single_dir}", "--resume")
 
     out_dir = str(tmp_path / "mw")
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"localhost:{p}" for p in testing.free_ports(2)]}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
     args = [sys.executable, os.path.join(REPO_ROOT, "scripts", "eval_robustness.py"), *common,
             f"--out_dir={out_dir}", "--strategy=multi_worker", "--shard_timeout=600"]
