@@ -65,6 +65,12 @@ def test_the_run_saves_model_keras_and_evaluation_takes_it(trained_run, tmp_path
     with open(tmp_path / "robustness.json") as f:
         card = json.load(f)
     assert card["additional"]["model_id"] == identity.of_file(path)  # the .keras file's SHA-256
+    # Taken because the record beside it names the run's final checkpoint (not by file times).
+    with open(export.keras_source_path(path)) as f:
+        source = json.load(f)["source"]
+    final = os.path.join(logdir, "checkpoints", "ckpt-0002.weights.h5")
+    assert source == {"checkpoint": "ckpt-0002.weights.h5", "epoch": 2,
+                      "weights": identity.of_file(final)}
     assert card["architecture"] == "digits_cnn" and card["dataset"] == "digits"
 
 
