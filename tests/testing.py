@@ -8,6 +8,7 @@ import keras
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MNIST = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "mnist_subset.npz")
+SHARED_CIFAR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "cifar10_subset.npz")
 
 
 class TestCase(tf.test.TestCase):

@@ -291,9 +291,25 @@ ERROR_CASES = [
 ]
 
 
+def write_npz(path, image_shape):
+    """A 6-image Keras-layout npz file of ``image_shape`` (uint8 pixels, 2 classes)."""
+    rng = np.random.default_rng(0)
+    arrays = {f"x_{split}": rng.integers(0, 256, (6,) + image_shape, dtype=np.uint8)
+              for split in ("train", "test")}
+    arrays.update(y_train=np.array([0, 1] * 3, np.uint8), y_test=np.array([1, 0] * 3, np.uint8))
+    np.savez(path, **arrays)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
-def resolved():
+def resolved(tmp_path_factory):
+    """Every case resolved in one subprocess; the last two: a 32x32x3 npz file (CIFAR's shape) and a
+    28x28x1 one with --schedule (MNIST's shape: no BAT preset)."""
+    folder = tmp_path_factory.mktemp("bat_npz")
     cases = [args for args, _ in DEFAULT_CASES + ERROR_CASES]
+    cases.append([f"--dataset=npz:{write_npz(folder / 'cifar.npz', (32, 32, 3))}"])
+    cases.append([f"--dataset=npz:{write_npz(folder / 'mnist.npz', (28, 28, 1))}",
+                  "--schedule=short"])
     return testing.resolve_script_flags("train_bat.py", "define_bat_flags", cases, FIELDS)
 
 
@@ -311,6 +327,32 @@ def test_script_defaults(resolved, index):
 def test_script_errors(resolved, index):
     out, message = resolved[len(DEFAULT_CASES) + index], ERROR_CASES[index][1]
     assert "error" in out and message in out["error"] and "Received" in out["error"], out
+
+
+def test_a_cifar_shaped_npz_takes_the_bat_cifar10_preset(resolved):
+    out = resolved[len(DEFAULT_CASES) + len(ERROR_CASES)]
+    assert "error" not in out, out
+    assert out["preset"] == "bat_cifar10", out
+    cfg, kwargs, attack = out["cfg"], out["kwargs"], out["attack"]
+    assert (cfg["model"], cfg["pixel_range"], cfg["epochs"], cfg["lr_boundaries"]) == (
+        "madry_wrn28", "[-1,1]", 200, [100, 150])
+    # R-MC-LA: one MC-targeted step of 8 pixel levels = 16/255 in [-1,1], from a random start.
+    assert (cfg["num_steps"], cfg["step_size"], attack["target"]) == (1, 8.0, "mc")
+    assert attack["eps"] == pytest.approx(16 / 255) and attack["random_start"] == "uniform"
+    assert kwargs["beta"] == 9.0 and kwargs["label_adversary"] == "la"
+
+
+def test_an_mnist_shaped_npz_has_no_bat_schedule(resolved):
+    out = resolved[len(DEFAULT_CASES) + len(ERROR_CASES) + 1]
+    assert "error" in out and "--schedule" in out["error"] and "Received" in out["error"], out
+
+
+def test_paper_dataset_by_name_and_npz_shape(tmp_path):
+    assert bat_recipe.paper_dataset("CIFAR100") == "cifar100"
+    assert bat_recipe.paper_dataset("digits") is None
+    assert bat_recipe.paper_dataset(f"npz:{write_npz(tmp_path / 'c.npz', (32, 32, 3))}") == "cifar10"
+    assert bat_recipe.paper_dataset(f"npz:{write_npz(tmp_path / 'm.npz', (28, 28, 1))}") is None
+    assert bat_recipe.paper_dataset(f"npz:{write_npz(tmp_path / 'o.npz', (5, 5, 1))}") is None
 
 
 def test_script_trains_on_digits(tmp_path):

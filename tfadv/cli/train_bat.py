@@ -9,8 +9,9 @@
         --model=resnet152_imagenet --logdir=runs/bat_imagenet_r152        # Table 9
 
 --bat_model picks the paper's model (FGSM, R-FGSM, LL, R-LL, MC, R-MC, R-MC-LS, R-MC-LA, R-MC-LA9,
-Madry-LA, R-MC-LA-ImageNet): attack kind, random start, label adversary. On cifar10/cifar100/svhn unset
-flags take the paper's/release's defaults (preset bat_<dataset>[_short]): Madry's WRN-28-10 without
+Madry-LA, R-MC-LA-ImageNet): attack kind, random start, label adversary. On cifar10/cifar100/svhn
+(and npz files of 32x32x3 images, e.g. ../shared/data/cifar10_subset.npz: bat_cifar10) unset flags
+take the paper's/release's defaults (preset bat_<dataset>[_short]): Madry's WRN-28-10 without
 per-image standardization, inputs in [-1,1], eps 8 and step 8 pixels (16/255 input units), batch 128,
 SGD momentum 0.9, LR 0.1 (SVHN 0.01) x0.1 at epochs 100/150 of 200 (--schedule=short: 60/90 of 100),
 weight decay 2e-4 * sum(w^2)/2, beta 9 (11 on cifar100). On imagenet (ILSVRC12 JPEG folders read by
@@ -87,7 +88,7 @@ def resolve(flag_values=FLAGS):
     if fv["random_start"].present:
         raise ValueError("BAT's random start is set by --bat_model (the R- prefix). "
                          f"Received: --random_start={fv.random_start!r}.")
-    bat_dataset = fv.dataset.lower() in bat_recipe.BAT_DATASETS
+    bat_dataset = None if imagenet else bat_recipe.paper_dataset(fv.dataset, fv.data_dir)
     for name in ("image_size", "imagenet_lmdb", "data_workers"):
         if fv[name].present and not imagenet:
             raise ValueError(f"--{name} applies to --dataset=imagenet. "
@@ -96,12 +97,12 @@ def resolve(flag_values=FLAGS):
         raise ValueError(f"--schedule applies to the paper's datasets {bat_recipe.BAT_DATASETS}. "
                          f"Received: --schedule={fv.schedule!r} with --dataset={fv.dataset!r}.")
     if fv.preset is None and bat_dataset:
-        fv.preset = bat_recipe.preset_name(fv.dataset.lower(), fv.schedule)
+        fv.preset = bat_recipe.preset_name(bat_dataset, fv.schedule)
     data_options = imagenet_data_options(fv) if imagenet else None
     cfg = config_lib.config_from_flags(fv)
     if data_options is not None:
         cfg = dataclasses.replace(cfg, data_options=data_options)
-    beta = fv.beta if fv.beta is not None else bat_recipe.default_beta(fv.dataset)
+    beta = fv.beta if fv.beta is not None else bat_recipe.default_beta(bat_dataset or fv.dataset)
     # The named model's attack, built once; the returned config records the attack actually used
     # (run metadata, the training banner).
     return bat_recipe.training(

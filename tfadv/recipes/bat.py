@@ -138,6 +138,19 @@ def training(cfg, name: str, *, step_size: Optional[float] = None,
 BAT_DATASETS = ("cifar10", "cifar100", "svhn")
 
 
+def paper_dataset(dataset: str, data_dir: Optional[str] = None) -> Optional[str]:
+    """The paper's dataset a script's ``--dataset`` stands for: ``cifar10``/``cifar100``/``svhn`` by
+    name, an npz file by its image shape (32x32x3 is ``cifar10``, as for every other recipe), else
+    None (the dataset's own preset applies)."""
+    name = str(dataset).lower()
+    if name.startswith("npz:"):
+        try:
+            name = base.dataset_preset(dataset, data_dir)
+        except ValueError:  # an npz image shape no preset covers
+            return None
+    return name if name in BAT_DATASETS else None
+
+
 def preset_name(dataset: str, schedule: str = "long") -> str:
     if schedule not in ("long", "short"):
         raise ValueError(f"schedule must be long or short. Received: {schedule!r}.")
