@@ -23,7 +23,7 @@ preset of a dataset. Flags left unset take their values from the chosen preset.
 from __future__ import annotations
 
 from tfadv.recipes import madry  # first: the others' presets may start from a dataset's
-from tfadv.recipes import bat, fast, fosc, l2lda, mart, trades
+from tfadv.recipes import awp, bat, fast, fosc, free, l2lda, mart, trades
 from tfadv.recipes.base import (PRESETS, Preset, dataset_preset, for_dataset, get, pgd_attack,
                                 to_input, training_kwargs)
 
