@@ -80,11 +80,12 @@ class FreeAdversarialTraining(AdversarialModel):
 
     def _rows(self, x):
         """This replay's rows of δ (the first n) and the rest."""
-        n = tf.shape(x)[0]
-        tf.debugging.assert_less_equal(
-            n, tf.shape(self.perturbation)[0],
-            message=f"a replica's batch is larger than the batch_size={self.batch_size} "
-                    "Free AT's perturbation was built for")
+        n, rows = tf.shape(x)[0], int(self.perturbation.shape[0])
+        message = (f"a replica's batch is larger than the {rows} rows of Free AT's perturbation "
+                   f"(built for batch_size={self.batch_size})")
+        if x.shape[0] is not None and x.shape[0] > rows:
+            raise ValueError(f"{message}. Received: a batch of {x.shape[0]}.")
+        tf.debugging.assert_less_equal(n, rows, message=message)
         delta = tf.convert_to_tensor(self.perturbation)
         return delta[:n], delta[n:]
 
