@@ -58,8 +58,7 @@ def script_preset(dataset: str, data_dir: Optional[str] = None) -> str:
 
 def preset_replays(name: Optional[str]) -> int:
     """m of a Free AT preset (the CIFAR release's 8 for any other preset)."""
-    entry = FREE_PRESETS.get(str(name).lower()) if name is not None else None
-    return entry[1] if entry is not None else CIFAR_REPLAYS
+    return base.paper_setting(FREE_PRESETS, name, 1, CIFAR_REPLAYS)
 
 
 def training(cfg, *, replays: Optional[int] = None, preset: Optional[str] = None,
