@@ -113,6 +113,15 @@ def _compare(cases):
             return defenses.get("fast", net, attack=attacks.get(
                 "pgd", eps=0.1, step_size=0.125, num_steps=1, random_start="none"),
                 guard_batch=(x[:8], y[:8]), guard_attack=guard, weight_decay=1e-3), net
+        if name == "free":  # m = 3 replays, delta per replica (batches of 8 split 4 + 4)
+            return defenses.get("free", net, eps=0.1, replays=3, batch_size=8,
+                                weight_decay=1e-3), net
+        if name == "awp":  # Madry's PGD with AWP: the ascent gradient of the global batch
+            return defenses.get("madry", net, attack=attacks.get("pgd", **attack),
+                                weight_decay=1e-3, awp_gamma=0.05), net
+        if name == "awptrades":
+            return defenses.get("trades", net, attack=attacks.get("pgd", **attack), beta=6.0,
+                                weight_decay=1e-3, awp_gamma=0.05), net
         if name == "mart":  # MART's loss with its CE PGD from x' = x (no per-replica noise)
             return defenses.get("mart", net, attack=attacks.get("pgd", **attack), beta=6.0,
                                 weight_decay=1e-3), net
@@ -158,7 +167,7 @@ def _compare(cases):
 # leaves one replica an EMPTY slice.
 FAST_CASES = ("madry-17", "bn")
 SLOW_CASES = ("madry-21", "bat-21", "trades-21", "bat-17", "trades-17", "mart-17",
-              "fast-17")
+              "fast-17", "awp-21", "awptrades-21")
 def _check_cases(cases):
     proc = run_python(["compare", *cases], script=os.path.join("tests", "test_distribute.py"),
                       timeout=600)
@@ -180,6 +189,14 @@ def _check_cases(cases):
 
 def test_mirrored_two_replicas_match_one_device_with_an_empty_slice():
     _check_cases(FAST_CASES)
+
+
+def test_mirrored_two_replicas_match_one_device_for_free_and_awp():
+    """Free AT's replays with a per-replica delta (4 + 4 slices: each replica's delta is the
+    one device's rows of its slice), and AWP on Madry with an empty slice (the last batch of 1):
+    the ascent gradient is the global batch's, so every replica perturbs by the one device's v
+    (TRADES-AWP on unequal slices is a slow case)."""
+    _check_cases(("free-16", "awp-17"))
 
 
 def test_mirrored_two_replicas_match_one_device_for_mart_and_fast():

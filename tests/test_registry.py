@@ -45,19 +45,20 @@ def test_package_does_not_export_a_factory_function(package, reg):
 
 
 def test_defense_modules_import_plainly():
-    from tfadv.defenses import (bat, curriculum, dynamic, fast, l2lda, madry, mart, natural,
-                                trades)
+    from tfadv.defenses import (bat, curriculum, dynamic, fast, free, l2lda, madry, mart,
+                                natural, trades)
 
     for module, name in [(bat, "bat"), (curriculum, "curriculum"), (dynamic, "dynamic"),
-                         (fast, "fast"), (l2lda, "l2lda"), (madry, "madry"), (mart, "mart"),
+                         (fast, "fast"), (free, "free"), (l2lda, "l2lda"), (madry, "madry"),
+                         (mart, "mart"),
                          (natural, "natural"),
                          (trades, "trades")]:
         assert inspect.ismodule(module)
         assert defenses.DEFENSES.lookup(name) is getattr(module, name)
 
 
-@pytest.mark.parametrize("name", ["bat", "curriculum", "dynamic", "fast", "l2l", "l2lda",
-                                  "madry", "mart", "natural", "trades"])
+@pytest.mark.parametrize("name", ["bat", "curriculum", "dynamic", "fast", "free", "l2l",
+                                  "l2lda", "madry", "mart", "natural", "trades"])
 def test_defense_get_builds_the_model(name):
     net = testing.tiny_cnn(seed=0)
     model = defenses.get(name, net, **testing.paper_kwargs(name),

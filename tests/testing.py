@@ -240,10 +240,10 @@ def paper_kwargs(name):
     """The paper recipe's keyword arguments (sizes in input units) of the registered defense
     ``name``: what its factory built without sizes before the factories took input units only
     (Madry's CIFAR PGD, BAT's R-MC-LA at 8 levels of [-1,1], the FOSC paper's CIFAR PGD, TRADES'
-    CIFAR KL attack, MART's CIFAR CE attack and beta, Fast AT's CIFAR FGSM-RS, L2L-DA's CIFAR eps
-    and lambda); ``{}`` for ``natural``."""
+    CIFAR KL attack, MART's CIFAR CE attack and beta, Fast AT's CIFAR FGSM-RS, Free AT's CIFAR
+    eps, m and batch, L2L-DA's CIFAR eps and lambda); ``{}`` for ``natural``."""
     from tfadv import defenses
-    from tfadv.recipes import bat, fast, fosc, l2lda, madry, mart, trades
+    from tfadv.recipes import bat, fast, fosc, free, l2lda, madry, mart, trades
 
     by_factory = {defenses.madry.madry: madry.defense_kwargs,
                   defenses.bat.bat: lambda: bat.defense_kwargs("R-MC-LA"),
@@ -252,6 +252,7 @@ def paper_kwargs(name):
                   defenses.trades.trades: trades.defense_kwargs,
                   defenses.mart.mart: mart.defense_kwargs,
                   defenses.fast.fast: fast.defense_kwargs,
+                  defenses.free.free: free.defense_kwargs,
                   defenses.l2lda.l2lda: lambda: l2lda.defense_kwargs("cifar10"),
                   defenses.l2lda.l2l: lambda: l2lda.defense_kwargs("cifar10")}
     recipe = by_factory.get(defenses.DEFENSES.lookup(name))

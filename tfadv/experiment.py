@@ -177,8 +177,14 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
                      f"{cfg.batch_size} = {per_replica} per replica; precision {cfg.precision}"
                      f"{' (attack fp32)' if cfg.attack_fp32 else ''}; XLA {cfg.xla}; "
                      f"LR {base_lr(cfg):g} ({cfg.lr_scaling} scaling)\n")
+    # Free AT replays every batch m times per step: cfg.epochs counts replays (the schedules
+    # follow the optimizer's iterations), so the data is passed ceil(epochs / m) times.
+    fit_epochs = -(-int(cfg.epochs) // int(model.replays))
+    if model.replays > 1:
+        stream.write(f"Every batch replayed {model.replays} times: {fit_epochs} epochs of the "
+                     f"data = {fit_epochs * model.replays} passes counting replays\n")
     start = time.time()
-    model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+    model.fit(train_ds, epochs=fit_epochs, steps_per_epoch=steps_per_epoch,
               validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose,
               shuffle=False)  # the pipeline shuffles (seeded) and repeats: one pass per epoch
     train_seconds = time.time() - start

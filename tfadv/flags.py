@@ -108,3 +108,13 @@ def flag_values() -> dict:
         if module.startswith("tfadv") or module == script or module == "__main__":
             out.update({f.name: f.value for f in module_flags})
     return dict(sorted(out.items()))
+
+
+def define_awp_flags():
+    """--awp_gamma and --awp_warmup_epochs: AWP on top of a defense (train_madry, train_trades;
+    :mod:`tfadv.recipes.awp`)."""
+    flags.DEFINE_float("awp_gamma", None, "AWP's gamma, the weight perturbation's size relative to "
+                       "each kernel's norm (released: 0.01 with Madry/PGD AT, 0.005 with TRADES); "
+                       "unset or 0: no AWP.")
+    flags.DEFINE_integer("awp_warmup_epochs", None, "Epochs trained without the weight "
+                         "perturbation (default: the release's, 0 for PGD AT, 10 for TRADES).")

@@ -20,8 +20,8 @@ def _commands():
 
 def test_every_training_script_evaluation_and_export_has_a_command():
     commands = _commands()
-    defenses = ["bat", "curriculum", "dynamic", "fast", "l2lda", "madry", "mart", "natural",
-                "trades"]
+    defenses = ["bat", "curriculum", "dynamic", "fast", "free", "l2lda", "madry", "mart",
+                "natural", "trades"]
     assert sorted(commands) == sorted([f"tfadv-train-{d}" for d in defenses]
                                       + ["tfadv-eval", "tfadv-export", "tfadv-import-torch"])
     trains = sorted(n for n in os.listdir(os.path.join(ROOT, "scripts")) if n.startswith("train_"))

@@ -32,11 +32,16 @@ DEFAULT_CASES = [
     (["--norm=l2", "--eps=127.5", "--num_steps=5"],
      dict(norm="l2", step_size=51.0, attack_eps=0.5, attack_step=0.2)),
     (["--norm=l2", "--eps=127.5", "--step_size=25.5"], dict(attack_step=0.1)),
+    (["--dataset=cifar10", "--awp_gamma=0.005"],  # TRADES-AWP as released: 10 warm-up epochs
+     dict(awp_gamma=0.005, awp_warmup_epochs=10, beta=6.0)),
+    (["--awp_gamma=0.01", "--awp_warmup_epochs=0"], dict(awp_gamma=0.01, awp_warmup_epochs=0)),
 ]
 ERROR_CASES = [
     (["--beta=-1"], "Received: -1"),
     (["--norm=l2"], "--eps"),
     (["--dataset=cifar10", "--eps=0.031"], "--eps=7.905"),
+    (["--awp_warmup_epochs=3"], "needs --awp_gamma"),
+    (["--awp_gamma=-0.5"], "Received: -0.5"),
 ]
 
 

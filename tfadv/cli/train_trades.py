@@ -7,6 +7,7 @@
     python scripts/train_trades.py --dataset=cifar10 --data_dir=~/tensorflow_datasets # Table 5
     python scripts/train_trades.py --dataset=cifar10 --preset=trades_cifar10_beta1    # 1/lambda=1
     python scripts/train_trades.py --norm=l2 --eps=127.5 --num_steps=10               # L2, eps 0.5
+    python scripts/train_trades.py --awp_gamma=0.005          # TRADES-AWP, after 10 warm-up epochs
 
 The training attack is TRADES' inner maximisation: the network in inference mode, x + 0.001*N(0,I),
 --num_steps sign steps of --step_size ascending the summed KL to the clean prediction (L2:
@@ -23,13 +24,16 @@ for every flag.
 from absl import flags
 
 from tfadv import config as config_lib
+from tfadv import flags as tfadv_flags
 from tfadv.cli import program
+from tfadv.recipes import awp as awp_recipe
 from tfadv.recipes import trades as trades_recipe
 
 FLAGS = flags.FLAGS
 
 
 def define_trades_flags():
+    tfadv_flags.define_awp_flags()
     flags.DEFINE_float("beta", None, "beta = 1/lambda of eq. (5), >= 0 (default: the preset's; 6 "
                        "on cifar10/mnist as in Table 5, 1 with --preset=trades_*_beta1; else 6).")
 
@@ -45,8 +49,11 @@ def resolve(flag_values=FLAGS):
     beta = fv.beta if fv.beta is not None else trades_recipe.preset_beta(fv.preset)
     random_start = fv.random_start if fv["random_start"].present else "gaussian"
     # TRADES' attack, built once; the returned config records the step and start actually used.
-    return trades_recipe.training(cfg, beta=beta, random_start=random_start,
-                                  step_size_given=fv["step_size"].present)
+    cfg, kwargs = trades_recipe.training(cfg, beta=beta, random_start=random_start,
+                                         step_size_given=fv["step_size"].present)
+    kwargs.update(awp_recipe.defense_kwargs("trades", gamma=fv.awp_gamma,
+                                            warmup_epochs=fv.awp_warmup_epochs))
+    return cfg, kwargs
 
 
 def main():

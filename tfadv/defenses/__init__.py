@@ -8,12 +8,14 @@ recipes (pixel levels, named models, presets) are :mod:`tfadv.recipes`.
 
 from __future__ import annotations
 
-from tfadv.defenses import bat, curriculum, dynamic, fast, l2lda, madry, mart, natural, trades
+from tfadv.defenses import (awp, bat, curriculum, dynamic, fast, free, l2lda, madry, mart, natural,
+                            trades)
 from tfadv.defenses.base import AdversarialExamples, AdversarialModel
 from tfadv.defenses.bat import BilateralAdversarialTraining
 from tfadv.defenses.curriculum import CurriculumAdversarialTraining
 from tfadv.defenses.dynamic import DynamicAdversarialTraining
 from tfadv.defenses.fast import FastAdversarialTraining
+from tfadv.defenses.free import FreeAdversarialTraining
 from tfadv.defenses.l2lda import L2LDA
 from tfadv.defenses.madry import MadryAdversarialTraining
 from tfadv.defenses.mart import MartAdversarialTraining
@@ -30,6 +32,7 @@ DEFENSES.register("curriculum", "cat")(curriculum.curriculum)
 DEFENSES.register("trades")(trades.trades)
 DEFENSES.register("mart")(mart.mart)
 DEFENSES.register("fast", "fgsm_rs")(fast.fast)
+DEFENSES.register("free", "free_at")(free.free)
 DEFENSES.register("l2lda")(l2lda.l2lda)
 DEFENSES.register("l2l")(l2lda.l2l)
 
@@ -44,7 +47,7 @@ def names():
 
 
 __all__ = ["AdversarialModel", "BilateralAdversarialTraining", "CurriculumAdversarialTraining",
-           "DynamicAdversarialTraining", "FastAdversarialTraining", "MadryAdversarialTraining",
+           "DynamicAdversarialTraining", "FastAdversarialTraining", "FreeAdversarialTraining", "MadryAdversarialTraining",
            "MartAdversarialTraining",
            "L2LDA", "NaturalTraining", "TradesAdversarialTraining", "get", "names",
            "DEFENSES", "AdversarialExamples"]

@@ -1,10 +1,13 @@
 """AdversarialModel: the one training/evaluation step every defense shares.
 
-    train_step:  examples = make_adversarial(x, y)        (hook 2: an AdversarialExamples, outside
+    train_step:  (``replays`` times on the batch, 1 but for Free AT)
+                 examples = make_adversarial(x, y)        (hook 2: an AdversarialExamples, outside
                                                            the tape, network in inference mode)
+                 w += v for each (w, v) of weight_perturbation(x, y, examples)  (hook 5; AWP)
                  loss  = defense_loss(x, y, examples)  [training mode, under the tape]  (hook 1)
                  loss += weight_decay · Σ ½‖W‖² over conv/dense kernels            (TF l2_loss)
-                 update; metrics
+                 update; w -= v; metrics
+                 carry_input_gradient(..., ∂loss/∂x_adv of the same backward pass)  (hook 6; Free)
     test_step:   clean metrics and adversarial metrics under ``eval_attack`` (a NoOpAttack makes
                  evaluation clean-only through the same path)
 
@@ -230,10 +233,36 @@ class AdversarialModel(metrics_lib.PhaseMetrics, keras.Model):
             steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
             validation_batch_size=validation_batch_size, validation_freq=validation_freq)
 
+    def weight_perturbation(self, x, y, examples: AdversarialExamples) -> list:
+        """Hook 5: ``[(variable, v), ...]`` added to the network's weights after
+        ``make_adversarial`` (the examples are built at w), kept for the update's loss, gradient
+        and optimizer step (taken at w + v), and subtracted again after it (AWP,
+        :mod:`tfadv.defenses.awp`). Every replica must return the same v. None by default."""
+        return []
+
+    def carry_input_gradient(self, x, y, examples: AdversarialExamples, gradient) -> None:
+        """Hook 6: called after the update when the class sets ``input_gradient = True``, with the
+        gradient of the update's (positively scaled) loss with respect to ``examples.x_adv``, from
+        the same backward pass as the weights' gradient (Free AT's perturbation step,
+        :mod:`tfadv.defenses.free`). Nothing by default."""
+
     # ----------------------------------------------------------------------------- steps
+    #: Each batch is replayed this many times per ``train_step``, each replay a full update
+    #: (make_adversarial, loss, optimizer step): Free AT's m. 1 by default.
+    replays = 1
+    #: Whether ``train_step`` also differentiates the update's loss by ``examples.x_adv`` and hands
+    #: the result to :meth:`carry_input_gradient`.
+    input_gradient = False
+
     def train_step(self, data):
         x = self._check_images(data[0])
         y = self._check_labels(data[1])
+        logs = None
+        for _ in range(int(self.replays)):  # unrolled: each replay's update sees the last one's
+            logs = self._update(x, y)
+        return logs
+
+    def _update(self, x, y):
         eps_scale = self.eps_scale()  # the value make_adversarial uses at this step
         if self.attack_fp32:
             with distribute_lib.compute_in_float32(self.network):
@@ -246,7 +275,11 @@ class AdversarialModel(metrics_lib.PhaseMetrics, keras.Model):
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         local_n, share = replicas_lib.global_batch_share(y, replicas)
+        perturbation = self.weight_perturbation(x, y, examples)
+        replicas_lib.shift_weights(perturbation, 1.0)
         with tf.GradientTape(persistent=replicas > 1) as tape:
+            if self.input_gradient:
+                tape.watch(examples.x_adv)
             # An empty slice runs no forward/backward (oneDNN fails on zero-size batches): its
             # loss counts 0 below and its gradients are zeros, as they were.
             loss, logits_adv = batches_lib.if_nonempty(
@@ -264,6 +297,8 @@ class AdversarialModel(metrics_lib.PhaseMetrics, keras.Model):
                 scaled_part = self.optimizer.scale_loss(part)
                 scaled_decay = self.optimizer.scale_loss(decay / replicas)
         variables = self.network.trainable_variables
+        if self.input_gradient:
+            variables = variables + [examples.x_adv]
         if replicas == 1:
             grads = tape.gradient(scaled, variables)
         else:  # BatchNorm on an empty slice yields NaN gradients: zero them, keep the decay share
@@ -273,7 +308,12 @@ class AdversarialModel(metrics_lib.PhaseMetrics, keras.Model):
                      (0.0 if g is None else tf.where(local_n > 0, g, tf.zeros_like(g)))
                      + (0.0 if r is None else r) for g, r in zip(data, reg)]
             del tape
+        if self.input_gradient:
+            input_grad, grads, variables = grads[-1], grads[:-1], variables[:-1]
         self.optimizer.apply_gradients(zip(grads, variables))
+        replicas_lib.shift_weights(perturbation, -1.0)  # w + v - step - v: the step at w + v
+        if self.input_gradient:
+            self.carry_input_gradient(x, y, examples, input_grad)
         if replicas > 1:
             replicas_lib.sync_moving_statistics(self.network, local_n)
         # Summed over replicas (value x replicas, weight 1/replicas) this is one entry per step of

@@ -14,11 +14,17 @@ from typing import Optional
 
 from tfadv import attacks as attacks_lib
 from tfadv import ranges as ranges_lib
+from tfadv.defenses.awp import AdversarialWeightPerturbation
 from tfadv.defenses.base import AdversarialModel
 
 
-class MadryAdversarialTraining(AdversarialModel):
-    """PGD adversarial training; the loss is AdversarialModel's default (CE on x_adv only)."""
+class MadryAdversarialTraining(AdversarialWeightPerturbation, AdversarialModel):
+    """PGD adversarial training; the loss is AdversarialModel's default (CE on x_adv only).
+    ``awp_gamma``/``awp_warmup_epochs`` add AWP (:mod:`tfadv.defenses.awp`; AT-AWP: γ 0.01)."""
+
+    def awp_loss(self, x, y, examples):
+        """AT-AWP's proxy objective: the same CE on x_adv, training mode."""
+        return self.defense_loss(x, y, examples)[0]
 
 
 def madry(network, *, attack=None, eps: Optional[float] = None, step_size: Optional[float] = None,
@@ -27,7 +33,8 @@ def madry(network, *, attack=None, eps: Optional[float] = None, step_size: Optio
           attack_training: bool = False, track_clean: bool = True, **kwargs):
     """Builds a Madry model. Either pass ``attack=`` or the PGD's ``eps`` and ``step_size`` in
     input units of ``pixel_range`` (the released CIFAR configuration, 8 and 2 pixel levels, is
-    ``madry(network, **tfadv.recipes.madry.defense_kwargs(pixel_range))``).
+    ``madry(network, **tfadv.recipes.madry.defense_kwargs(pixel_range))``). ``awp_gamma`` and
+    ``awp_warmup_epochs`` (in ``kwargs``) turn on AWP (:mod:`tfadv.defenses.awp`).
     """
     rng = ranges_lib.get_range(pixel_range)
     if attack is None:

@@ -35,3 +35,20 @@ def sync_moving_statistics(network: keras.Model, local_n) -> None:
     summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [weight] + values)
     for v, total in zip(variables, summed[1:]):
         v.assign(tf.cast(total / tf.maximum(summed[0], 1.0), v.dtype))
+
+
+def shift_weights(perturbation, sign: float) -> None:
+    """Adds ``sign · v`` to each variable of ``perturbation`` (``[(variable, v), ...]``, the same v
+    on every replica: :meth:`AdversarialModel.weight_perturbation`). The variables are mirrored:
+    the update goes through the strategy's cross-replica ``update`` of each one (as an optimizer
+    applies its step), so every copy moves by the same v."""
+    if not perturbation:
+        return
+    variables = [v.value if isinstance(v, keras.Variable) else v for v, _ in perturbation]
+    deltas = [tf.cast(sign * d, var.dtype) for var, (_, d) in zip(variables, perturbation)]
+
+    def update(strategy, variables, deltas):
+        for var, delta in zip(variables, deltas):
+            strategy.extended.update(var, lambda v, d: v.assign_add(d), args=(delta,), group=False)
+
+    tf.distribute.get_replica_context().merge_call(update, args=(variables, deltas))

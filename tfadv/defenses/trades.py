@@ -29,6 +29,7 @@ from tfadv import attacks as attacks_lib
 from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
+from tfadv.defenses.awp import AdversarialWeightPerturbation
 from tfadv.defenses.base import AdversarialModel
 
 # Algorithm 1 / sec. 5.3: K = 10 steps (the sizes, in pixel levels, are tfadv.recipes.trades').
@@ -85,11 +86,13 @@ def default_eval_attack(attack):
                                        name=f"pgd-{attack.num_steps}")
 
 
-class TradesAdversarialTraining(AdversarialModel):
+class TradesAdversarialTraining(AdversarialWeightPerturbation, AdversarialModel):
     """TRADES: CE on the clean batch plus β·KL(f(x) ‖ f(x')) (eq. 5), training mode throughout.
 
     Args (beyond AdversarialModel's):
         beta: β = 1/λ of eq. (5) (Table 5: 1 or 6), >= 0.
+        awp_gamma, awp_warmup_epochs: AWP (:mod:`tfadv.defenses.awp`; TRADES-AWP: γ 0.005 after
+            10 epochs), off by default.
 
     ``train_step`` also logs ``natural_loss`` (the CE term on clean images, training mode) and
     ``kl_loss`` (the batch-mean KL term before multiplying by β). ``adv_loss``/``adv_acc`` are CE
@@ -110,13 +113,20 @@ class TradesAdversarialTraining(AdversarialModel):
     def defense_metrics(self):
         return list(self._trades_trackers.values())
 
+    def _objective(self, x, y, examples):
+        logits_clean = self.network(x, training=True)
+        logits_adv = self.network(examples.x_adv, training=True)
+        return trades_loss(logits_clean=logits_clean, logits_adv=logits_adv, labels=y,
+                           beta=self.beta), logits_adv
+
+    def awp_loss(self, x, y, examples):
+        """TRADES-AWP's proxy objective: eq. (5)'s loss at the current weights (no logs)."""
+        return self._objective(x, y, examples)[0][0]
+
     def defense_loss(self, x, y, examples):
         """Algorithm 1, step 9: mean CE(f(x), y) + β · mean KL(f(x) ‖ f(x')) in training mode, the
         clean logits not detached (the release calls the model on x, then x', in train mode)."""
-        logits_clean = self.network(x, training=True)
-        logits_adv = self.network(examples.x_adv, training=True)
-        loss, ce, kl = trades_loss(logits_clean=logits_clean, logits_adv=logits_adv, labels=y,
-                                   beta=self.beta)
+        (loss, ce, kl), logits_adv = self._objective(x, y, examples)
         # Weighted by the slice size, so the epoch value is the global-batch mean under a strategy
         # (replica slices may be unequal; an empty slice adds nothing instead of its NaN mean).
         n = tf.cast(tf.shape(y)[0], tf.float32)

@@ -14,7 +14,9 @@ in input units (:func:`tfadv.recipes.base.to_input` is the one boundary):
 * :mod:`tfadv.recipes.l2lda`: ``l2lda_<dataset>`` with their λ;
 * :mod:`tfadv.recipes.mart`: MART's ``mart_cifar10`` and β;
 * :mod:`tfadv.recipes.fast`: Fast AT's ``fast_cifar10``/``fast_mnist`` (FGSM-RS, cyclic LR) and
-  its guard batch.
+  its guard batch;
+* :mod:`tfadv.recipes.free`: Free AT's ``free_cifar10``/``free_mnist`` and m;
+* :mod:`tfadv.recipes.awp`: AWP's released γ and warm-up on top of Madry and TRADES.
 
 ``get(name)`` returns a registered :class:`Preset`; ``for_dataset``/``dataset_preset`` name the
 preset of a dataset. Flags left unset take their values from the chosen preset.
@@ -23,9 +25,10 @@ preset of a dataset. Flags left unset take their values from the chosen preset.
 from __future__ import annotations
 
 from tfadv.recipes import madry  # first: the others' presets may start from a dataset's
-from tfadv.recipes import bat, fast, fosc, l2lda, mart, trades
+from tfadv.recipes import awp, bat, fast, fosc, free, l2lda, mart, trades
 from tfadv.recipes.base import (PRESETS, Preset, dataset_preset, for_dataset, get, pgd_attack,
                                 to_input, training_kwargs)
 
-__all__ = ["PRESETS", "Preset", "bat", "dataset_preset", "fast", "for_dataset", "fosc", "get",
-           "l2lda", "madry", "mart", "pgd_attack", "to_input", "trades", "training_kwargs"]
+__all__ = ["PRESETS", "Preset", "awp", "bat", "dataset_preset", "fast", "for_dataset", "fosc",
+           "free", "get", "l2lda", "madry", "mart", "pgd_attack", "to_input", "trades",
+           "training_kwargs"]

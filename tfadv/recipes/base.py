@@ -118,3 +118,10 @@ def paper_preset_name(prefix: str, paper_presets, dataset: str) -> str:
     dataset's own preset name."""
     name = f"{prefix}_{str(dataset).lower()}"
     return name if name in paper_presets else str(dataset)
+
+
+def paper_setting(paper_presets, name: Optional[str], index: int, default):
+    """Field ``index`` of the entry ``name`` of a paper's ``{preset: (Preset, ...)}`` table (a
+    setting the Preset record does not hold: MART's β, Free AT's m), else ``default``."""
+    entry = paper_presets.get(str(name).lower()) if name is not None else None
+    return default if entry is None else entry[index]
