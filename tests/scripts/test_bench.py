@@ -79,8 +79,16 @@ def test_bench_training_tiny(tmp_path):
                         "--defenses=clean,bat_rmc_la", f"--json_out={out}")
     assert "| defense | s/step | x clean step | ideal (passes) |" in stdout
     with open(out) as f:
-        rows = {r["defense"]: r for r in json.load(f)["rows"]}
+        data = json.load(f)
+    rows = {r["defense"]: r for r in data["rows"]}
     assert rows["clean"]["ratio"] == 1.0 and rows["clean"]["peak_mib"] > 0
+    # On a CPU each row's peak comes from a process of its own (issue 20, item 6), and the extra
+    # column is that peak minus the clean row's, so the clean row's extra is exactly 0.
+    assert data["memory"] == "process"
+    assert "| peak RSS (MiB) | extra over clean (MiB) |" in stdout
+    assert rows["clean"]["extra_mib"] == 0.0
+    assert rows["bat_rmc_la"]["extra_mib"] == pytest.approx(
+        rows["bat_rmc_la"]["peak_mib"] - rows["clean"]["peak_mib"])
     bat = rows["bat_rmc_la"]
     assert bat["status"] == "ok" and bat["ratio"] > 0 and bat["ideal"] > 2.0
     assert bat["passes"] == "2 fb + 1 f" and bat["target"] == 2.6
@@ -118,6 +126,25 @@ def test_bench_training_unknown_variant_errors():
     assert proc.returncode != 0
     assert "Unknown variants ['fp64']" in proc.stderr and "Received: variants=fp32,fp64" in \
         proc.stderr
+
+
+def test_bench_training_memory_row_is_one_process_own_peak():
+    """``--memory_row`` builds and steps only that row and prints its own peak RSS; a bad row
+    name and ``--memory=gpu`` without a GPU are refused before anything runs."""
+    proc = run_script("bench_training.py", "--model=digits_cnn", "--batch_size=4",
+                      "--image_size=8", "--steps=1", "--warmup=1", "--memory_row=fp32/madry_pgd7")
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY_ROW ")]
+    row = json.loads(line[len("MEMORY_ROW "):])
+    assert row["variant"] == "fp32" and row["defense"] == "madry_pgd7" and row["status"] == "ok"
+    assert 100 < row["peak_mib"] < 64 * 1024
+    bad = run_script("bench_training.py", "--memory_row=fp32/nope", check=False, timeout=300)
+    assert bad.returncode != 0 and "Received: memory_row=fp32/nope" in bad.stderr
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        gpu = run_script("bench_training.py", "--memory=gpu", "--defenses=clean", check=False,
+                         timeout=300)
+        assert gpu.returncode != 0 and "--memory=gpu needs a GPU" in gpu.stderr
 
 
 @pytest.mark.slow
