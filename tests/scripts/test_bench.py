@@ -173,3 +173,37 @@ def test_bench_evaluation_tiny_prints_ratios_and_equal_masks(tmp_path):
 def test_bench_evaluation_refuses_bad_device_counts():
     proc = run_script("bench_evaluation.py", "--devices=0,2", check=False)
     assert proc.returncode != 0 and "Received: ['0', '2']" in proc.stderr
+
+
+def test_bench_time_to_robustness_refuses_bad_flags_before_running(tmp_path):
+    out = tmp_path / "ttr"
+    for args, message in ((["--defenses=madry,awesome"], "Received: defenses=madry,awesome"),
+                          (["--levels=50,120"], "Received: levels=50,120"),
+                          (["--budget=0"], "Received: budget=0")):
+        proc = run_script("bench_time_to_robustness.py", f"--out_dir={out}", *args, check=False,
+                          timeout=300)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-500:]
+    assert not out.exists()  # nothing written
+
+
+@pytest.mark.slow
+def test_bench_time_to_robustness_digits_tiny(tmp_path):
+    """Two defenses on digits under a tiny budget: a curve per defense from 0 s, the table, the
+    PNG, and the levels derived from the Madry run."""
+    out = tmp_path / "ttr"
+    stdout = run_bench("bench_time_to_robustness.py", "--datasets=digits",
+                       "--defenses=natural,madry", "--budget=6", "--epochs=2",
+                       "--track_every=15", "--track_examples=40", f"--out_dir={out}")
+    assert "| defense | s to PGD-20 >=" in stdout
+    with open(out / "time_to_robustness.json") as f:
+        data = json.load(f)["datasets"]["digits"]
+    assert set(data["records"]) == {"natural", "madry"}
+    for records in data["records"].values():
+        assert records[0]["step"] == 0 and records[0]["train_seconds"] < 1.0
+        seconds = [r["train_seconds"] for r in records]
+        assert seconds == sorted(seconds)
+    best = max(r["accuracy"]["PGD-20"] for r in data["records"]["madry"])
+    if best > 0:
+        assert data["levels"] == [round(best * f, 2) for f in (0.5, 0.8, 1.0)]
+    assert (out / "digits_pgd20.png").stat().st_size > 1000
+    assert (out / "time_to_robustness.md").exists()

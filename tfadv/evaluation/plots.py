@@ -75,6 +75,23 @@ def lines(xs: Sequence[float], ys: Dict[str, Sequence[float]], path: str, *, tit
     return _save(fig, path)
 
 
+def curves(series: Dict[str, Sequence[Sequence[float]]], path: str, *, title: str, xlabel: str,
+           ylabel: str = "accuracy (%)", levels: Sequence[float] = ()) -> str:
+    """One line per label, each over its own x: ``series[label] = (xs, ys)`` (e.g. accuracy
+    against training seconds, one curve per defense); ``levels``: dotted horizontal lines."""
+    fig, ax = _axes()
+    for label, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), marker=".", label=label)
+    for level in levels:
+        ax.axhline(float(level), linestyle=":", color="gray")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 def epoch_distributions(values_by_epoch: Dict[int, Sequence[float]], path: str, *, title: str,
                         xlabel: str, max_curves: int = 6, bins: int = 40) -> str:
     """The distribution of a per-example value (share of examples per bin, %) at a few epochs:
