@@ -9,8 +9,9 @@ Each (dataset, defense) pair runs the defense's own training command (``scripts/
 its paper recipe's attack for the dataset) in a process of its own, one after the other, on the
 same network, optimizer, constant learning rate, batch, eps and ``--epochs`` (``DATASETS``
 below; the epochs set the length of the schedules that count them, Dynamic's and Fast AT's), with
-``--time_budget`` (training stops after that many *training* seconds, wall time less validation
-and the checks, or after the epochs, whichever comes first) and
+``--time_budget`` (training stops after that many *training* seconds - by default CPU seconds of
+the training process (``--clock=cpu``), which other jobs on a shared machine barely change, less
+validation and the checks - or after the epochs, whichever comes first) and
 ``--track_every`` (``clean,pgd-20`` on the first ``--track_examples`` test images every that many
 optimizer steps, written to ``RUN/robustness_over_time.json``, :mod:`tfadv.evaluation.tracking`).
 Printed and written to ``OUT_DIR/time_to_robustness.md``/``.json``: for each dataset a table of
@@ -57,6 +58,8 @@ flags.DEFINE_list("defenses", ["natural", "madry", "bat", "trades", "dynamic"],
 flags.DEFINE_string("mnist_dataset", None, "--dataset of 'mnist' (default: the shared subset).")
 flags.DEFINE_string("cifar10_dataset", None, "--dataset of 'cifar10' (default: the shared subset).")
 flags.DEFINE_float("budget", 300.0, "Training seconds per defense (--time_budget).")
+flags.DEFINE_enum("clock", "cpu", ["cpu", "wall"], "--time_clock of every run: the process's "
+                  "CPU seconds (default; fair on a shared machine) or wall time.")
 flags.DEFINE_integer("epochs", 10, "--epochs of every run: the length of the schedules that "
                      "count epochs (Dynamic's FOSC schedule, Fast AT's cyclic LR); training ends "
                      "at the budget or after these epochs, whichever comes first.")
@@ -99,7 +102,8 @@ def command(dataset: str, defense: str) -> list:
     logdir = os.path.join(FLAGS.out_dir, dataset, defense)
     return [sys.executable, os.path.join(REPO, "scripts", f"train_{defense}.py"),
             f"--dataset={value}", *common, f"--epochs={FLAGS.epochs}", "--lr_boundaries=",
-            f"--time_budget={FLAGS.budget:g}", f"--track_every={FLAGS.track_every}",
+            f"--time_budget={FLAGS.budget:g}", f"--time_clock={FLAGS.clock}",
+            f"--track_every={FLAGS.track_every}",
             f"--track_examples={FLAGS.track_examples}", "--track_attacks=clean,pgd-20",
             "--val_limit=0", "--eval_attacks=clean", "--eval_limit=100", "--checkpoint_every=1",
             f"--seed={FLAGS.seed}", f"--logdir={logdir}", "--verbose=0",
@@ -151,7 +155,8 @@ def main(argv):
     from tfadv import atomic
     from tfadv.evaluation import plots
 
-    report, data = [f"# Time to robustness: {FLAGS.budget:g} training seconds per defense, "
+    report, data = [f"# Time to robustness: {FLAGS.budget:g} training seconds ({FLAGS.clock} "
+                    "clock) per defense, "
                     f"PGD-20 on {FLAGS.track_examples} test images every {FLAGS.track_every} "
                     f"steps"], {}
     for dataset in FLAGS.datasets:
@@ -170,14 +175,14 @@ def main(argv):
                           [r["accuracy"][TRACKED] for r in recs]) for d, recs in records.items()},
                      os.path.join(FLAGS.out_dir, f"{dataset}_pgd20.png"),
                      title=f"{dataset}: PGD-20 accuracy against training time",
-                     xlabel="training seconds", levels=used)
+                     xlabel=f"training seconds ({FLAGS.clock} clock)", levels=used)
         report.append(markdown(dataset, used, rows))
         data[dataset] = {"levels": used, "rows": rows, "records": records}
         print(report[-1], flush=True)
     atomic.write_text(os.path.join(FLAGS.out_dir, "time_to_robustness.md"),
                       "\n\n".join(report) + "\n")
     atomic.write_json(os.path.join(FLAGS.out_dir, "time_to_robustness.json"),
-                      {"budget": FLAGS.budget, "track_every": FLAGS.track_every,
+                      {"budget": FLAGS.budget, "clock": FLAGS.clock, "track_every": FLAGS.track_every,
                        "track_examples": FLAGS.track_examples, "datasets": data})
 
 

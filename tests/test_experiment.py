@@ -65,6 +65,7 @@ def test_piecewise_lr_in_epochs():
     (dict(logical_cpus=-2), "Received: -2"),
     (dict(verbose=3), "--verbose must be 0 .*Received: 3."),
     (dict(time_budget=0.0), "--time_budget must be a positive .*Received: 0.0."),
+    (dict(time_clock="gpu"), "--time_clock must be 'wall' or 'cpu'. Received: 'gpu'."),
     (dict(track_every=-1), "--track_every must be an integer >= 0. Received: -1."),
     (dict(track_every=5, track_examples=0), "--track_examples must be an integer >= 1. Received: 0."),
     (dict(track_every=5, track_attacks="clean,pgd-x"), "Received"),
@@ -154,6 +155,7 @@ def test_time_budget_and_tracking_write_the_robustness_log(tmp_path):
     with open(os.path.join(cfg.logdir, experiment.TRACKING_LOG)) as f:
         log = json.load(f)
     assert log["attacks"] == ["clean", "FGSM"] and log["num_examples"] == 20
+    assert log["clock"] == "wall"
     assert [r["step"] for r in log["records"]] == [0, 3, 6, 9, 12]  # 3 epochs of 4 steps
     for record in log["records"]:
         assert set(record["accuracy"]) == {"clean", "FGSM"}

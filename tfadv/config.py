@@ -71,6 +71,7 @@ class TrainConfig:
     # every track_every optimizer steps evaluate track_attacks on the first track_examples test
     # images, logged against training seconds in LOGDIR/robustness_over_time.json.
     time_budget: Optional[float] = None
+    time_clock: str = "wall"
     track_every: int = 0
     track_attacks: str = "clean,pgd-20"
     track_examples: int = 500
@@ -129,6 +130,9 @@ class TrainConfig:
         if self.time_budget is not None and not 0 < self.time_budget < float("inf"):
             raise ValueError("--time_budget must be a positive number of training seconds or "
                              f"unset. Received: {self.time_budget!r}.")
+        if self.time_clock not in ("wall", "cpu"):
+            raise ValueError("--time_clock must be 'wall' or 'cpu'. "
+                             f"Received: {self.time_clock!r}.")
         for name, low in (("track_every", 0), ("track_examples", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -219,6 +223,7 @@ def config_from_flags(flag_values, default_preset=None) -> TrainConfig:
         checkpoint_every=fv.checkpoint_every,
         eval_attacks=pick("eval_attacks", preset.eval_attacks),
         eval_step_size=pick("eval_step_size", preset.eval_step_size), verbose=fv.verbose,
-        time_budget=pick_new("time_budget", None), track_every=pick_new("track_every", 0),
+        time_budget=pick_new("time_budget", None), time_clock=pick_new("time_clock", "wall"),
+        track_every=pick_new("track_every", 0),
         track_attacks=pick_new("track_attacks", "clean,pgd-20"),
         track_examples=pick_new("track_examples", 500)).validate()

@@ -104,7 +104,7 @@ def clock_callbacks(cfg: TrainConfig, logdir: str, rng) -> list:
     or a :class:`~tfadv.evaluation.tracking.RobustnessTracker` on the first ``--track_examples``
     test images writing LOGDIR/robustness_over_time.json."""
     if not cfg.track_every:
-        return [tracking.TrainingClock(cfg.time_budget)] if cfg.time_budget else []
+        return [tracking.TrainingClock(cfg.time_budget, cfg.time_clock)] if cfg.time_budget else []
     test_ds, _ = data_lib.load(cfg.dataset, "test", batch_size=max(cfg.batch_size, 100),
                                pixel_range=rng, data_dir=cfg.data_dir, limit=cfg.track_examples,
                                training=False, **(cfg.data_options or {}))
@@ -114,7 +114,7 @@ def clock_callbacks(cfg: TrainConfig, logdir: str, rng) -> list:
     return [tracking.RobustnessTracker(
         np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]), specs,
         pixel_range=rng, every=cfg.track_every, budget_seconds=cfg.time_budget,
-        path=os.path.join(logdir, TRACKING_LOG))]
+        path=os.path.join(logdir, TRACKING_LOG), clock=cfg.time_clock)]
 
 
 def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = None,

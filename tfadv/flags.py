@@ -96,6 +96,9 @@ def define_training_flags():
     flags.DEFINE_float("time_budget", None, "Stop training after this many training seconds "
                        "(wall time less validation and --track_every checks; for comparing "
                        "defenses at equal cost).")
+    flags.DEFINE_enum("time_clock", "wall", ["wall", "cpu"], "Clock of --time_budget and "
+                      "--track_every: wall time, or this process's CPU seconds (all threads), "
+                      "which other jobs on a shared machine barely change.")
     flags.DEFINE_integer("track_every", 0, "Every this many optimizer steps, evaluate "
                          "--track_attacks on the first --track_examples test images and log them "
                          "against training seconds in LOGDIR/robustness_over_time.json (0: off).")

@@ -60,7 +60,7 @@ def test_tracker_records_every_k_steps_and_at_the_end_with_the_true_accuracies(d
         assert tracker.records[-1]["accuracy"][label] == pytest.approx(
             _accuracy(network, attack, x_test, y_test), abs=1e-6)
     written = json.loads(path.read_text())
-    assert written == {"attacks": ["clean", "FGSM"], "num_examples": 64,
+    assert written == {"attacks": ["clean", "FGSM"], "num_examples": 64, "clock": "wall",
                        "records": json.loads(json.dumps(tracker.records))}
     # Every check reuses the attack object's one compiled function (not one per check).
     assert len(tracker.specs["FGSM"].compiled_functions()) == 1
@@ -139,7 +139,7 @@ def test_a_log_of_other_attacks_is_refused_not_mixed(digits, tmp_path):
     model.optimizer.iterations.assign(3)
     tracker = tracking.RobustnessTracker(x_test, y_test, {"clean": NoOpAttack()},
                                          pixel_range="[0,1]", every=4, path=str(path))
-    with pytest.raises(ValueError, match="other attacks or another slice.*Received: "):
+    with pytest.raises(ValueError, match="other attacks, another slice or another clock.*Received: "):
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[tracker])
 
 
@@ -155,3 +155,22 @@ def test_bad_arguments_are_refused(digits, kwargs, match):
     with pytest.raises(ValueError, match="non-empty slice"):
         tracking.RobustnessTracker(x_test[:0], y_test[:0], {"clean": NoOpAttack()},
                                    pixel_range="[0,1]", every=1)
+
+
+def test_cpu_clock_does_not_count_time_the_process_spends_waiting(digits):
+    """``clock="cpu"`` counts this process's CPU seconds: a second of sleep inside training
+    counts on the wall clock and not on the CPU clock."""
+    x, y, _, _ = digits
+
+    class Sleep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:
+                time.sleep(1.0)
+
+    clocks = {name: tracking.TrainingClock(clock=name) for name in ("wall", "cpu")}
+    model = _model()
+    model.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0,
+              callbacks=[Sleep(), *clocks.values()])
+    assert clocks["wall"].train_seconds() - clocks["cpu"].train_seconds() > 0.5
+    with pytest.raises(ValueError, match="Received: clock='gpu'"):
+        tracking.TrainingClock(clock="gpu")

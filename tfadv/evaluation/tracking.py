@@ -31,35 +31,44 @@ from tfadv import atomic
 from tfadv.attacks import model_fn as model_fn_lib
 
 
-class TrainingClock(keras.callbacks.Callback):
-    """Training seconds of a ``fit()``: its wall time less Keras' validation passes and whatever
-    a subclass excludes; with ``budget_seconds``, training stops once that many have passed
-    (checked after every batch; the step under way completes).  ``offset``: seconds of earlier
-    runs that this one resumes."""
+# "wall": elapsed time; "cpu": CPU seconds of this process, all its threads (time.process_time),
+# which other processes on a shared machine barely change.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
-    def __init__(self, budget_seconds: Optional[float] = None):
+
+class TrainingClock(keras.callbacks.Callback):
+    """Training seconds of a ``fit()``: its time less Keras' validation passes and whatever a
+    subclass excludes, on ``clock`` (``"wall"`` or ``"cpu"``: :data:`CLOCKS`); with
+    ``budget_seconds``, training stops once that many have passed (checked after every batch; the
+    step under way completes).  ``offset``: seconds of earlier runs that this one resumes."""
+
+    def __init__(self, budget_seconds: Optional[float] = None, clock: str = "wall"):
         super().__init__()
         if budget_seconds is not None and not float(budget_seconds) > 0:
             raise ValueError("budget_seconds must be a positive number of seconds or None. "
                              f"Received: budget_seconds={budget_seconds!r}.")
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {sorted(CLOCKS)}. Received: clock={clock!r}.")
         self.budget_seconds = None if budget_seconds is None else float(budget_seconds)
+        self.clock = clock
+        self._now = CLOCKS[clock]
         self.offset = 0.0
         self._start = None
         self._excluded = 0.0
         self._test_start = None
 
     def train_seconds(self) -> float:
-        return self.offset + time.perf_counter() - self._start - self._excluded
+        return self.offset + self._now() - self._start - self._excluded
 
     def on_train_begin(self, logs=None):
-        self._start, self._excluded = time.perf_counter(), 0.0
+        self._start, self._excluded = self._now(), 0.0
 
     def on_test_begin(self, logs=None):
-        self._test_start = time.perf_counter()
+        self._test_start = self._now()
 
     def on_test_end(self, logs=None):
         if self._test_start is not None:
-            self._excluded += time.perf_counter() - self._test_start
+            self._excluded += self._now() - self._test_start
             self._test_start = None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -82,12 +91,13 @@ class RobustnessTracker(TrainingClock):
         every: optimizer steps between checks (>= 1).
         budget_seconds: stop training after this many training seconds (None: no budget).
         path: where the records are written (None: kept in ``records`` only).
+        clock: ``"wall"`` or ``"cpu"`` (:data:`CLOCKS`).
     """
 
     def __init__(self, images, labels, specs: Dict[str, object], *, pixel_range, every: int,
                  budget_seconds: Optional[float] = None, path: Optional[str] = None,
-                 batch_size: int = 100):
-        super().__init__(budget_seconds)
+                 batch_size: int = 100, clock: str = "wall"):
+        super().__init__(budget_seconds, clock)
         if int(every) < 1:
             raise ValueError(f"every must be a number of steps >= 1. Received: every={every!r}.")
         if len(images) == 0 or len(images) != len(labels):
@@ -133,7 +143,7 @@ class RobustnessTracker(TrainingClock):
 
     # ------------------------------------------------------------------------------ checks
     def _check(self):
-        began = time.perf_counter()
+        began = self._now()
         seconds = self.train_seconds()
         if self._model_fn is None:
             self._model_fn = model_fn_lib.as_model_fn(getattr(self.model, "network", self.model))
@@ -155,22 +165,25 @@ class RobustnessTracker(TrainingClock):
                              "train_seconds": round(seconds, 3), "accuracy": accuracy})
         self._last_step = step
         if self.path:
-            atomic.write_json(self.path, {"attacks": list(self.specs),
+            atomic.write_json(self.path, {"attacks": list(self.specs), "clock": self.clock,
                                           "num_examples": int(len(self.images)),
                                           "records": self.records})
-        self._excluded += time.perf_counter() - began
+        self._excluded += self._now() - began
 
     def _resumed_records(self, step: int):
         if not self.path or not os.path.exists(self.path) or step == 0:
             return []
         previous = atomic.read_json(self.path, missing="the robustness-over-time log")
         if previous.get("attacks") != list(self.specs) or \
-                previous.get("num_examples") != int(len(self.images)):
+                previous.get("num_examples") != int(len(self.images)) or \
+                previous.get("clock", "wall") != self.clock:
             raise ValueError(
-                f"{self.path} was written by a tracker of other attacks or another slice; a "
-                "resumed run would mix two curves. Move it aside or start a new run. Received: "
-                f"attacks={previous.get('attacks')}, num_examples={previous.get('num_examples')} "
-                f"(this run: attacks={list(self.specs)}, num_examples={len(self.images)}).")
+                f"{self.path} was written by a tracker of other attacks, another slice or another "
+                "clock; a resumed run would mix two curves. Move it aside or start a new run. "
+                f"Received: attacks={previous.get('attacks')}, "
+                f"num_examples={previous.get('num_examples')}, clock={previous.get('clock')} "
+                f"(this run: attacks={list(self.specs)}, num_examples={len(self.images)}, "
+                f"clock={self.clock}).")
         return [r for r in previous.get("records", []) if r["step"] <= step]
 
 
