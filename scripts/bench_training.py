@@ -233,28 +233,29 @@ def measure_row(key, *, model, batch_size, image_size, num_classes, steps, warmu
             "peak_mib": peak_rss_mib() if defense is not None else None}
 
 
-def measure_rows_in_processes(rows, argv):
-    """``--memory=process``: each measured row's peak RSS from a process of its own running this
-    script with ``argv`` (the run's flags) plus ``--memory_row=VARIANT/DEFENSE``, one after the
-    other; fills ``peak_mib`` in place (None, with a note in ``memory_status``, if it failed)."""
+def measure_rows_in_processes(keys, argv) -> dict:
+    """``--memory=process``: ``{(variant, defense): (peak MiB or None, note or None)}``, each
+    row's peak RSS from a process of its own running this script with ``argv`` (the run's flags)
+    plus ``--memory_row=VARIANT/DEFENSE``, one after the other, before the timing process builds
+    anything (so that it holds no memory meanwhile)."""
     import subprocess
 
     script = os.path.abspath(__file__)
-    for row in rows:
-        if row["status"] != "ok":
-            continue
+    measured = {}
+    for variant, defense in keys:
         proc = subprocess.run(
-            [sys.executable, script, *argv, f"--memory_row={row['variant']}/{row['defense']}"],
+            [sys.executable, script, *argv, f"--memory_row={variant}/{defense}"],
             capture_output=True, text=True, check=False)
         lines = [l for l in proc.stdout.splitlines() if l.startswith(MEMORY_ROW_TAG)]
         if proc.returncode != 0 or not lines:
-            row["memory_status"] = f"memory process failed (exit {proc.returncode}): " + (
-                proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
+            measured[(variant, defense)] = (None, f"memory process failed (exit "
+                                            f"{proc.returncode}): " + (proc.stderr.strip(
+                                                ).splitlines() or ["no output"])[-1][:160])
             continue
-        measured = json.loads(lines[-1][len(MEMORY_ROW_TAG):])
-        row["peak_mib"] = measured["peak_mib"]
-        if measured["status"] != "ok":
-            row["memory_status"] = measured["status"]
+        row = json.loads(lines[-1][len(MEMORY_ROW_TAG):])
+        measured[(variant, defense)] = (row["peak_mib"],
+                                        None if row["status"] == "ok" else row["status"])
+    return measured
 
 
 def add_extra_memory(rows):
@@ -422,10 +423,19 @@ def main(argv):
     import tensorflow as tf
 
     memory = memory_mode(FLAGS.memory, tf)
+    measured = {}
+    if memory == "process":
+        names = ["clean"] + [d for d in dict.fromkeys(FLAGS.defenses) if d != "clean"]
+        if set(names) <= set(DEFENSES):  # else run_benchmark refuses them below
+            measured = measure_rows_in_processes([(v, n) for v in variants for n in names],
+                                                 [f"--{k}={v}" for k, v in shape.items()])
     rows = run_benchmark(repeats=FLAGS.repeats, defenses=FLAGS.defenses, variants=variants,
                          memory=memory, **shape)
-    if memory == "process":
-        measure_rows_in_processes(rows, [f"--{k}={v}" for k, v in shape.items()])
+    for row in rows:
+        if (row["variant"], row["defense"]) in measured and row["status"] == "ok":
+            row["peak_mib"], note = measured[(row["variant"], row["defense"])]
+            if note:
+                row["memory_status"] = note
     if memory != "off":
         add_extra_memory(rows)
     print(f"# Training step time: {FLAGS.model}, batch {FLAGS.batch_size}, "
