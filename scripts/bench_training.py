@@ -22,8 +22,12 @@ ResNet-20 of ``models/resnet_cifar.py`` (same weights), compiled with SGD (momen
 ``track_clean`` (an extra inference forward for clean training metrics) is off for every row
 unless ``--track_clean``. Each row prints the measured ratio to the clean step, the ideal ratio
 from its count of passes (a forward+backward pass "fb" counts 1 whatever it differentiates, a lone
-inference forward "f" 1/3) and the peak resident memory during its steps (peak GPU memory when a
-GPU is present). The defenses are timed round by round (``--repeats`` rounds of ``--steps`` steps
+inference forward "f" 1/3), the row's OWN peak memory and its extra memory over the clean step of
+the same variant (``--memory``): on a GPU, TensorFlow's peak device memory with the statistics
+reset before each row's steps; on a CPU, a process per row (``--memory=process``, the default
+there) that builds only that row's network and defense, takes its warm-up and timed steps and
+reports its peak resident set size (``ru_maxrss``) - a process's peak RSS never falls, so rows
+measured one after the other in one process would all show the largest row's figure. The defenses are timed round by round (``--repeats`` rounds of ``--steps`` steps
 after ``--warmup`` untimed steps each) so that a shared machine's load hits every row alike.
 
 ``--variants`` (default ``fp32`` only: the table above) repeats every requested defense under
@@ -42,7 +46,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from typing import NamedTuple
 
@@ -86,6 +89,12 @@ flags.DEFINE_list("variants", ["fp32"], "Precision/XLA variants, a subset of " +
 flags.DEFINE_bool("track_clean", False, "Keep the defenses' extra clean-metrics forward.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights and the batch.")
 flags.DEFINE_string("json_out", None, "Also write the rows as JSON here.")
+flags.DEFINE_enum("memory", "auto", ["auto", "process", "gpu", "off"],
+                  "Each row's own peak memory: 'gpu' (TensorFlow's device peak, reset per row), "
+                  "'process' (a process per row, its peak RSS), 'off'; 'auto' is 'gpu' when a GPU "
+                  "is present, else 'process'.")
+flags.DEFINE_string("memory_row", None, "Internal (--memory=process): measure only the row "
+                    "VARIANT/DEFENSE in this process and print its peak RSS as JSON.")
 FLAGS = flags.FLAGS
 
 
@@ -160,59 +169,31 @@ def build(name, network, pixel_range="[0,1]", track_clean=False, attack_fp32=Fal
     return BUILDERS[name](defenses.get, network, pixel_range, **kwargs)
 
 
-class PeakMemory:
-    """Peak memory during a window: TensorFlow's GPU peak when a GPU is present, else the peak
-    resident set size of this process sampled every 5 ms (``/proc/self/status`` VmRSS)."""
+def gpu_peak_mib(tf, fn):
+    """Runs ``fn`` and returns TensorFlow's peak memory on GPU:0 during it (MiB), the statistics
+    reset first, so the figure is this window's own."""
+    tf.config.experimental.reset_memory_stats("GPU:0")
+    fn()
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
 
-    def __init__(self):
-        import tensorflow as tf
 
-        self.tf = tf
-        self.gpu = bool(tf.config.list_physical_devices("GPU"))
-        self.kind = "GPU peak" if self.gpu else "peak RSS"
-        self._peak = 0
-        self._stop = None
+def peak_rss_mib():
+    """This process's peak resident set size so far (MiB; ``ru_maxrss`` is in KiB on Linux)."""
+    import resource
 
-    @staticmethod
-    def rss_bytes():
-        try:
-            with open("/proc/self/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-    def __enter__(self):
-        if self.gpu:
-            self.tf.config.experimental.reset_memory_stats("GPU:0")
-            return self
-        self._peak = self.rss_bytes()
-        self._stop = threading.Event()
+def memory_mode(requested, tf):
+    """``--memory=auto`` resolved: ``gpu`` when TensorFlow sees a GPU, else ``process``."""
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    if requested == "gpu" and not gpu:
+        raise app.UsageError(f"--memory=gpu needs a GPU; TensorFlow sees none. Received: "
+                             f"memory={requested}")
+    return ("gpu" if gpu else "process") if requested == "auto" else requested
 
-        def sample():
-            while not self._stop.wait(0.005):
-                self._peak = max(self._peak, self.rss_bytes())
 
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.gpu:
-            self._peak = self.tf.config.experimental.get_memory_info("GPU:0")["peak"]
-        else:
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, self.rss_bytes())
-        return False
-
-    @property
-    def peak_mib(self):
-        return self._peak / 2 ** 20
+MEMORY_KINDS = {"gpu": "GPU peak", "process": "peak RSS"}
 
 
 def median(values):
@@ -221,15 +202,114 @@ def median(values):
     return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
 
 
-def run_benchmark(*, model, batch_size, image_size, num_classes, steps, repeats, warmup,
-                  defenses, track_clean=False, seed=0, variants=("fp32",)):
-    """Returns the rows (one per variant and defense): seconds per step, ratio to the variant's
-    clean step, ratio to the defense's fp32 row, ideal ratio, peak memory."""
+def batch_and_weights(*, model, batch_size, image_size, num_classes, seed):
+    """The random batch in [0,1] (labels too) and the network's initial weights of ``seed``."""
     import keras
     import numpy as np
 
     from tfadv import models
-    from tfadv import distribute
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, (batch_size, image_size, image_size, 3)).astype(np.float32)
+    y = rng.integers(0, num_classes, batch_size).astype(np.int32)
+    keras.utils.set_random_seed(seed)
+    reference = models.build(model, num_classes=num_classes,
+                             input_shape=(image_size, image_size, 3))
+    return x, y, reference.get_weights()
+
+
+def measure_row(key, *, model, batch_size, image_size, num_classes, steps, warmup, track_clean,
+                seed):
+    """``--memory_row``: this process builds and steps only the row ``key`` (its warm-up and
+    ``steps`` timed-length steps) and returns its peak RSS (MiB), or its failure status."""
+    x, y, weights = batch_and_weights(model=model, batch_size=batch_size, image_size=image_size,
+                                      num_classes=num_classes, seed=seed)
+    status, defense = build_row(key, model=model, image_size=image_size,
+                                num_classes=num_classes, weights=weights, track_clean=track_clean)
+    if defense is not None:
+        for _ in range(max(warmup, 1) + steps):
+            defense.train_on_batch(x, y)
+    return {"variant": key[0], "defense": key[1], "status": status,
+            "peak_mib": peak_rss_mib() if defense is not None else None}
+
+
+def measure_rows_in_processes(keys, argv) -> dict:
+    """``--memory=process``: ``{(variant, defense): (peak MiB or None, note or None)}``, each
+    row's peak RSS from a process of its own running this script with ``argv`` (the run's flags)
+    plus ``--memory_row=VARIANT/DEFENSE``, one after the other, before the timing process builds
+    anything (so that it holds no memory meanwhile)."""
+    import subprocess
+
+    script = os.path.abspath(__file__)
+    measured = {}
+    for variant, defense in keys:
+        proc = subprocess.run(
+            [sys.executable, script, *argv, f"--memory_row={variant}/{defense}"],
+            capture_output=True, text=True, check=False)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith(MEMORY_ROW_TAG)]
+        if proc.returncode != 0 or not lines:
+            measured[(variant, defense)] = (None, f"memory process failed (exit "
+                                            f"{proc.returncode}): " + (proc.stderr.strip(
+                                                ).splitlines() or ["no output"])[-1][:160])
+            continue
+        row = json.loads(lines[-1][len(MEMORY_ROW_TAG):])
+        measured[(variant, defense)] = (row["peak_mib"],
+                                        None if row["status"] == "ok" else row["status"])
+    return measured
+
+
+def add_extra_memory(rows):
+    """Each row's ``extra_mib``: its peak minus the clean step's peak of the same variant."""
+    clean = {r["variant"]: r["peak_mib"] for r in rows if r["defense"] == "clean"}
+    for r in rows:
+        base = clean.get(r["variant"])
+        r["extra_mib"] = (None if r.get("peak_mib") is None or base is None
+                          else r["peak_mib"] - base)
+
+
+MEMORY_ROW_TAG = "MEMORY_ROW "
+
+
+def build_row(key, *, model, image_size, num_classes, weights, track_clean):
+    """``(status, defense)`` of the row ``key = (variant, defense name)``: the network (set to
+    ``weights``) and defense built and compiled as ``tfadv.experiment.train`` builds a
+    ``--precision``/``--xla``/``--attack_fp32`` run; ``defense`` is None when unavailable."""
+    import keras
+
+    from tfadv import distribute, models
+
+    vname, name = key
+    variant = VARIANTS[vname]
+    if name == "l2lda":
+        try:
+            from tfadv import defenses as defenses_lib
+
+            defenses_lib.DEFENSES.lookup("l2lda")
+        except (ImportError, ValueError) as e:
+            return (f"not available (tfadv.defenses.DEFENSES.lookup('l2lda'): "
+                    f"{type(e).__name__}: {str(e).splitlines()[0][:100]})"), None
+    try:
+        with distribute.precision_policy(variant.precision):
+            network = models.build(model, num_classes=num_classes,
+                                   input_shape=(image_size, image_size, 3))
+            distribute.float32_logits(network)
+            network.set_weights(weights)
+            defense = build(name, network, track_clean=track_clean,
+                            attack_fp32=variant.attack_fp32)
+            defense.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                            jit_compile=variant.xla)
+        return "ok", defense
+    except Exception as e:  # noqa: BLE001 - one defense failing is a row, not a crash
+        return f"failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})", None
+
+
+def run_benchmark(*, model, batch_size, image_size, num_classes, steps, repeats, warmup,
+                  defenses, track_clean=False, seed=0, variants=("fp32",), memory="off"):
+    """Returns the rows (one per variant and defense): seconds per step, ratio to the variant's
+    clean step, ratio to the defense's fp32 row, ideal ratio, and with ``memory="gpu"`` each row's
+    own peak device memory (``"process"`` rows get theirs from :func:`measure_rows_in_processes`).
+    """
+    import tensorflow as tf
 
     unknown = sorted(set(defenses) - set(DEFENSES))
     if unknown:
@@ -237,57 +317,34 @@ def run_benchmark(*, model, batch_size, image_size, num_classes, steps, repeats,
                              f"Received: defenses={','.join(defenses)}")
     variant_list = parse_variants(variants)
     names = ["clean"] + [d for d in dict.fromkeys(defenses) if d != "clean"]
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0.0, 1.0, (batch_size, image_size, image_size, 3)).astype(np.float32)
-    y = rng.integers(0, num_classes, batch_size).astype(np.int32)
-    keras.utils.set_random_seed(seed)
-    reference = models.build(model, num_classes=num_classes,
-                             input_shape=(image_size, image_size, 3))
-    weights = reference.get_weights()
+    x, y, weights = batch_and_weights(model=model, batch_size=batch_size, image_size=image_size,
+                                      num_classes=num_classes, seed=seed)
     keys = [(v, name) for v, _ in variant_list for name in names]  # (variant, defense)
     built, status, optimizers = {}, {}, {}
     for key in keys:
-        vname, name = key
-        variant = VARIANTS[vname]
-        if name == "l2lda":
-            try:
-                from tfadv import defenses as defenses_lib
-
-                defenses_lib.DEFENSES.lookup("l2lda")
-            except (ImportError, ValueError) as e:
-                status[key] = (f"not available (tfadv.defenses.DEFENSES.lookup('l2lda'): "
-                               f"{type(e).__name__}: {str(e).splitlines()[0][:100]})")
-                continue
-        try:
-            # As tfadv.experiment.train: network, defense and compile() under the policy.
-            with distribute.precision_policy(variant.precision):
-                network = models.build(model, num_classes=num_classes,
-                                       input_shape=(image_size, image_size, 3))
-                distribute.float32_logits(network)
-                network.set_weights(weights)
-                defense = build(name, network, track_clean=track_clean,
-                                attack_fp32=variant.attack_fp32)
-                defense.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                                jit_compile=variant.xla)
+        status[key], defense = build_row(key, model=model, image_size=image_size,
+                                         num_classes=num_classes, weights=weights,
+                                         track_clean=track_clean)
+        if defense is not None:
             for _ in range(max(warmup, 1)):
                 defense.train_on_batch(x, y)
             built[key] = defense
             optimizers[key] = type(defense.optimizer).__name__
-            status[key] = "ok"
-        except Exception as e:  # noqa: BLE001 - one defense failing is a row, not a crash
-            status[key] = f"failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
     times = {key: [] for key in built}
-    peaks = {key: 0.0 for key in built}
-    memory_kind = None
+    peaks = {key: None for key in built}
     for _ in range(repeats):
         for key, defense in built.items():
-            with PeakMemory() as mem:
+            def timed_steps(defense=defense, key=key):
                 start = time.perf_counter()
                 for _ in range(steps):
                     defense.train_on_batch(x, y)
                 times[key].append((time.perf_counter() - start) / steps)
-            peaks[key] = max(peaks[key], mem.peak_mib)
-            memory_kind = mem.kind
+
+            if memory == "gpu":  # this row's own device peak (statistics reset per window)
+                peak = gpu_peak_mib(tf, timed_steps)
+                peaks[key] = max(peaks[key] or 0.0, peak)
+            else:
+                timed_steps()
     per_step = {key: median(t) for key, t in times.items()}
     rows = []
     for key in keys:
@@ -297,7 +354,7 @@ def run_benchmark(*, model, batch_size, image_size, num_classes, steps, repeats,
         row = {"defense": name, "variant": vname, "precision": variant.precision,
                "xla": variant.xla, "attack_fp32": variant.attack_fp32 and name != "clean",
                "ideal": ideal, "passes": passes, "target": TARGETS.get(name), "verdict": None,
-               "memory": memory_kind, "optimizer": optimizers.get(key)}
+               "memory": MEMORY_KINDS.get(memory), "optimizer": optimizers.get(key)}
         if key in per_step:
             sec = per_step[key]
             clean = per_step.get((vname, "clean"))
@@ -310,6 +367,7 @@ def run_benchmark(*, model, batch_size, image_size, num_classes, steps, repeats,
                         "verdict": verdict, "peak_mib": peaks[key], "status": "ok"})
         else:
             row.update({"s_per_step": None, "ratio": None, "vs_fp32": None, "peak_mib": None,
+                        "extra_mib": None,
                         "status": status[key]})
         rows.append(row)
     return rows
@@ -319,18 +377,18 @@ def format_table(rows):
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    kind = next((r["memory"] for r in rows if r["memory"]), "peak memory")
+    kind = next((r["memory"] for r in rows if r["memory"]), None)
+    mem_cols = [] if kind is None else [f"{kind} (MiB)", "extra over clean (MiB)"]
     # The variant columns only when a variant other than fp32 was measured (the default table
     # stays as it was).
     variants = any(r.get("variant", "fp32") != "fp32" for r in rows)
+    head = ["defense", "s/step", "x clean step", "ideal (passes)", "target", *mem_cols, "status"]
+    align = ["---", "---:", "---:", "---", "---:", *["---:"] * len(mem_cols), "---"]
     if variants:
-        lines = ["| defense | variant | s/step | x clean step | x fp32 (same defense) | "
-                 f"ideal (passes) | target | {kind} (MiB) | status |",
-                 "|---|---|---:|---:|---:|---|---:|---:|---|"]
-    else:
-        lines = ["| defense | s/step | x clean step | ideal (passes) | target | "
-                 f"{kind} (MiB) | status |",
-                 "|---|---:|---:|---|---:|---:|---|"]
+        head[1:1], align[1:1] = ["variant"], ["---"]
+        head.insert(4, "x fp32 (same defense)")
+        align.insert(4, "---:")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in rows:
         ideal = "-" if r["ideal"] is None else f"{r['ideal']:.2f} ({r['passes']})"
         target = "-" if r["target"] is None else f"<= {r['target']:g}" + (
@@ -339,8 +397,11 @@ def format_table(rows):
         if variants:
             cells[1:1] = [r["variant"]]
             cells.append(num(r.get("vs_fp32"), ".2f"))
-        cells += [ideal, target, num(r["peak_mib"], ".0f"), r["status"]]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells += [ideal, target]
+        if mem_cols:
+            cells += [num(r.get("peak_mib"), ".0f"), num(r.get("extra_mib"), "+.0f")]
+        status = r["status"] + (f"; {r['memory_status']}" if r.get("memory_status") else "")
+        lines.append("| " + " | ".join(cells + [status]) + " |")
     return "\n".join(lines)
 
 
@@ -348,23 +409,46 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     variants = [n for n, _ in parse_variants(FLAGS.variants)]  # fails before TensorFlow loads
+    shape = dict(model=FLAGS.model, batch_size=FLAGS.batch_size, image_size=FLAGS.image_size,
+                 num_classes=FLAGS.num_classes, steps=FLAGS.steps, warmup=FLAGS.warmup,
+                 track_clean=FLAGS.track_clean, seed=FLAGS.seed)
+    if FLAGS.memory_row:
+        vname, _, name = FLAGS.memory_row.partition("/")
+        if vname not in VARIANTS or name not in DEFENSES:
+            raise app.UsageError(f"--memory_row must be VARIANT/DEFENSE with a variant of "
+                                 f"{list(VARIANTS)} and a defense of {list(DEFENSES)}. "
+                                 f"Received: memory_row={FLAGS.memory_row}")
+        print(MEMORY_ROW_TAG + json.dumps(measure_row((vname, name), **shape)))
+        return
     import tensorflow as tf
 
-    rows = run_benchmark(model=FLAGS.model, batch_size=FLAGS.batch_size,
-                         image_size=FLAGS.image_size, num_classes=FLAGS.num_classes,
-                         steps=FLAGS.steps, repeats=FLAGS.repeats, warmup=FLAGS.warmup,
-                         defenses=FLAGS.defenses, track_clean=FLAGS.track_clean, seed=FLAGS.seed,
-                         variants=variants)
+    memory = memory_mode(FLAGS.memory, tf)
+    measured = {}
+    if memory == "process":
+        names = ["clean"] + [d for d in dict.fromkeys(FLAGS.defenses) if d != "clean"]
+        if set(names) <= set(DEFENSES):  # else run_benchmark refuses them below
+            measured = measure_rows_in_processes([(v, n) for v in variants for n in names],
+                                                 [f"--{k}={v}" for k, v in shape.items()])
+    rows = run_benchmark(repeats=FLAGS.repeats, defenses=FLAGS.defenses, variants=variants,
+                         memory=memory, **shape)
+    for row in rows:
+        if (row["variant"], row["defense"]) in measured and row["status"] == "ok":
+            row["peak_mib"], note = measured[(row["variant"], row["defense"])]
+            if note:
+                row["memory_status"] = note
+    if memory != "off":
+        add_extra_memory(rows)
     print(f"# Training step time: {FLAGS.model}, batch {FLAGS.batch_size}, "
           f"{FLAGS.image_size}x{FLAGS.image_size}x3, median of {FLAGS.repeats} rounds x "
           f"{FLAGS.steps} steps, track_clean={FLAGS.track_clean}"
           + (f", variants {','.join(variants)}" if variants != ["fp32"] else "")
-          + f"; TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores")
+          + f", memory {memory}; TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores")
     print(format_table(rows))
     if FLAGS.json_out:
+        from tfadv import atomic
+
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json_out)), exist_ok=True)
-        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows}, f, indent=2)
+        atomic.write_json(FLAGS.json_out, {"rows": rows, "memory": memory})
 
 
 if __name__ == "__main__":

@@ -64,6 +64,11 @@ def test_piecewise_lr_in_epochs():
     (dict(lr_warmup_epochs=-1.0), "Received: -1"),
     (dict(logical_cpus=-2), "Received: -2"),
     (dict(verbose=3), "--verbose must be 0 .*Received: 3."),
+    (dict(time_budget=0.0), "--time_budget must be a positive .*Received: 0.0."),
+    (dict(time_clock="gpu"), "--time_clock must be 'wall' or 'cpu'. Received: 'gpu'."),
+    (dict(track_every=-1), "--track_every must be an integer >= 0. Received: -1."),
+    (dict(track_every=5, track_examples=0), "--track_examples must be an integer >= 1. Received: 0."),
+    (dict(track_every=5, track_attacks="clean,pgd-x"), "Received"),
 ])
 def test_bad_flags_raise_with_the_value(kw, expected):
     with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("(", r"\(")):
@@ -134,3 +139,25 @@ def test_verbose_2_adds_progress_lines_within_an_epoch(tmp_path, monkeypatch):
     # The run also saves its network as .keras, which Keras' own loader reads (safe mode).
     network = keras.models.load_model(os.path.join(cfg.logdir, "model.keras"))
     assert network.name == "digits_cnn" and network.output_shape == (None, 10)
+
+
+def test_time_budget_and_tracking_write_the_robustness_log(tmp_path):
+    """--track_every/--time_budget: LOGDIR/robustness_over_time.json against training seconds,
+    its first record at step 0, its last at the step training stopped at (issue 20)."""
+    import json
+
+    cfg = experiment.TrainConfig(
+        dataset="digits", model="digits_cnn", eps=25.5, step_size=25.5, num_steps=1, epochs=3,
+        batch_size=16, train_limit=64, val_limit=0, eval_limit=16, eval_attacks="clean",
+        verbose=0, track_every=3, track_examples=20, track_attacks="clean,fgsm",
+        logdir=str(tmp_path / "run")).validate()
+    experiment.train(cfg, defense="madry", stream=io.StringIO())
+    with open(os.path.join(cfg.logdir, experiment.TRACKING_LOG)) as f:
+        log = json.load(f)
+    assert log["attacks"] == ["clean", "FGSM"] and log["num_examples"] == 20
+    assert log["clock"] == "wall"
+    assert [r["step"] for r in log["records"]] == [0, 3, 6, 9, 12]  # 3 epochs of 4 steps
+    for record in log["records"]:
+        assert set(record["accuracy"]) == {"clean", "FGSM"}
+        assert all(0.0 <= v <= 100.0 and (v * 20 / 100) == pytest.approx(round(v * 20 / 100))
+                   for v in record["accuracy"].values())  # whole images of 20

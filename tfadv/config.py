@@ -67,6 +67,14 @@ class TrainConfig:
     eval_attacks: str = "clean,fgsm,pgd-20"
     eval_step_size: Optional[float] = None
     verbose: int = 2
+    # Time to robustness (tfadv.evaluation.tracking): stop after this many training seconds, and
+    # every track_every optimizer steps evaluate track_attacks on the first track_examples test
+    # images, logged against training seconds in LOGDIR/robustness_over_time.json.
+    time_budget: Optional[float] = None
+    time_clock: str = "wall"
+    track_every: int = 0
+    track_attacks: str = "clean,pgd-20"
+    track_examples: int = 500
 
     def validate(self):
         """Checks every field (the evaluation attacks parsed included) so that a bad value stops
@@ -119,6 +127,19 @@ class TrainConfig:
         if isinstance(self.verbose, bool) or self.verbose not in (0, 1, 2):
             raise ValueError("--verbose must be 0 (silent), 1 (a progress bar) or 2 (a line per "
                              f"epoch, a progress line within it). Received: {self.verbose!r}.")
+        if self.time_budget is not None and not 0 < self.time_budget < float("inf"):
+            raise ValueError("--time_budget must be a positive number of training seconds or "
+                             f"unset. Received: {self.time_budget!r}.")
+        if self.time_clock not in ("wall", "cpu"):
+            raise ValueError("--time_clock must be 'wall' or 'cpu'. "
+                             f"Received: {self.time_clock!r}.")
+        for name, low in (("track_every", 0), ("track_examples", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"--{name} must be an integer >= {low}. Received: {value!r}.")
+        if self.track_every:
+            eval_lib.parse_list(self.track_attacks, eps=self.eps, pixel_range=self.pixel_range,
+                                step_size=self.eval_step_size, seed=self.seed)
         data_lib.holdout.check_val_limit(self.val_limit)
         data_lib.holdout.check_val_split(self.val_split)
         eval_lib.parse_list(self.eval_attacks, eps=self.eps, pixel_range=self.pixel_range,
@@ -201,4 +222,8 @@ def config_from_flags(flag_values, default_preset=None) -> TrainConfig:
         val_limit=pick("val_limit", preset.val_limit), val_split=pick_new("val_split", "heldout"),
         checkpoint_every=fv.checkpoint_every,
         eval_attacks=pick("eval_attacks", preset.eval_attacks),
-        eval_step_size=pick("eval_step_size", preset.eval_step_size), verbose=fv.verbose).validate()
+        eval_step_size=pick("eval_step_size", preset.eval_step_size), verbose=fv.verbose,
+        time_budget=pick_new("time_budget", None), time_clock=pick_new("time_clock", "wall"),
+        track_every=pick_new("track_every", 0),
+        track_attacks=pick_new("track_attacks", "clean,pgd-20"),
+        track_examples=pick_new("track_examples", 500)).validate()

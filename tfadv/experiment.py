@@ -11,7 +11,8 @@ Scale-out (BAT ImageNet sec. 5, following the tensorpack ImageNet code): ``--bat
 GLOBAL batch, split evenly over the replicas of ``--num_gpus``/``--strategy``; ``--lr_scaling=linear``
 multiplies ``--lr`` (the LR of a 256-image batch) by global batch / 256 and warms it up linearly from
 ``--lr`` over ``--lr_warmup_epochs`` when above 256; ``--precision``/``--xla`` pick the dtype policy
-and XLA; a killed run continues from ``LOGDIR/backup`` (``--resume``) when its configuration
+and XLA; ``--time_budget``/``--track_every`` stop at a training-time budget and log robustness
+against training seconds (:mod:`tfadv.evaluation.tracking`); a killed run continues from ``LOGDIR/backup`` (``--resume``) when its configuration
 matches the one LOGDIR records, and a different one is refused unless ``--overwrite``
 (:mod:`tfadv.rundir`); nothing is written before every argument has been used once.
 """
@@ -25,6 +26,7 @@ import time
 from typing import Callable, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfadv import callbacks as callbacks_lib
@@ -38,10 +40,12 @@ from tfadv import ranges as ranges_lib
 from tfadv import recipes as recipes_lib
 from tfadv import rundir as rundir_lib
 from tfadv.config import TrainConfig, config_from_flags
+from tfadv.evaluation import tracking
 from tfadv.optimizers import base_lr, make_optimizer
 
 
 PROGRESS_SECONDS = 30.0  # with --verbose=2, a progress line this often within an epoch
+TRACKING_LOG = "robustness_over_time.json"  # --track_every's records
 
 
 def run_evaluation(model, cfg: TrainConfig, *, out_dir: str, row: str, stream=sys.stdout,
@@ -95,6 +99,24 @@ def validation_dataset(ds):
     return ds.with_options(options)
 
 
+def clock_callbacks(cfg: TrainConfig, logdir: str, rng) -> list:
+    """``--time_budget`` / ``--track_every``: a :class:`~tfadv.evaluation.tracking.TrainingClock`,
+    or a :class:`~tfadv.evaluation.tracking.RobustnessTracker` on the first ``--track_examples``
+    test images writing LOGDIR/robustness_over_time.json."""
+    if not cfg.track_every:
+        return [tracking.TrainingClock(cfg.time_budget, cfg.time_clock)] if cfg.time_budget else []
+    test_ds, _ = data_lib.load(cfg.dataset, "test", batch_size=max(cfg.batch_size, 100),
+                               pixel_range=rng, data_dir=cfg.data_dir, limit=cfg.track_examples,
+                               training=False, **(cfg.data_options or {}))
+    batches = [(np.asarray(x), np.asarray(y)) for x, y in test_ds]
+    specs = eval_lib.parse_list(cfg.track_attacks, eps=cfg.eps, pixel_range=cfg.pixel_range,
+                                step_size=cfg.eval_step_size, seed=cfg.seed)
+    return [tracking.RobustnessTracker(
+        np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]), specs,
+        pixel_range=rng, every=cfg.track_every, budget_seconds=cfg.time_budget,
+        path=os.path.join(logdir, TRACKING_LOG), clock=cfg.time_clock)]
+
+
 def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = None,
           flags: Optional[dict] = None, extra_callbacks=(), stream=sys.stdout, strategy=None):
     """Runs one training experiment end to end; returns (defense model, evaluation result).
@@ -142,6 +164,7 @@ def train(cfg: TrainConfig, *, defense: str, defense_kwargs: Optional[dict] = No
         model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=bool(cfg.xla))
     resume = ckpt_lib.ResumeCheckpoint(logdir)
     callbacks = [resume,  # first: restores the epoch/weights before the others start
+                 *clock_callbacks(cfg, logdir, rng),  # after it: reads the restored step
                  callbacks_lib.LearningRateLogger(),
                  *model.training_callbacks(logdir),  # the defense's schedules and their logs
                  keras.callbacks.TensorBoard(os.path.join(logdir, "tensorboard")),

@@ -93,6 +93,18 @@ def define_training_flags():
     flags.DEFINE_string("eval_attacks", None, "Attacks run on the test split after training "
                         "(see scripts/eval_robustness.py --helpfull).")
     flags.DEFINE_float("eval_step_size", None, "Default step of PGD-k in the final evaluation.")
+    flags.DEFINE_float("time_budget", None, "Stop training after this many training seconds "
+                       "(wall time less validation and --track_every checks; for comparing "
+                       "defenses at equal cost).")
+    flags.DEFINE_enum("time_clock", "wall", ["wall", "cpu"], "Clock of --time_budget and "
+                      "--track_every: wall time, or this process's CPU seconds (all threads), "
+                      "which other jobs on a shared machine barely change.")
+    flags.DEFINE_integer("track_every", 0, "Every this many optimizer steps, evaluate "
+                         "--track_attacks on the first --track_examples test images and log them "
+                         "against training seconds in LOGDIR/robustness_over_time.json (0: off).")
+    flags.DEFINE_string("track_attacks", "clean,pgd-20", "Attacks of --track_every (the "
+                        "evaluation's spec syntax).")
+    flags.DEFINE_integer("track_examples", 500, "Test images of --track_every.")
     flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent; 1 a progress bar (for a "
                          "terminal); 2 one line per epoch, plus progress lines within long epochs "
                          "(for a log file).")

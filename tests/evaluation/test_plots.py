@@ -46,3 +46,13 @@ def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
     for path in files:  # still PNGs, whatever the backend
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curves_draws_one_line_per_label_over_its_own_x(tmp_path):
+    from tfadv.evaluation import plots
+
+    path = plots.curves({"madry": ([0.0, 5.0, 9.0], [2.0, 40.0, 55.0]),
+                         "bat": ([0.0, 2.0], [3.0, 30.0])}, str(tmp_path / "c.png"),
+                        title="t", xlabel="training seconds", levels=[27.5, 44.0])
+    data = (tmp_path / "c.png").read_bytes()
+    assert path == str(tmp_path / "c.png") and data[:8] == b"\x89PNG\r\n\x1a\n"

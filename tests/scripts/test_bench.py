@@ -79,8 +79,16 @@ def test_bench_training_tiny(tmp_path):
                         "--defenses=clean,bat_rmc_la", f"--json_out={out}")
     assert "| defense | s/step | x clean step | ideal (passes) |" in stdout
     with open(out) as f:
-        rows = {r["defense"]: r for r in json.load(f)["rows"]}
+        data = json.load(f)
+    rows = {r["defense"]: r for r in data["rows"]}
     assert rows["clean"]["ratio"] == 1.0 and rows["clean"]["peak_mib"] > 0
+    # On a CPU each row's peak comes from a process of its own (issue 20, item 6), and the extra
+    # column is that peak minus the clean row's, so the clean row's extra is exactly 0.
+    assert data["memory"] == "process"
+    assert "| peak RSS (MiB) | extra over clean (MiB) |" in stdout
+    assert rows["clean"]["extra_mib"] == 0.0
+    assert rows["bat_rmc_la"]["extra_mib"] == pytest.approx(
+        rows["bat_rmc_la"]["peak_mib"] - rows["clean"]["peak_mib"])
     bat = rows["bat_rmc_la"]
     assert bat["status"] == "ok" and bat["ratio"] > 0 and bat["ideal"] > 2.0
     assert bat["passes"] == "2 fb + 1 f" and bat["target"] == 2.6
@@ -120,6 +128,25 @@ def test_bench_training_unknown_variant_errors():
         proc.stderr
 
 
+def test_bench_training_memory_row_is_one_process_own_peak():
+    """``--memory_row`` builds and steps only that row and prints its own peak RSS; a bad row
+    name and ``--memory=gpu`` without a GPU are refused before anything runs."""
+    proc = run_script("bench_training.py", "--model=digits_cnn", "--batch_size=4",
+                      "--image_size=8", "--steps=1", "--warmup=1", "--memory_row=fp32/madry_pgd7")
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY_ROW ")]
+    row = json.loads(line[len("MEMORY_ROW "):])
+    assert row["variant"] == "fp32" and row["defense"] == "madry_pgd7" and row["status"] == "ok"
+    assert 100 < row["peak_mib"] < 64 * 1024
+    bad = run_script("bench_training.py", "--memory_row=fp32/nope", check=False, timeout=300)
+    assert bad.returncode != 0 and "Received: memory_row=fp32/nope" in bad.stderr
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        gpu = run_script("bench_training.py", "--memory=gpu", "--defenses=clean", check=False,
+                         timeout=300)
+        assert gpu.returncode != 0 and "--memory=gpu needs a GPU" in gpu.stderr
+
+
 @pytest.mark.slow
 def test_bench_training_every_defense_is_a_row(tmp_path):
     out = tmp_path / "bench_training.json"
@@ -146,3 +173,37 @@ def test_bench_evaluation_tiny_prints_ratios_and_equal_masks(tmp_path):
 def test_bench_evaluation_refuses_bad_device_counts():
     proc = run_script("bench_evaluation.py", "--devices=0,2", check=False)
     assert proc.returncode != 0 and "Received: ['0', '2']" in proc.stderr
+
+
+def test_bench_time_to_robustness_refuses_bad_flags_before_running(tmp_path):
+    out = tmp_path / "ttr"
+    for args, message in ((["--defenses=madry,awesome"], "Received: defenses=madry,awesome"),
+                          (["--levels=50,120"], "Received: levels=50,120"),
+                          (["--budget=0"], "Received: budget=0")):
+        proc = run_script("bench_time_to_robustness.py", f"--out_dir={out}", *args, check=False,
+                          timeout=300)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-500:]
+    assert not out.exists()  # nothing written
+
+
+@pytest.mark.slow
+def test_bench_time_to_robustness_digits_tiny(tmp_path):
+    """Two defenses on digits under a tiny budget: a curve per defense from 0 s, the table, the
+    PNG, and the levels derived from the Madry run."""
+    out = tmp_path / "ttr"
+    stdout = run_bench("bench_time_to_robustness.py", "--datasets=digits",
+                       "--defenses=natural,madry", "--budget=6", "--epochs=2",
+                       "--track_every=15", "--track_examples=40", f"--out_dir={out}")
+    assert "| defense | s to PGD-20 >=" in stdout
+    with open(out / "time_to_robustness.json") as f:
+        data = json.load(f)["datasets"]["digits"]
+    assert set(data["records"]) == {"natural", "madry"}
+    for records in data["records"].values():
+        assert records[0]["step"] == 0 and records[0]["train_seconds"] < 1.0
+        seconds = [r["train_seconds"] for r in records]
+        assert seconds == sorted(seconds)
+    best = max(r["accuracy"]["PGD-20"] for r in data["records"]["madry"])
+    if best > 0:
+        assert data["levels"] == [round(best * f, 2) for f in (0.5, 0.8, 1.0)]
+    assert (out / "digits_pgd20.png").stat().st_size > 1000
+    assert (out / "time_to_robustness.md").exists()

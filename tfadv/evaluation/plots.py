@@ -30,6 +30,16 @@ def _save(fig, path: str) -> str:
     return path
 
 
+def _finish(fig, ax, path: str, *, title: str, xlabel: str, ylabel: str) -> str:
+    """Title, axis labels, grid and legend of a line plot, then the PNG."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 def histogram(values: Dict[str, Sequence[float]], path: str, *, title: str, xlabel: str,
               bins: int = 40, log10: bool = False) -> str:
     """Overlaid histograms, one per label. ``log10``: histogram of log10(value) over the positive
@@ -67,12 +77,19 @@ def lines(xs: Sequence[float], ys: Dict[str, Sequence[float]], path: str, *, tit
         ax.axhline(scale * float(value), linestyle="--", color="gray", label=label)
     if log_x:
         ax.set_xscale("log")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _finish(fig, ax, path, title=title, xlabel=xlabel, ylabel=ylabel)
+
+
+def curves(series: Dict[str, Sequence[Sequence[float]]], path: str, *, title: str, xlabel: str,
+           ylabel: str = "accuracy (%)", levels: Sequence[float] = ()) -> str:
+    """One line per label, each over its own x: ``series[label] = (xs, ys)`` (e.g. accuracy
+    against training seconds, one curve per defense); ``levels``: dotted horizontal lines."""
+    fig, ax = _axes()
+    for label, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), marker=".", label=label)
+    for level in levels:
+        ax.axhline(float(level), linestyle=":", color="gray")
+    return _finish(fig, ax, path, title=title, xlabel=xlabel, ylabel=ylabel)
 
 
 def epoch_distributions(values_by_epoch: Dict[int, Sequence[float]], path: str, *, title: str,
@@ -96,12 +113,7 @@ def epoch_distributions(values_by_epoch: Dict[int, Sequence[float]], path: str, 
         counts, _ = np.histogram(np.clip(v, edges[0], edges[-1]), bins=edges)
         share = 100.0 * counts / max(v.size, 1)
         ax.plot(0.5 * (edges[1:] + edges[:-1]), share, label=f"epoch {epoch + 1} (n={v.size})")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("examples (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _finish(fig, ax, path, title=title, xlabel=xlabel, ylabel="examples (%)")
 
 
 def lower_error_bars(curves: Dict[str, Sequence[Sequence[float]]], path: str, *, title: str,
@@ -112,10 +124,5 @@ def lower_error_bars(curves: Dict[str, Sequence[Sequence[float]]], path: str, *,
     fig, ax = _axes()
     for label, (xs, ys, lower) in curves.items():
         ax.errorbar(xs, ys, yerr=[lower, [0.0] * len(xs)], marker="o", capsize=3, label=label)
-    ax.set_title(title)
     ax.set_xticks(sorted({x for xs, _, _ in curves.values() for x in xs}))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _finish(fig, ax, path, title=title, xlabel=xlabel, ylabel=ylabel)
