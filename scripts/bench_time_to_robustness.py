@@ -48,7 +48,7 @@ DATASETS = {
                 ["--model=resnet20_cifar", "--eps=8", "--batch_size=128", "--optimizer=sgd",
                  "--lr=0.05", "--momentum=0.9", "--weight_decay=2e-4", "--eval_step_size=2"]),
 }
-DEFENSES = ("natural", "madry", "bat", "trades", "dynamic", "fast", "mart")
+DEFENSES = ("natural", "madry", "bat", "trades", "dynamic", "fast", "mart", "free")
 TRACKED = "PGD-20"
 
 flags.DEFINE_list("datasets", ["mnist", "cifar10"], "Subset of " + ", ".join(DATASETS))
