@@ -174,3 +174,20 @@ def test_cpu_clock_does_not_count_time_the_process_spends_waiting(digits):
     assert clocks["wall"].train_seconds() - clocks["cpu"].train_seconds() > 0.5
     with pytest.raises(ValueError, match="Received: clock='gpu'"):
         tracking.TrainingClock(clock="gpu")
+
+
+def test_a_step_of_several_iterations_checks_when_it_passes_a_multiple(digits):
+    """Free AT advances the optimizer by m iterations a batch: a check comes each time the step
+    passes a multiple of ``every``, not only when it lands on one."""
+    x, y, x_test, y_test = digits
+
+    class ThreeIterations(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.optimizer.iterations.assign_add(2)  # 1 + 2 per batch
+
+    model = _model()
+    tracker = tracking.RobustnessTracker(x_test, y_test, {"clean": NoOpAttack()},
+                                         pixel_range="[0,1]", every=5)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[ThreeIterations(), tracker])
+    # steps 3, 6, 9, 12, 15, 18: checks at 6 (passes 5), 12 (10), 15 (15), 18 (the end)
+    assert [r["step"] for r in tracker.records] == [0, 6, 12, 15, 18]

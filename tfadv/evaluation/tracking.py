@@ -133,7 +133,10 @@ class RobustnessTracker(TrainingClock):
         self._epoch = int(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._step() % self.every == 0:
+        # A check each time the step passes a multiple of ``every`` (a step may advance the
+        # optimizer by several iterations: Free AT's replays).
+        step = self._step()
+        if self._last_step is None or step // self.every > self._last_step // self.every:
             self._check()
         super().on_train_batch_end(batch, logs)
 
