@@ -10,25 +10,10 @@ import tensorflow as tf  # noqa: E402
 from absl.testing import parameterized  # noqa: E402
 
 from tfadv import models  # noqa: E402
-from tests.testing import TestCase, tiny_cnn  # noqa: E402
+from tests.testing import TestCase, randomize_bn as _randomize_bn, tiny_cnn  # noqa: E402
 from tfadv.interop import torch_port  # noqa: E402
 
 ATOL = 1e-4
-
-
-def _randomize_bn(model, seed=0):
-    """Non-trivial inference statistics, so BN conversion errors show."""
-    rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
-            if layer.scale:
-                layer.gamma.assign(rng.normal(1, 0.3, n).astype("float32"))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.3, n).astype("float32"))
-    return model
 
 
 def _keras_grad(model, x, y):
