@@ -148,3 +148,41 @@ def test_torchattacks_apgd_runs_through_the_bridge():
     keras_pred = network(_to_model_units(adv.numpy(), -1.0, 1.0), training=False).numpy().argmax(1)
     fooled = keras_pred != y.numpy()
     assert fooled.sum() >= 8  # an untrained network falls to eps 0.3 of the range
+
+
+def test_the_crosscheck_script_runs_a_resnet_through_the_bridge(tmp_path):
+    """scripts/crosscheck_torchattacks.py's default on a residual network (which the layer-by-layer
+    port refuses): exact logits, per-example disagreement counts, the components' worst case."""
+    pytest.importorskip("torchattacks")
+    import json
+
+    from tfadv import checkpoints as ckpt_lib
+
+    logdir = str(tmp_path / "run")
+    keras.utils.set_random_seed(0)
+    network = models.build("resnet20_cifar", num_classes=10, input_shape=(8, 8, 1))
+    ckpt_lib.write_run_config(logdir, model="resnet20_cifar", num_classes=10, input_shape=(8, 8, 1),
+                              pixel_range="[0,1]", dataset="digits")
+    ckpt_lib.save(f"{logdir}/checkpoints", network, 1)
+    proc = testing.run_script("crosscheck_torchattacks.py", f"--model_path={logdir}", "--eps=25.5",
+                              "--num_examples=12", "--attacks=apgd_ce,apgd_t,fab_t,square",
+                              "--n_iter=2", "--n_queries=5", f"--out_dir={tmp_path / 'cc'}",
+                              check=False)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert "Bridged resnet20_cifar to PyTorch: max |logit diff| 0.00e+00" in proc.stdout
+    assert "| only tfadv fooled | only torchattacks fooled |" in proc.stdout
+    with open(tmp_path / "cc" / "crosscheck.json") as f:
+        report = json.load(f)
+    assert report["settings"]["network"] == "bridge"
+    rows = {r["attack"]: r for r in report["rows"]}
+    assert list(rows) == ["clean", "apgd_ce", "apgd_t", "fab_t", "square", "components"]
+    for row in rows.values():
+        tf_fooled, th_fooled = set(row["tfadv_fooled"]), set(row["torchattacks_fooled"])
+        assert row["only_torchattacks_robust"] == len(tf_fooled - th_fooled)
+        assert row["only_tfadv_robust"] == len(th_fooled - tf_fooled)
+        assert row["tfadv_acc"] == pytest.approx(100 * (12 - len(tf_fooled)) / 12, abs=0.01)
+    for side in ("tfadv", "torchattacks"):  # the worst case: fooled by any component
+        union = set().union(*(rows[a][f"{side}_fooled"] for a in ("apgd_ce", "apgd_t", "fab_t",
+                                                                  "square")))
+        assert set(rows["components"][f"{side}_fooled"]) == union
+    assert rows["clean"]["diff_pp"] == 0.0

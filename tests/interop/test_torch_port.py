@@ -208,8 +208,9 @@ def test_crosscheck_script_run_dir_table_json_and_resume(untrained_digits_run, t
 def test_crosscheck_script_bare_savedmodel_is_rebuilt(untrained_digits_run, tmp_path):
     pytest.importorskip("torchattacks")
     _, bare = untrained_digits_run
-    proc = _run_crosscheck(f"--model_path={bare}", "--eps=25.5", "--num_examples=16",
-                           "--attacks=apgd-ce", "--n_iter=2", f"--out_dir={tmp_path}")
+    proc = _run_crosscheck(f"--model_path={bare}", "--network=port", "--eps=25.5",
+                           "--num_examples=16", "--attacks=apgd-ce", "--n_iter=2",
+                           f"--out_dir={tmp_path}")
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     assert "Converted digits_cnn to PyTorch" in proc.stdout
 
