@@ -9,9 +9,10 @@ wrappers (:mod:`tfadv.wrappers`) or a loaded ``.keras`` file.
 :class:`KerasFunction` is a ``torch.autograd.Function`` on NHWC images in the model's units:
 ``forward`` converts the torch tensor to a TensorFlow one, calls the model in inference mode
 (``training=False``: BatchNormalization uses its moving statistics, Dropout is the identity) inside
-a persistent ``tf.GradientTape`` (a ``tf.function`` traced once), and returns the logits as a torch tensor; ``backward`` is the
-vector-Jacobian product ``tape.gradient(logits, x, output_gradients=upstream)`` — the exact input
-gradient of TensorFlow, not a numerical or re-implemented one. The tape is persistent because FAB
+a persistent ``tf.GradientTape`` (a ``tf.function`` traced once), and returns the logits as a torch
+tensor; ``backward`` is the vector-Jacobian product
+``tape.gradient(logits, x, output_gradients=upstream)`` — the exact input gradient of TensorFlow,
+not a numerical or re-implemented one. The tape is persistent because FAB
 back-propagates from the same logits once per class (``retain_graph=True``). A forward without a
 gradient (``torch.no_grad()`` or an input not requiring one) keeps no tape. The logits equal the
 eager ``model(x, training=False)`` bit for bit (tests/interop/test_keras_bridge.py).
@@ -118,7 +119,8 @@ class KerasBridge(nn.Module):
         self.input_shape_chw = (shape[2], shape[0], shape[1])
         self.torch_dtype = _TORCH_DTYPES[self.keras_call.dtype]
         # torchattacks takes its device from next(model.parameters()); nothing is trained here.
-        self.device_anchor = nn.Parameter(torch.zeros(0, dtype=self.torch_dtype), requires_grad=False)
+        anchor = torch.zeros(0, dtype=self.torch_dtype)
+        self.device_anchor = nn.Parameter(anchor, requires_grad=False)
         self.eval()
 
     @property
