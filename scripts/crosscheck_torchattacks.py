@@ -98,7 +98,7 @@ TABLE_HEADER = ("| attack | tfadv acc (%) | torchattacks acc (%) | diff (pp) | w
 
 
 def _parse_kv(items):
-    from tfadv.experiment import parse_model_kwargs
+    from tfadv.config import parse_model_kwargs
 
     return parse_model_kwargs(items)
 
