@@ -221,6 +221,7 @@ def test_crosscheck_script_bare_savedmodel_is_rebuilt(untrained_digits_run, tmp_
     (["--train_digits", "--attacks=pgd"], "--attacks takes"),
     (["--model_path=/nonexistent/model", "--eps=8"], "does not exist"),
     (["--model_path=/nonexistent/model"], "--eps"),
+    (["--train_digits", "--train_config=bogus=1"], "Unknown --train_config keys ['bogus']"),
 ])
 def test_crosscheck_script_errors(args, expected):
     pytest.importorskip("torchattacks")
