@@ -6,9 +6,13 @@
     python scripts/crosscheck_torchattacks.py --model_path=runs/madry_mnist/savedmodel \
         --dataset=npz:../shared/data/mnist_subset.npz --eps=76.5 --num_examples=1000
 
-The Keras network is converted layer by layer into an identical PyTorch network
-(tfadv.interop.torch_port; the logits are compared on the evaluation images before anything else).
-Then, on the same test images and the same Linf eps, each attack runs twice — tfadv's
+torchattacks attacks the Keras network itself through tfadv.interop.keras_bridge (``--network=bridge``,
+the default): a torch module whose forward pass runs the Keras model in inference mode and whose
+backward pass is TensorFlow's input gradient, so any architecture runs (ResNets, WideResNets,
+normalising wrappers, a ``.keras`` file). ``--network=port`` instead converts a single-chain CNN layer
+by layer into an independent PyTorch network (tfadv.interop.torch_port): the network's forward and
+backward are then re-implemented in PyTorch too, so it also checks them. Either way the logits are
+compared with Keras' on the evaluation images before anything else. Then, on the same test images and the same Linf eps, each attack runs twice — tfadv's
 (``tfadv.attacks.get``) on the Keras network and torchattacks' on the PyTorch network — with the
 same budgets (AutoAttack's standard settings by default: 100 iterations, 9 target classes,
 5,000 Square queries, 1 restart):
@@ -27,7 +31,11 @@ correctly, or when that output leaves the eps-ball or the pixel range (an invali
 example; counted and reported). The script prints the Markdown table
 
     | attack | tfadv acc (%) | torchattacks acc (%) | diff (pp) | within tolerance |
+      only tfadv fooled | only torchattacks fooled |
 
+(the last two: per example, how many points one library fooled and the other did not; the row
+``components`` is the pointwise worst case of the four single attacks of each library, beside
+AutoAttack's ensemble), 
 writes it to OUT_DIR/crosscheck.md and the details to OUT_DIR/crosscheck.json (atomically, after
 every attack: a rerun with the same settings resumes, skipping finished attacks), and exits with
 status 1 if any |diff| exceeds --tolerance (2 on a failure to run).
@@ -51,6 +59,9 @@ from absl import app, flags, logging  # noqa: E402
 from tfadv.interop.crosscheck_network import LOGITS_ATOL  # noqa: E402
 from tfadv.interop.torchattacks_pairs import ATTACK_NAMES  # noqa: E402
 
+flags.DEFINE_enum("network", "bridge", ["bridge", "port"], "What torchattacks attacks: bridge = "
+                  "the Keras model itself (any architecture); port = its layer-by-layer PyTorch "
+                  "re-implementation (single-chain CNNs; also checks the network's numerics).")
 flags.DEFINE_string("model_path", None, "tfadv SavedModel dir, run dir, checkpoints dir or "
                     ".weights.h5 (a bare SavedModel is rebuilt from its recorded architecture).")
 flags.DEFINE_bool("train_digits", False, "Train a small Madry model in-process on --dataset "
@@ -81,12 +92,13 @@ flags.DEFINE_bool("resume", True, "Reuse finished attacks of OUT_DIR/crosscheck.
                   "settings match.")
 FLAGS = flags.FLAGS
 
-TABLE_HEADER = ("| attack | tfadv acc (%) | torchattacks acc (%) | diff (pp) | within tolerance |\n"
-                "|---|---:|---:|---:|:---:|")
+TABLE_HEADER = ("| attack | tfadv acc (%) | torchattacks acc (%) | diff (pp) | within tolerance | "
+                "only tfadv fooled | only torchattacks fooled |\n"
+                "|---|---:|---:|---:|:---:|---:|---:|")
 
 
 def _parse_kv(items):
-    from tfadv.experiment import parse_model_kwargs
+    from tfadv.config import parse_model_kwargs
 
     return parse_model_kwargs(items)
 
@@ -100,7 +112,8 @@ def markdown_table(rows, tolerance):
     for row in rows:
         ok = "yes" if abs(row["diff_pp"]) <= tolerance else "**no**"
         lines.append(f"| {row['attack']} | {row['tfadv_acc']:.2f} | {row['torchattacks_acc']:.2f} | "
-                     f"{row['diff_pp']:+.2f} | {ok} |")
+                     f"{row['diff_pp']:+.2f} | {ok} | {row.get('only_torchattacks_robust', '')} | "
+                     f"{row.get('only_tfadv_robust', '')} |")
     return "\n".join(lines)
 
 
@@ -182,7 +195,7 @@ def _main(argv):
     from tfadv import atomic
     from tfadv import data as data_lib
     from tfadv import ranges as ranges_lib
-    from tfadv.interop import crosscheck_network, torch_port
+    from tfadv.interop import crosscheck_network, keras_bridge, torch_port
     from tfadv.interop import torchattacks_pairs as pairs
 
     if FLAGS.eps is None and not FLAGS.train_digits:
@@ -222,13 +235,17 @@ def _main(argv):
                          f"{ds_info.num_classes}. Received: --dataset={dataset}.")
     x01 = np.clip((x - rng.low) / rng.width, 0.0, 1.0).astype(np.float32)
 
-    net01 = torch_port.with_unit_input(torch_port.to_torch(network), rng)
+    if FLAGS.network == "port":
+        net01 = torch_port.with_unit_input(torch_port.to_torch(network), rng)
+    else:
+        net01 = keras_bridge.KerasBridge(network, rng)
     keras_logits = np.concatenate([network(x[i:i + 1000], training=False).numpy()
                                    for i in range(0, len(x), 1000)])
     torch_logits = torch_port.torch_logits(net01, x01)
     logit_diff = float(np.max(np.abs(keras_logits - torch_logits)))
     pred_agree = float(np.mean(keras_logits.argmax(1) == torch_logits.argmax(1)))
-    print(f"Converted {info['architecture']} to PyTorch: max |logit diff| {logit_diff:.2e} on "
+    how = "Bridged" if FLAGS.network == "bridge" else "Converted"
+    print(f"{how} {info['architecture']} to PyTorch: max |logit diff| {logit_diff:.2e} on "
           f"{len(x)} {dataset} images; predictions agree on {100 * pred_agree:.2f}%.", flush=True)
     if logit_diff > LOGITS_ATOL * max(1.0, float(np.abs(keras_logits).max())):
         print(f"ERROR: the PyTorch network does not reproduce the Keras logits "
@@ -241,7 +258,7 @@ def _main(argv):
                 "pixel_range": rng.name, "n_iter": FLAGS.n_iter, "n_queries": FLAGS.n_queries,
                 "seed": FLAGS.seed, "batch_size": FLAGS.batch_size, "tfadv_params": extra,
                 "tfadv_attacks_sha256": code_fingerprint,
-                "weights_sha256": weights_fingerprint(network)}
+                "weights_sha256": weights_fingerprint(network), "network": FLAGS.network}
     json_path = os.path.join(out_dir, "crosscheck.json")
     md_path = os.path.join(out_dir, "crosscheck.md")
     done = {}
@@ -251,16 +268,14 @@ def _main(argv):
                 previous = json.load(f)
             if previous.get("settings") == json.loads(json.dumps(settings)) and \
                     previous.get("logits_max_abs_diff") is not None:
-                done = {r["attack"]: r for r in previous.get("rows", [])}
+                done = {r["attack"]: r for r in previous.get("rows", [])
+                        if r["attack"] not in ("clean", "components")}
         except (OSError, json.JSONDecodeError):
             done = {}
 
     clean_tf = keras_logits.argmax(1) == y
     clean_torch = torch_logits.argmax(1) == y
-    rows = [{"attack": "clean", "tfadv_acc": round(100 * float(clean_tf.mean()), 2),
-             "torchattacks_acc": round(100 * float(clean_torch.mean()), 2),
-             "diff_pp": round(100 * float(clean_tf.mean() - clean_torch.mean()), 2)}]
-    rows[0]["within_tolerance"] = abs(rows[0]["diff_pp"]) <= FLAGS.tolerance
+    rows = [pairs.compare("clean", clean_tf, clean_torch, FLAGS.tolerance)]
     record = {"settings": settings, "versions": versions(),
               "logits_max_abs_diff": logit_diff, "prediction_agreement": pred_agree,
               "tolerance_pp": FLAGS.tolerance, "rows": rows}
@@ -270,8 +285,8 @@ def _main(argv):
         text = (f"Cross-check of tfadv against torchattacks {record['versions']['torchattacks']}: "
                 f"{info['architecture']} on {len(x)} {dataset}/{FLAGS.split} images, Linf eps "
                 f"{eps_pixels:g}/255 of {rng.name}, {FLAGS.n_iter} iterations, {FLAGS.n_queries} "
-                f"Square queries, seed {FLAGS.seed}; max |logit diff| Keras vs PyTorch "
-                f"{logit_diff:.1e}.\n\n" + markdown_table(rows, FLAGS.tolerance) + "\n")
+                f"Square queries, seed {FLAGS.seed}; torchattacks on --network={FLAGS.network}, "
+                f"max |logit diff| Keras vs PyTorch {logit_diff:.1e}.\n\n" + markdown_table(rows, FLAGS.tolerance) + "\n")
         atomic.write_text(md_path, text)
 
     print(f"eps {eps_pixels:g}/255 of {rng.name} = {eps:.5g} input units; {len(x)} images; "
@@ -292,20 +307,17 @@ def _main(argv):
         th_robust, th_info = pairs.run_torch(name, net01, network, x01, x, y, eps01=eps01, rng=rng,
                                              num_classes=num_classes, **budgets)
         print(f" {100 * th_robust.mean():.2f}% in {th_info['seconds']:.0f}s", flush=True)
-        tf_acc, th_acc = 100 * float(tf_robust.mean()), 100 * float(th_robust.mean())
-        row = {"attack": name, "tfadv_acc": round(tf_acc, 2), "torchattacks_acc": round(th_acc, 2),
-               "diff_pp": round(tf_acc - th_acc, 2),
-               "within_tolerance": abs(tf_acc - th_acc) <= FLAGS.tolerance + 1e-9,
-               "both_robust": int(np.sum(tf_robust & th_robust)),
-               "only_tfadv_robust": int(np.sum(tf_robust & ~th_robust)),
-               "only_torchattacks_robust": int(np.sum(~tf_robust & th_robust)),
-               "tfadv": tf_info, "torchattacks": th_info}
+        row = dict(pairs.compare(name, tf_robust, th_robust, FLAGS.tolerance),
+                   tfadv=tf_info, torchattacks=th_info)
         for side, side_info in (("tfadv", tf_info), ("torchattacks", th_info)):
             if side_info["invalid"]:
                 print(f"  WARNING: {side} {name} returned {side_info['invalid']} images outside "
                       f"the eps-ball or range (counted as robust).", flush=True)
         rows.append(row)
         write()
+    components = pairs.components_row(rows, len(x), FLAGS.tolerance)
+    if components is not None:
+        rows.append(components)
     write()
     print()
     print(markdown_table(rows, FLAGS.tolerance))

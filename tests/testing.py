@@ -334,3 +334,19 @@ def free_ports(n):
     for s in sockets:
         s.close()
     return ports
+
+
+def randomize_bn(model, seed=0):
+    """Non-trivial BatchNormalization inference statistics (and scale/offset) in ``model``, so that
+    errors in handling them show; returns ``model``."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
+            if layer.scale:
+                layer.gamma.assign(rng.normal(1, 0.3, n).astype("float32"))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.3, n).astype("float32"))
+    return model

@@ -10,25 +10,10 @@ import tensorflow as tf  # noqa: E402
 from absl.testing import parameterized  # noqa: E402
 
 from tfadv import models  # noqa: E402
-from tests.testing import TestCase, tiny_cnn  # noqa: E402
+from tests.testing import TestCase, randomize_bn as _randomize_bn, tiny_cnn  # noqa: E402
 from tfadv.interop import torch_port  # noqa: E402
 
 ATOL = 1e-4
-
-
-def _randomize_bn(model, seed=0):
-    """Non-trivial inference statistics, so BN conversion errors show."""
-    rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
-            if layer.scale:
-                layer.gamma.assign(rng.normal(1, 0.3, n).astype("float32"))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.3, n).astype("float32"))
-    return model
 
 
 def _keras_grad(model, x, y):
@@ -223,8 +208,9 @@ def test_crosscheck_script_run_dir_table_json_and_resume(untrained_digits_run, t
 def test_crosscheck_script_bare_savedmodel_is_rebuilt(untrained_digits_run, tmp_path):
     pytest.importorskip("torchattacks")
     _, bare = untrained_digits_run
-    proc = _run_crosscheck(f"--model_path={bare}", "--eps=25.5", "--num_examples=16",
-                           "--attacks=apgd-ce", "--n_iter=2", f"--out_dir={tmp_path}")
+    proc = _run_crosscheck(f"--model_path={bare}", "--network=port", "--eps=25.5",
+                           "--num_examples=16", "--attacks=apgd-ce", "--n_iter=2",
+                           f"--out_dir={tmp_path}")
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     assert "Converted digits_cnn to PyTorch" in proc.stdout
 
@@ -235,6 +221,7 @@ def test_crosscheck_script_bare_savedmodel_is_rebuilt(untrained_digits_run, tmp_
     (["--train_digits", "--attacks=pgd"], "--attacks takes"),
     (["--model_path=/nonexistent/model", "--eps=8"], "does not exist"),
     (["--model_path=/nonexistent/model"], "--eps"),
+    (["--train_digits", "--train_config=bogus=1"], "Unknown --train_config keys ['bogus']"),
 ])
 def test_crosscheck_script_errors(args, expected):
     pytest.importorskip("torchattacks")

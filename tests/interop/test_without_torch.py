@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-PORT_MODULES = ("tfadv.interop.torch_port", "tfadv.interop.torch_layers")
+PORT_MODULES = ("tfadv.interop.torch_port", "tfadv.interop.torch_layers", "tfadv.interop.keras_bridge")
 
 
 @pytest.mark.parametrize("module", PORT_MODULES)

@@ -147,3 +147,43 @@ def keras_predict(network, images, batch_size=1000):
     for i in range(0, len(images), batch_size):
         preds.append(np.argmax(network(images[i:i + batch_size], training=False).numpy(), axis=1))
     return np.concatenate(preds) if preds else np.zeros([0], np.int64)
+
+
+#: The single attacks whose pointwise worst case is the ``components`` row (AutoAttack's members).
+COMPONENTS = ("apgd_ce", "apgd_t", "fab_t", "square")
+
+
+def compare(attack, tf_robust, th_robust, tolerance):
+    """The report row of one attack from both libraries' per-example robustness (bool arrays):
+    accuracies, their difference, and per example how many points only one library fooled
+    (``only_tfadv_robust``: torchattacks fooled them, tfadv did not; ``only_torchattacks_robust``:
+    the reverse), with the indices each library fooled (``*_fooled``, for later worst cases)."""
+    import numpy as np
+
+    tf_robust, th_robust = np.asarray(tf_robust, bool), np.asarray(th_robust, bool)
+    tf_acc, th_acc = 100 * float(tf_robust.mean()), 100 * float(th_robust.mean())
+    return {"attack": attack, "tfadv_acc": round(tf_acc, 2), "torchattacks_acc": round(th_acc, 2),
+            "diff_pp": round(tf_acc - th_acc, 2),
+            "within_tolerance": abs(tf_acc - th_acc) <= tolerance + 1e-9,
+            "both_robust": int(np.sum(tf_robust & th_robust)),
+            "only_tfadv_robust": int(np.sum(tf_robust & ~th_robust)),
+            "only_torchattacks_robust": int(np.sum(~tf_robust & th_robust)),
+            "tfadv_fooled": np.flatnonzero(~tf_robust).tolist(),
+            "torchattacks_fooled": np.flatnonzero(~th_robust).tolist()}
+
+
+def components_row(rows, num_examples, tolerance):
+    """The ``components`` row: per library, an example is robust only if it withstood every one of
+    :data:`COMPONENTS` (the worst case over them, as AutoAttack's ensemble); None unless all four
+    rows are present with their per-example results."""
+    import numpy as np
+
+    by_name = {r["attack"]: r for r in rows}
+    if any("tfadv_fooled" not in by_name.get(name, {}) for name in COMPONENTS):
+        return None
+    robust = {}
+    for side in ("tfadv", "torchattacks"):
+        robust[side] = np.ones(num_examples, bool)
+        for name in COMPONENTS:
+            robust[side][by_name[name][f"{side}_fooled"]] = False
+    return compare("components", robust["tfadv"], robust["torchattacks"], tolerance)
