@@ -299,3 +299,34 @@ def test_application_preprocessing_scales_the_pixel_range_to_levels(low, high):
     np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-4)
     assert wrappers.application_module("MobileNetV3Small") == "mobilenet_v3"
     assert wrappers.application_module("VGG16") == "vgg16"
+
+
+def test_low_precision_copy_computes_in_bf16_with_the_same_weights_and_float32_logits():
+    """wrappers.low_precision_copy: the same layers and weights under the mixed policy (variables
+    float32), logits float32 and within bf16's rounding of the fp32 model's; fp32 is the model
+    itself; a subclassed model is refused."""
+
+
+    model = testing.tiny_cnn(with_bn=True, seed=3)
+    x = testing.images_in_range("[0,1]", batch=6)
+    copy = wrappers.low_precision_copy(model, "bf16")
+    assert wrappers.low_precision_copy(model, "fp32") is model
+    policies = {layer.dtype_policy.name for layer in copy.layers
+                if not isinstance(layer, keras.layers.InputLayer)}
+    assert "mixed_bfloat16" in policies and policies <= {"mixed_bfloat16", "float32"}
+    assert all(v.dtype == "float32" for v in copy.weights)
+    for a, b in zip(model.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    exact, low = model(x, training=False).numpy(), copy(x, training=False)
+    assert low.dtype == tf.float32
+    scale = np.abs(exact).max()
+    assert 0 < np.abs(low.numpy() - exact).max() <= 0.05 * scale  # bf16 keeps ~3 digits
+
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="functional Keras model.*Received: Subclassed"):
+        wrappers.low_precision_copy(Subclassed(), "bf16")
+    with pytest.raises(ValueError, match="Received: precision='fp8'"):
+        wrappers.low_precision_copy(model, "fp8")

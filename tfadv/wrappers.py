@@ -204,3 +204,33 @@ __all__ = ["ApplicationPreprocess", "LogProbabilities", "NormalizeInputs", "Wrap
            "convert_probabilities", "log_probabilities", "looks_like_probabilities",
            "normalize_images", "parse_normalize", "probe_images", "wrap"]
 
+
+
+def low_precision_copy(model, precision: str):
+    """A copy of the functional Keras ``model`` (nested functional models included) whose layers
+    compute in ``precision`` (``"bf16"``/``"fp16"``: Keras' mixed policies, float32 variables),
+    with ``model``'s weights, returning float32 logits.
+
+    For attacking in low precision while the attack's steps and projections stay float32 (the
+    attacks cast the logits and gradients they get) and accuracy is measured on ``model`` itself.
+    ``"fp32"`` returns ``model``. A model that is not a functional Keras model is refused."""
+    from tfadv import distribute
+
+    policy = distribute.policy_name(precision)
+    if precision == "fp32":
+        return model
+    if not isinstance(model, keras.Model) or not isinstance(getattr(model, "inputs", None), list):
+        raise ValueError("A low-precision copy needs a functional Keras model (its layers are "
+                         f"rebuilt with the {policy} policy). Received: {type(model).__name__}.")
+
+    def clone(layer):
+        config = layer.get_config()
+        if not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    outputs = keras.layers.Activation("linear", dtype="float32", name="float32_logits")(
+        copy.outputs[0])
+    return keras.Model(copy.inputs, outputs, name=f"{model.name}_{precision}")

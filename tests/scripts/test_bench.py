@@ -207,3 +207,32 @@ def test_bench_time_to_robustness_digits_tiny(tmp_path):
         assert data["levels"] == [round(best * f, 2) for f in (0.5, 0.8, 1.0)]
     assert (out / "digits_pgd20.png").stat().st_size > 1000
     assert (out / "time_to_robustness.md").exists()
+
+
+def test_bench_attack_precision_tiny(tmp_path):
+    """Attacks on a bf16 copy: the fp32 row is the reference (change 0, no disagreement), every
+    row's accuracy is the fp32 model's on the attack's output, and a bad precision is refused."""
+    from tests import testing
+
+    path = tmp_path / "digits.keras"
+    testing.trained_digits_model(epochs=2).save(path)
+    out = tmp_path / "precision.json"
+    stdout = run_bench("bench_attack_precision.py", f"--model_path={path}", "--dataset=digits",
+                       "--num_examples=40", "--batch_size=20", "--eps=25.5",
+                       "--attacks=fgsm,pgd-5", "--precisions=bf16", f"--json_out={out}")
+    assert "| attack | precision | s | x fp32 |" in stdout
+    with open(out) as f:
+        rows = {(r["attack"], r["precision"]): r for r in json.load(f)["rows"]}
+    assert set(rows) == {(a, p) for a in ("FGSM", "PGD-5") for p in ("fp32", "bf16")}
+    for (attack, precision), row in rows.items():
+        assert 0.0 <= row["robust_accuracy"] <= 100.0
+        base = rows[(attack, "fp32")]
+        assert row["delta_pp"] == pytest.approx(row["robust_accuracy"] - base["robust_accuracy"])
+        # fooled only in one of the two: the accuracy change counted example by example
+        assert row["only_fp32_fooled"] - row["only_this_fooled"] == round(
+            row["delta_pp"] * 40 / 100)
+        if precision == "fp32":
+            assert row["vs_fp32"] == 1.0 and row["only_fp32_fooled"] == row["only_this_fooled"] == 0
+    bad = run_script("bench_attack_precision.py", f"--model_path={path}", "--precisions=fp8",
+                     check=False, timeout=300)
+    assert bad.returncode != 0 and "Received: precisions=fp8" in bad.stderr
