@@ -305,8 +305,6 @@ def test_low_precision_copy_computes_in_bf16_with_the_same_weights_and_float32_l
     """wrappers.low_precision_copy: the same layers and weights under the mixed policy (variables
     float32), logits float32 and within bf16's rounding of the fp32 model's; fp32 is the model
     itself; a subclassed model is refused."""
-
-
     model = testing.tiny_cnn(with_bn=True, seed=3)
     x = testing.images_in_range("[0,1]", batch=6)
     copy = wrappers.low_precision_copy(model, "bf16")
