@@ -13,8 +13,8 @@ twin (same eps): wall time, forward and backward passes (per example-pass), robu
 the per-example disagreement, then issue 20's targets met or not
 (:mod:`tfadv.interop.aa_comparison`). The networks are Madry PGD models trained briefly in-process
 into ``--models_dir``/NAME/model and reused on later runs: MNIST CNN (2 epochs of PGD-7 on 3,000
-images of ``../shared/data/mnist_subset.npz`` at eps 25.5, not Madry's 76.5: too few epochs here), digits CNN (6 epochs of its preset's
-PGD-7, eps 25.5), CIFAR ResNet-20 (1 epoch of PGD-7 on 1,000 images of
+images of ``../shared/data/mnist_subset.npz`` at eps 25.5, not Madry's 76.5: too few epochs here),
+digits CNN (6 epochs of its preset's PGD-7, eps 25.5), CIFAR ResNet-20 (1 epoch of PGD-7 on 1,000 images of
 ``../shared/data/cifar10_subset.npz``, eps 8; that subset's test split is 860 images of the
 official CIFAR-10 *training* batches). Needs PyTorch and torchattacks
 (``pip install -e '.[crosscheck]'``).
