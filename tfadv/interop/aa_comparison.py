@@ -111,23 +111,14 @@ def run_tfadv(name, network, x, y, *, eps, pixel_range, seed, batch_size):
 def run_torchattacks(net01, x01, y, *, eps01, num_classes, seed, batch_size):
     """torchattacks' AutoAttack (standard: 100 iterations, 9 targets, 5,000 queries) on the twin
     taking [0,1] NCHW images: ``(robust, row)``."""
-    import torch
-
     from tfadv.interop import torch_port
     from tfadv.interop import torchattacks_pairs as pairs
 
     counting = counting_module(net01)
     attack, _ = pairs.torch_attack("autoattack", counting, eps=eps01, num_classes=num_classes,
                                    seed=seed, n_iter=100, n_queries=5000)
-    start = time.perf_counter()
-    advs = []
-    for i in range(0, len(x01), batch_size):
-        xb = torch.from_numpy(torch_port.nhwc_to_nchw(x01[i:i + batch_size]))
-        yb = torch.from_numpy(y[i:i + batch_size].astype(np.int64))
-        advs.append(torch_port.nchw_to_nhwc(attack(xb, yb).detach().numpy()))
-    seconds = time.perf_counter() - start
+    adv01, seconds = pairs.attack_in_batches(attack, x01, y, batch_size)
     passes = dict(counting.passes)
-    adv01 = np.concatenate(advs).astype(np.float32)
     robust, checks = pairs.score(adv01, x01, y,
                                  lambda a: torch_port.torch_logits(net01, a).argmax(axis=1),
                                  eps=eps01, low=0.0, high=1.0)
