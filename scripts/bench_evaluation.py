@@ -1,8 +1,23 @@
-"""AutoAttack throughput of a distributed evaluation over 1, 2 and 8 devices, side by side (issue 18).
+"""AutoAttack throughput of a distributed evaluation over 1, 2 and 8 devices, side by side (issue 18);
+with ``--compare``, tfadv ``autoattack`` vs ``autoattack-fast`` vs torchattacks (issue 20).
 
     python scripts/bench_evaluation.py                          # 8 logical CPUs: 1, 2, 8 replicas
     python scripts/bench_evaluation.py --devices=1,2 --num_examples=64 --json_out=runs/bench_eval.json
     python scripts/bench_evaluation.py --gpus                   # over the visible GPUs instead
+    python scripts/bench_evaluation.py --compare=mnist,digits,cifar --compare_examples=200
+
+``--compare=MODELS`` (of mnist, digits, cifar): per model, on the same network and the same first
+``--compare_examples`` test images, tfadv's ``autoattack`` (standard), tfadv's ``autoattack-fast``
+(A3 + Square-1000) and torchattacks' ``AutoAttack(version='standard')`` on the network's PyTorch
+twin (same eps): wall time, forward and backward passes (per example-pass), robust accuracy and
+the per-example disagreement, then issue 20's targets met or not
+(:mod:`tfadv.interop.aa_comparison`). The networks are Madry PGD models trained briefly in-process
+into ``--models_dir``/NAME/model and reused on later runs: MNIST CNN (2 epochs of PGD-7 on 3,000
+images of ``../shared/data/mnist_subset.npz`` at eps 25.5, not Madry's 76.5: too few epochs here),
+digits CNN (6 epochs of its preset's PGD-7, eps 25.5), CIFAR ResNet-20 (1 epoch of PGD-7 on 1,000 images of
+``../shared/data/cifar10_subset.npz``, eps 8; that subset's test split is 860 images of the
+official CIFAR-10 *training* batches). Needs PyTorch and torchattacks
+(``pip install -e '.[crosscheck]'``).
 
 ``tfadv.evaluation.evaluate`` with the model passes split over a MirroredStrategy (what
 ``evaluate(distribute=strategy)`` does: :mod:`tfadv.evaluation.sharding`) of a small-budget AutoAttack (APGD-CE,
@@ -36,6 +51,12 @@ flags.DEFINE_integer("n_iter", 5, "Iterations of APGD-CE, APGD-T and FAB-T.")
 flags.DEFINE_integer("n_queries", 50, "Queries of Square.")
 flags.DEFINE_integer("repeats", 2, "Timed rounds.")
 flags.DEFINE_string("json_out", None, "Also write the rows as JSON (atomically).")
+flags.DEFINE_list("compare", [], "Models (mnist, digits, cifar) on which to compare autoattack, "
+                  "autoattack-fast and torchattacks' AutoAttack instead of the device scaling.")
+flags.DEFINE_integer("compare_examples", 200, "Test images per model of --compare.")
+flags.DEFINE_string("models_dir", "runs/bench_evaluation", "Where --compare trains (and then "
+                    "reuses) its models.")
+flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: PyTorch's default).")
 FLAGS = flags.FLAGS
 
 
@@ -52,9 +73,53 @@ def _counts() -> list:
     return counts
 
 
+def compare_main() -> None:
+    """``--compare``: the three evaluations per model, the table and the targets."""
+    from tfadv.interop import aa_comparison
+
+    unknown = sorted(set(FLAGS.compare) - set(aa_comparison.MODELS))
+    if unknown or FLAGS.compare_examples < 1:
+        raise app.UsageError(f"--compare takes models of {list(aa_comparison.MODELS)} and "
+                             f"--compare_examples a positive count. Received: --compare="
+                             f"{','.join(FLAGS.compare)}, --compare_examples={FLAGS.compare_examples}.")
+    try:
+        aa_comparison.require_torchattacks()
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    from tfadv import atomic, ranges
+    from tfadv.interop import crosscheck_network, resnet_twin
+
+    report, lines = {}, [aa_comparison.TABLE_HEAD]
+    for name in FLAGS.compare:
+        dataset, eps_pixels, overrides = aa_comparison.TRAINING[name]
+        network, info = crosscheck_network.train_network(
+            os.path.join(FLAGS.models_dir, name), dataset, overrides=overrides)
+        rng = ranges.get_range(info["pixel_range"])
+        x, y = aa_comparison.test_images(dataset, rng, FLAGS.compare_examples)
+        rows = aa_comparison.compare(
+            network, x, y, eps=rng.from_pixels(eps_pixels),
+            pixel_range=rng.name, batch_size=FLAGS.batch_size,
+            resnet_twin=resnet_twin.torch_twin if name == "cifar" else None,
+            torch_threads=FLAGS.torch_threads)
+        lines.append(aa_comparison.table(name, len(x), rows))
+        met = aa_comparison.targets(rows)
+        report[name] = {"rows": {k: {f: v for f, v in r.items() if f != "robust"}
+                                 for k, r in rows.items()},
+                        "targets": met, "eps_pixels": eps_pixels, "dataset": dataset}
+        print("\n".join([aa_comparison.TABLE_HEAD, lines[-1]]), flush=True)
+        print(f"{name} targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}"
+                                              for k, v in met.items()), flush=True)
+    print("\n".join(lines))
+    if FLAGS.json_out:
+        atomic.write_json(FLAGS.json_out, {"compare": report,
+                                           "compare_examples": FLAGS.compare_examples})
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments. Received: {argv[1:]!r}.")
+    if FLAGS.compare:
+        return compare_main()
     counts = _counts()
     import tensorflow as tf
 

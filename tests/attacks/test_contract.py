@@ -41,6 +41,10 @@ BUDGETS = {
     "square": (BOTH, dict(n_queries=5, seed=0)),
     "autoattack": (BOTH, dict(seed=0, attacks=[("apgd_ce", {"n_iter": 2}),
                                                ("apgd_t", {"n_iter": 2, "n_target_classes": 2})])),
+    "a3": (BOTH, dict(seed=0, n_restarts=3, first_steps=2, adi_steps=2, steps=2)),
+    "autoattack_fast": (BOTH, dict(seed=0, attack_params={
+        "a3": {"n_restarts": 2, "first_steps": 2, "adi_steps": 1, "steps": 2},
+        "square": {"n_queries": 5}})),
     "transfer": ((None,), dict(inner="apgd_t", n_iter=3, n_target_classes=3, seed=0)),
     "advgan": ((None,), dict(GENERATOR, base_filters=4, num_res_blocks=1)),
     "gap": ((None,), dict(GENERATOR, base_filters=8, num_res_blocks=1)),

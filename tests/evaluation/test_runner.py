@@ -292,3 +292,35 @@ def test_autoattack_components_are_summed_over_batches_kept_on_resume_and_report
         text = f.read()
     assert f"robust accuracy after Square: {obj['robust_acc']:.2f}%" in text
     assert "clean" not in {r["component"] for r in rows} and "components" not in obj["attacks"]["clean"]
+
+
+def test_runner_counts_forward_and_backward_passes_exactly(setup, tmp_path):
+    """Issue 20: the passes are counted in the model callable: PGD-k without early stopping costs
+    k forward + k backward per attacked point, plus the final prediction's forward; an ensemble's
+    members' counts plus the final prediction are its row's count."""
+    model, x, y = setup
+    x, y = x[:40], y[:40]
+    k = 3
+    specs = {"clean": attacks.get("noop"),
+             "PGD": attacks.get("pgd", eps=0.1, num_steps=k, early_stop=False),
+             "AA": attacks.get("autoattack", eps=0.1, attack_params={
+                 "apgd_ce": {"n_iter": 2}, "apgd_t": {"n_iter": 2, "n_target_classes": 2},
+                 "fab_t": {"n_iter": 2, "n_target_classes": 2}, "square": {"n_queries": 3}})}
+    result = evaluation.evaluate(model, batches(x, y, 16), specs, pixel_range="[0,1]",
+                                 progress=None, only_robust=True)
+    clean, pgd, aa = (result.results[k_] for k_ in ("clean", "PGD", "AA"))
+    assert (clean.forward_count, clean.backward_count) == (40, 0)
+    attacked = pgd.points_attacked
+    assert attacked == clean.correct.sum()
+    assert (pgd.forward_count, pgd.backward_count) == ((k + 1) * attacked, k * attacked)
+    assert pgd.forward_count <= pgd.forward_passes  # the upper bound holds
+    members = aa.components
+    assert sum(c["forward"] for c in members) + aa.points_attacked == aa.forward_count
+    assert sum(c["backward"] for c in members) == aa.backward_count > 0
+    obj = report_lib.write(result, str(tmp_path / "report"), metadata={"dataset": "digits"})
+    assert obj["attacks"]["PGD"]["backward_count"] == k * attacked
+    assert [r["forward"] for r in obj["attacks"]["AA"]["components"][1:]] == \
+        [c["forward"] for c in members]
+    with open(tmp_path / "report" / "robustness.md", encoding="utf-8") as f:
+        text = f.read()
+    assert f"| {(k + 1) * attacked} | {k * attacked} |" in text

@@ -29,6 +29,7 @@ from tfadv.attacks import deepfool  # noqa: E402,F401
 from tfadv.attacks import cw_l2  # noqa: E402,F401
 from tfadv.attacks import transfer  # noqa: E402,F401
 from tfadv.attacks import autoattack  # noqa: E402,F401
+from tfadv.attacks import a3  # noqa: E402,F401
 from tfadv.attacks import apgd  # noqa: E402,F401
 from tfadv.attacks import square  # noqa: E402,F401
 from tfadv.attacks import fab  # noqa: E402,F401

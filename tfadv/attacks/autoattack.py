@@ -51,7 +51,10 @@ class AutoAttack(Attack):
 
     Every member's output is projected onto the eps-ball and clipped to the range before it is
     scored, so the ensemble's output never leaves the threat model. After a call,
-    ``last_run`` lists, per member, how many points it attacked, how many it fooled and its time.
+    ``last_run`` lists, per member, how many points it attacked, how many it fooled, its time and
+    its ``forward``/``backward`` passes (per example-pass, counted inside the model callable:
+    :meth:`Attack.counted`; the first member's include the ensemble's clean prediction, so the
+    members' passes sum to the call's).
     Members with host-side control flow (FAB, Square) make the ensemble eager (``graph_safe`` is
     False); traced into a ``tf.function`` it runs through ``tf.py_function``.
     """
@@ -154,6 +157,9 @@ class AutoAttack(Attack):
         return np.argmax(np.asarray(fn(x)), axis=-1)
 
     def _run_eagerly(self, model_fn, x, y):
+        model_fn = self.counted(model_fn)  # every pass of the ensemble and its members, counted
+        counter = model_fn.counter
+        marks = [counter.totals()]
         fn = inference_fn(model_fn)
         validate_batch(x, y, lambda: fn(x[:1]) if x.shape[0] else 0, self.pixel_range)
         y_np = y.numpy()
@@ -162,9 +168,11 @@ class AutoAttack(Attack):
         self.last_run = []
         for label, attack in self.members:
             idx = np.flatnonzero(robust)
-            record = {"attack": label, "attacked": int(idx.size), "fooled": 0, "seconds": 0.0}
+            record = {"attack": label, "attacked": int(idx.size), "fooled": 0, "seconds": 0.0,
+                      "forward": 0, "backward": 0}
             self.last_run.append(record)
             if idx.size == 0:
+                marks.append(counter.totals())
                 continue
             start = time.time()
             xs, ys = tf.gather(x, idx), tf.gather(y, idx)
@@ -177,6 +185,12 @@ class AutoAttack(Attack):
             robust[idx[fooled]] = False
             record["fooled"] = int(fooled.sum())
             record["seconds"] = time.time() - start
+            marks.append(counter.totals())
+        # Each member's passes are those since the previous member's end (its attack and its
+        # scoring forward; the first member's include the ensemble's batch check and clean
+        # prediction), so that the members' counts sum to the call's.
+        for record, before, after in zip(self.last_run, marks, marks[1:]):
+            record["forward"], record["backward"] = after[0] - before[0], after[1] - before[1]
         return tf.constant(x_adv)
 
 

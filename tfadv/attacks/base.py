@@ -101,6 +101,29 @@ class Attack(abc.ABC):
             memo = self._class_counts = weakref.WeakKeyDictionary()
         return model_fn_lib.output_classes(model_fn, x, memo)
 
+    def counted(self, model_fn) -> "model_fn_lib.CountedModelFn":
+        """``model_fn`` counting its forward and backward passes (issue 20) in a counter this attack
+        object keeps per model (remembered as long as the model lives), so that every call against
+        one model reuses the same compiled functions; an already counted callable as it is. Read
+        the counts as differences of ``.counter.totals()`` around a call."""
+        if isinstance(model_fn, model_fn_lib.CountedModelFn):
+            return model_fn
+        memo = self.__dict__.get("_pass_counters")
+        if memo is None:
+            memo = self._pass_counters = weakref.WeakKeyDictionary()
+        model = getattr(model_fn, "model", model_fn)
+        try:
+            counter = memo.get(model)
+        except TypeError:  # not weak-referenceable: a counter per call
+            counter = None
+        if counter is None:
+            counter = model_fn_lib.PassCounter()
+            try:
+                memo[model] = counter
+            except TypeError:
+                pass
+        return model_fn_lib.counted(model_fn, counter)
+
     def compiled_functions(self):
         """The functions in the compile cache (least recently used first), for inspection."""
         cache = self.__dict__.get("_function_cache")

@@ -171,14 +171,16 @@ class IterativeAttack(Attack):
     per_call_num_steps = True
 
     def __call__(self, model_fn, x, y, *, targets=None, logits_clean=None, eps_scale=None,
-                 num_steps=None):
+                 num_steps=None, x_start=None):
         """Returns adversarial images (stop-gradient) for images ``x`` with labels ``y``.
 
         ``eps_scale`` (a scalar, possibly a tensor in [0, 1]) multiplies eps and the step size for
         this call: the eps warm-up of a training run (AdversarialModel ``eps_warmup_steps``).
         ``num_steps`` (a Python int or an integer tensor/``tf.Variable``, e.g. a curriculum's k)
         runs this many iterations instead of ``self.num_steps``, which stays the loop's static
-        bound: larger tensor values are capped at it.
+        bound: larger tensor values are capped at it. ``x_start`` (images like ``x``) is every
+        run's first iterate instead of the random start, projected onto the ball and the range
+        (A3's direction-initialised restarts, :mod:`tfadv.attacks.a3`).
 
         Called eagerly, the batch is checked on the host; from the second call against the same
         model on, the whole attack (clean logits, targets, restarts and the k-step loop) runs as
@@ -200,19 +202,23 @@ class IterativeAttack(Attack):
         if self.target == "given" and targets is None:
             raise ValueError("target='given' needs targets=... in the call. Received: None.")
         return checks.unless_empty(x, y, self.pixel_range, lambda: self._call(
-            model_fn, x, y, targets, logits_clean, eps_scale, num_steps))
+            model_fn, x, y, targets, logits_clean, eps_scale, num_steps, x_start))
 
-    def _call(self, model_fn, x, y, targets, logits_clean, eps_scale, num_steps):
+    def _call(self, model_fn, x, y, targets, logits_clean, eps_scale, num_steps, x_start=None):
         """:meth:`__call__` on a batch with examples."""
+        if x_start is not None:
+            x_start = tf.convert_to_tensor(x_start, tf.float32)
         if not tf.executing_eagerly():
-            return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps)
+            return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps,
+                                      x_start)
         compiled = self.compiled_for(model_fn)
         if compiled is None:
             # Op by op: the first call against a model, or an attack with a stop criterion.
             if logits_clean is None:
                 logits_clean = tf.stop_gradient(inference_fn(model_fn)(x))
             checks.validate_batch(x, y, logits_clean, self.pixel_range)
-            return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps)
+            return self._attack_graph(model_fn, x, y, targets, logits_clean, eps_scale, num_steps,
+                                      x_start)
         # Host-side checks need the number of classes: the caller's clean logits, else the model's
         # stated or remembered output size (no forward pass per call, see output_classes).
         classes = logits_clean if logits_clean is not None else (
@@ -228,7 +234,7 @@ class IterativeAttack(Attack):
             targets = tf.cast(targets, tf.int32)
         if logits_clean is not None:
             logits_clean = tf.convert_to_tensor(logits_clean, tf.float32)
-        return compiled(x, y, targets, logits_clean, eps_scale, num_steps)
+        return compiled(x, y, targets, logits_clean, eps_scale, num_steps, x_start)
 
     def compiled_for(self, model_fn) -> Optional[Callable]:
         """The ``tf.function`` that runs this attack against ``model_fn`` from an eager call, or
@@ -247,14 +253,16 @@ class IterativeAttack(Attack):
             return None
 
         def build(owner):
-            def attack(x, y, targets, logits_clean, eps_scale, num_steps):
-                return self._attack_graph(owner, x, y, targets, logits_clean, eps_scale, num_steps)
+            def attack(x, y, targets, logits_clean, eps_scale, num_steps, x_start=None):
+                return self._attack_graph(owner, x, y, targets, logits_clean, eps_scale, num_steps,
+                                          x_start)
 
             return tf.function(attack, reduce_retracing=True)
 
         return self.compiled(model_fn, build, training=self.training, lazy=True)
 
-    def _attack_graph(self, model_fn, x, y, targets, logits_clean, eps_scale, num_steps):
+    def _attack_graph(self, model_fn, x, y, targets, logits_clean, eps_scale, num_steps,
+                      x_start=None):
         """The attack as traced into a graph: clean logits (only if targets or the KL loss need
         them), targets, then ``restarts`` runs of :meth:`_run` keeping the per-example worst case."""
         raw_model = model_fn
@@ -275,7 +283,7 @@ class IterativeAttack(Attack):
             if best is not None and self.early_stop:
                 active0 = tf.logical_not(best[2])
             x_adv = self._run(model_fn, x, y, targets, logits_clean, seed, active0, eps_scale,
-                              num_steps)
+                              num_steps, x_start)
             if self.restarts == 1:
                 return tf.stop_gradient(x_adv)
             logits = inference_fn(raw_model)(x_adv)  # scoring never touches BN statistics
@@ -318,23 +326,31 @@ class IterativeAttack(Attack):
         return (self.compact_frozen and self.early_stop and self.stop_fn is None
                 and not getattr(model_fn, "training", False))
 
+    def _step_size_at(self, step_size, i):
+        """The step size of iteration ``i``: constant here; a schedule in subclasses (A3's cosine
+        decay, :class:`tfadv.attacks.a3.MarginSteps`)."""
+        return step_size
+
     def _run(self, model_fn, x, y, targets, logits_clean, seed, active0, eps_scale=None,
-             num_steps=None):
+             num_steps=None, x_start=None):
         """One run: start point, then ``num_steps`` masked projected steps along the update's
         direction (:mod:`tfadv.attacks.updates`: the gradient, or MI-FGSM's momentum carried as
         loop state); the loop ends early once no example is active (FOSC Algorithm 1's
         ``while ΣV > 0``; frozen examples never move, so this changes no output)."""
         step, update = self._step, self.update
         x_adv, eps, step_size = self._start(x, seed, active0, eps_scale)
+        if x_start is not None:
+            x_adv = tf.where(self._expand(active0, x), self._clip(step.project(x_start, x, eps)), x)
         x_start = x_adv
         bound = self.num_steps
         if num_steps is not None:
             bound = tf.minimum(tf.cast(num_steps, tf.int32), self.num_steps)
 
-        def advance(xs, x_nat, grad, state):
+        def advance(xs, x_nat, grad, state, i):
             """The next iterate and update state of the examples ``xs`` (around ``x_nat``)."""
             direction, state = update.next_state(state, grad)
-            return self._clip(step.project(step.step(xs, direction, step_size), x_nat, eps)), state
+            size = self._step_size_at(step_size, i)
+            return self._clip(step.project(step.step(xs, direction, size), x_nat, eps)), state
 
         def keep(moving, new, old):
             return tf.nest.map_structure(
@@ -350,7 +366,7 @@ class IterativeAttack(Attack):
                                               logits=logits, labels=y, eps=eps, x_start=x_start,
                                               update_state=state))
                 active = tf.logical_and(active, tf.logical_not(stop))
-            x_new, state = advance(x_adv, x, grad, state)
+            x_new, state = advance(x_adv, x, grad, state, i)
             return i + 1, keep(active, x_new, x_adv), state, active
 
         def compact_body(i, x_adv, state, active):
@@ -368,7 +384,7 @@ class IterativeAttack(Attack):
             logits, _, grad = gradients_lib.input_gradient(
                 model_fn, self._objective, xs, (ys, ts, take(logits_clean)))
             moving = tf.logical_not(self._success(logits, ys, ts))
-            x_new, ss = advance(xs, take(x), grad, ss)
+            x_new, ss = advance(xs, take(x), grad, ss, i)
             return (i + 1, put(x_adv, keep(moving, x_new, xs)),
                     tf.nest.map_structure(put, state, ss), put(active, moving))
 

@@ -40,6 +40,7 @@ import tensorflow as tf
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
 from tfadv.attacks.base import Attack
+from tfadv.attacks import model_fn as model_fn_lib
 from tfadv.attacks.model_fn import inference_fn
 from tfadv.attacks.checks import check_int as _check_int
 from tfadv.attacks.checks import check_number as _check_number
@@ -212,9 +213,13 @@ class FABAttack(Attack):
             return diff, tf.reshape(grad, [n, -1])
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x1)
-            logits = tf.cast(model_fn(x1), tf.float32)
+            # pfor cannot vectorise a pass counter: the K backward passes are counted by hand.
+            logits = tf.cast(model_fn_lib.uncounted(model_fn)(x1), tf.float32)
         jac = tape.batch_jacobian(logits, x1)                       # (n, K, ...)
         num_classes = tf.shape(logits)[-1]
+        with tf.control_dependencies(model_fn_lib.add_passes(model_fn, forward=n,
+                                                             backward=n * num_classes)):
+            jac = tf.identity(jac)
         jac = tf.reshape(jac, [n, num_classes, -1])
         df = logits - tf.gather(logits, y, batch_dims=1)[:, None]   # f_k − f_y
         dg = jac - tf.gather(jac, y, batch_dims=1)[:, None]         # ∇f_k − ∇f_y

@@ -149,9 +149,9 @@ class SquareAttack(Attack):
 
     def _forward(self, raw, model_fn, image_shape):
         """The logits callable used for queries: Keras models run as one traced ``tf.function``
-        (any batch size) from the compile cache, other callables as they are (they may hold
-        host-side code)."""
-        if isinstance(raw, (keras.layers.Layer, ModelFn)):
+        (any batch size) from the compile cache, and so do pass-counted Keras models; other
+        callables as they are (they may hold host-side code)."""
+        if isinstance(raw, (keras.layers.Layer, ModelFn)) or getattr(raw, "traceable", False):
             return self.compiled(model_fn, lambda owner: tf.function(owner, input_signature=[
                 tf.TensorSpec([None, *image_shape], tf.float32)], autograph=False),
                 static=tuple(image_shape))

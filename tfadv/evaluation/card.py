@@ -81,21 +81,33 @@ class ModelCard:
         records it (``AttackResult.forward_passes``)."""
         return int(sum(r.forward_passes for r in self.result.results.values()))
 
+    @property
+    def pass_counts(self) -> Dict[str, int]:
+        """``{"forward": F, "backward": B}``: the passes counted in the model callable (issue 20),
+        per example-pass, summed over the attacks; -1 where an attack's were not counted (a run
+        resumed from a state file written before counting)."""
+        rows = list(self.result.results.values())
+        return {key: (-1 if any(getattr(r, f"{key}_count") < 0 for r in rows)
+                      else int(sum(getattr(r, f"{key}_count") for r in rows)))
+                for key in ("forward", "backward")}
+
     def to_json(self) -> dict:
         """The JSON card: :func:`tfadv.evaluation.report.to_json`'s object plus ``robust_mask``
         (0/1 per example), ``seconds`` and ``forward_passes``."""
         obj = report_lib.to_json(self.result, metadata=self.metadata)
         obj.update({"robust_mask": [int(v) for v in self.robust_mask], "seconds": round(self.seconds, 3),
-                    "forward_passes": self.forward_passes})
+                    "forward_passes": self.forward_passes, "pass_counts": self.pass_counts})
         return obj
 
     def markdown(self) -> str:
         """The paper-style table (with AutoAttack's per-component lines), then the details table."""
         meta = self.metadata
+        counts = self.pass_counts
         head = (f"Model card: {self.name}, {meta.get('dataset')} ({self.num_examples} examples), "
                 f"{meta.get('threat_model')} eps {meta.get('eps_input'):g} in {meta.get('pixel_range')} "
                 f"({meta.get('eps_pixels'):g}/255 of the range), suite {meta.get('suite')}; "
-                f"{self.seconds:.1f} s, {self.forward_passes} forward passes (upper bound).")
+                f"{self.seconds:.1f} s, {self.forward_passes} forward passes (upper bound); counted: "
+                f"{counts['forward']} forward, {counts['backward']} backward passes.")
         return "\n\n".join([head, report_lib.markdown_table(self.result, row=self.name),
                             report_lib.details_table(self.result)]) + "\n"
 

@@ -81,23 +81,36 @@ def components_text(r: AttackResult) -> str:
              f"every {before} before it):",
              "", f"- initial accuracy: {100 * rows[0]['accuracy']:.2f}%"]
     lines += [f"- robust accuracy after {row['component']}: {100 * row['accuracy']:.2f}% "
-              f"(total time {row['seconds']:.1f} s)" for row in rows[1:]]
+              f"(total time {row['seconds']:.1f} s{_passes_text(c)})"
+              for row, c in zip(rows[1:], r.components)]
     return "\n".join(lines)
 
 
+def _passes_text(component: dict) -> str:
+    """``, F forward / B backward passes`` of a component that counted them, else ``""``."""
+    if "forward" not in component:
+        return ""
+    return f"; {component['forward']} forward / {component['backward']} backward passes"
+
+
+def _count(value: int) -> str:
+    return "n/a" if value < 0 else str(value)
+
+
 def details_table(result: EvaluationResult, *, pixel_levels: Optional[float] = None) -> str:
-    """Per-attack time, forward passes, points attacked, largest perturbation and NaN/range checks.
+    """Per-attack time, forward passes (upper bound), points attacked, largest perturbation,
+    NaN/range checks and the passes counted in the model callable (forward, backward).
 
     ``pixel_levels`` is accepted for compatibility and unused: sizes are shown in input units.
     """
     rows = ["| attack | acc.(%) | time (s) | forward passes | points attacked | max Linf (input units) "
-            "| max L2 (input units) | NaN | out of range |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| max L2 (input units) | NaN | out of range | forward (counted) | backward (counted) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.results.values():
         attacked = r.points_attacked if r.points_attacked >= 0 else r.correct.size
         rows.append(f"| {r.label} | {100 * r.accuracy:.2f} | {r.seconds:.1f} | {r.forward_passes} | "
                     f"{attacked} | {r.max_linf:.5f} | {r.max_l2:.5f} | {r.nan_count} | "
-                    f"{r.out_of_range} |")
+                    f"{r.out_of_range} | {_count(r.forward_count)} | {_count(r.backward_count)} |")
     return "\n".join(rows)
 
 
@@ -149,6 +162,7 @@ def to_json(result: EvaluationResult, *, metadata: dict) -> dict:
     card.update({
         "attacks": {r.label: {"accuracy": round(100 * r.accuracy, 4), "seconds": round(r.seconds, 3),
                               "forward_passes": r.forward_passes, "points_attacked": r.points_attacked,
+                              "forward_count": r.forward_count, "backward_count": r.backward_count,
                               "max_linf": r.max_linf, "max_l2": r.max_l2, "nan_count": r.nan_count,
                               "out_of_range": r.out_of_range, "attack": r.attack_name,
                               "cumulative": r.cumulative, "params": params.get(r.label, {}),
@@ -164,7 +178,8 @@ def to_json(result: EvaluationResult, *, metadata: dict) -> dict:
 def _components_json(r: AttackResult) -> dict:
     """``{"components": [...]}`` (accuracies in percent, cumulative) for an ensemble, else ``{}``."""
     rows = component_accuracies(r)
-    counts = [{}] + [{"attacked": c["attacked"], "fooled": c["fooled"]} for c in r.components]
+    counts = [{}] + [{k: c[k] for k in ("attacked", "fooled", "forward", "backward") if k in c}
+                     for c in r.components]
     return {"components": [
         {"component": row["component"], "attack": row["attack"], "robust_acc": _pct(row["accuracy"]),
          "seconds": round(row["seconds"], 3), **count}

@@ -52,7 +52,7 @@ class AttackResult:
     label: str
     correct: np.ndarray          # bool per example (cumulative when the run used only_robust)
     seconds: float
-    forward_passes: int          # model evaluations (attack + final prediction) over all examples
+    forward_passes: int          # upper bound: (attack's model_calls_per_example + 1) × attacked
     max_linf: float              # largest |x_adv - x|_inf over examples, in input units
     nan_count: int
     out_of_range: int
@@ -62,8 +62,13 @@ class AttackResult:
     cumulative: bool = False     # correct = robust under this and every previous attack
     # An ensemble's members (AutoAttack's ``last_run`` summed over the batches), in order: per
     # member ``attack`` (registry name), ``attacked`` (points it ran on: those still robust),
-    # ``fooled`` and ``seconds``. Empty for a single attack.
+    # ``fooled``, ``seconds`` and its ``forward``/``backward`` passes. Empty for a single attack.
     components: list = dataclasses.field(default_factory=list)
+    # Passes counted inside the model callable (issue 20), per example-pass, attack and final
+    # prediction: forward passes, and backward (input-gradient) passes. -1: not counted (a state
+    # file written before counting).
+    forward_count: int = -1
+    backward_count: int = -1
 
     @property
     def accuracy(self) -> float:
@@ -227,7 +232,9 @@ def result_from_entry(label, entry, attack, name, only_robust) -> AttackResult:
         nan_count=int(cat["nan"].sum()), out_of_range=int(cat["oor"].sum()),
         max_l2=float(cat["l2"].max()) if cat["l2"].size else 0.0, points_attacked=attacked,
         attack_name=name, cumulative=bool(only_robust),
-        components=[dict(c) for c in entry.get("components", [])])
+        components=[dict(c) for c in entry.get("components", [])],
+        forward_count=int(entry.get("forward_count", -1)),
+        backward_count=int(entry.get("backward_count", -1)))
 
 
 def add_components(entry, records, label) -> None:
@@ -237,8 +244,8 @@ def add_components(entry, records, label) -> None:
         return
     totals = entry.setdefault("components", [])
     if not totals:
-        totals.extend({"attack": str(r["attack"]), "attacked": 0, "fooled": 0, "seconds": 0.0}
-                      for r in records)
+        totals.extend({"attack": str(r["attack"]), "attacked": 0, "fooled": 0, "seconds": 0.0,
+                       "forward": 0, "backward": 0} for r in records)
     if [t["attack"] for t in totals] != [str(r["attack"]) for r in records]:
         raise ValueError(f"Attack {label!r} changed its members between batches. Received: "
                          f"{[r['attack'] for r in records]} after {[t['attack'] for t in totals]}.")
@@ -246,6 +253,8 @@ def add_components(entry, records, label) -> None:
         total["attacked"] += int(record["attacked"])
         total["fooled"] += int(record["fooled"])
         total["seconds"] += float(record["seconds"])
+        for key in ("forward", "backward"):  # a resumed pre-counting entry has none
+            total[key] = total.get(key, 0) + int(record.get(key, 0))
 
 
 def _run_attack(model_fns, dataset, attack, label, entry, state, rng, mask, num_examples, progress,
@@ -253,8 +262,13 @@ def _run_attack(model_fns, dataset, attack, label, entry, state, rng, mask, num_
     """Runs one attack over the batches not yet in ``entry``; updates ``entry`` and saves ``state``.
 
     ``model_fns``: the model (checked against the images) and what the attack runs against (the
-    same, or its passes sharded over replicas)."""
+    same, or its passes sharded over replicas). The attack's passes and the final prediction's
+    are counted in ``attacked_fn`` (:meth:`tfadv.attacks.base.Attack.counted`)."""
     model_fn, attacked_fn = model_fns
+    attacked_fn = attack.counted(attacked_fn) if hasattr(attack, "counted") else attacked_fn
+    counter = getattr(attacked_fn, "counter", None)
+    for key in ("forward_count", "backward_count"):
+        entry.setdefault(key, 0 if entry["batches"] == 0 else -1)  # -1: resumed, not counted
 
     def run(x, y):
         x_adv = attack(attacked_fn, x, y)
@@ -307,6 +321,7 @@ def _run_attack(model_fns, dataset, attack, label, entry, state, rng, mask, num_
         linf, l2 = np.zeros([n], np.float32), np.zeros([n], np.float32)
         nans, oor = np.zeros([n], np.int64), np.zeros([n], np.int64)
         count = int(sel.sum())
+        before = counter.totals() if counter is not None else (0, 0)
         if count:
             xs, ys = (x, y) if count == n else (tf.boolean_mask(x, sel), tf.boolean_mask(y, sel))
             if graph_safe:
@@ -325,6 +340,10 @@ def _run_attack(model_fns, dataset, attack, label, entry, state, rng, mask, num_
         entry["batches"] = batch + 1
         entry["examples"] = seen
         entry["points_attacked"] += count
+        after = counter.totals() if counter is not None else (-1, -1)
+        for key, b, a in zip(("forward_count", "backward_count"), before, after):
+            if entry[key] >= 0:
+                entry[key] = entry[key] + a - b if a >= 0 else -1
         entry["seconds"] += time.time() - start
         state.changed()
         bar.update(seen, attacked=entry["points_attacked"] if mask is not None else None)

@@ -116,10 +116,26 @@ def run_torch(name, net01, network, x01, x, y, *, eps01, rng, num_classes, seed,
     """torchattacks' counterpart on the PyTorch network (in [0,1]): ``(robust, details)``, the
     details with the accuracy of its adversarial images on the Keras network."""
     import numpy as np
-    import torch
 
     attack, params = torch_attack(name, net01, eps=eps01, num_classes=num_classes, seed=seed,
                                   n_iter=n_iter, n_queries=n_queries)
+    from tfadv.interop import torch_port
+
+    adv01, seconds = attack_in_batches(attack, x01, y, batch_size)
+    predict = lambda a: torch_port.torch_logits(net01, a).argmax(axis=1)  # noqa: E731
+    robust, checks = score(adv01, x01, y, predict, eps=eps01, low=0.0, high=1.0)
+    # The same adversarial images through the Keras network (in its own pixel range).
+    adv_model_units = np.clip(adv01 * rng.width + rng.low, rng.low, rng.high).astype(np.float32)
+    on_keras = keras_predict(network, adv_model_units) == y
+    return robust, dict(checks, seconds=round(seconds, 2), params=params,
+                        acc_of_its_images_on_keras=round(100.0 * float(on_keras.mean()), 2))
+
+
+def attack_in_batches(attack, x01, y, batch_size):
+    """A torchattacks attack over NHWC [0,1] images in batches: ``(adv01 NHWC float32, seconds)``."""
+    import numpy as np
+    import torch
+
     from tfadv.interop import torch_port
 
     start = time.time()
@@ -128,15 +144,7 @@ def run_torch(name, net01, network, x01, x, y, *, eps01, rng, num_classes, seed,
         xb = torch.from_numpy(torch_port.nhwc_to_nchw(x01[i:i + batch_size]))
         yb = torch.from_numpy(y[i:i + batch_size].astype(np.int64))
         advs.append(torch_port.nchw_to_nhwc(attack(xb, yb).detach().numpy()))
-    seconds = time.time() - start
-    adv01 = np.concatenate(advs).astype(np.float32)
-    predict = lambda a: torch_port.torch_logits(net01, a).argmax(axis=1)  # noqa: E731
-    robust, checks = score(adv01, x01, y, predict, eps=eps01, low=0.0, high=1.0)
-    # The same adversarial images through the Keras network (in its own pixel range).
-    adv_model_units = np.clip(adv01 * rng.width + rng.low, rng.low, rng.high).astype(np.float32)
-    on_keras = keras_predict(network, adv_model_units) == y
-    return robust, dict(checks, seconds=round(seconds, 2), params=params,
-                        acc_of_its_images_on_keras=round(100.0 * float(on_keras.mean()), 2))
+    return np.concatenate(advs).astype(np.float32), time.time() - start
 
 
 def keras_predict(network, images, batch_size=1000):
