@@ -24,8 +24,7 @@ if __name__ != "__main__":
     import tensorflow as tf
 
     from tests.data.imagenet_testing import write_tiny_ilsvrc12
-    from tests.test_distribute import _free_ports
-    from tests.testing import REPO_ROOT
+    from tests.testing import REPO_ROOT, free_ports
 
     from tfadv import data, experiment
 
@@ -115,7 +114,7 @@ def test_two_process_imagenet_workers_read_disjoint_halves_of_every_epoch(tmp_pa
     root = str(tmp_path / "ilsvrc12")
     # One training image per class: the label identifies the image after augmentation.
     write_tiny_ilsvrc12(root, num_classes=4, images_per_class=1)
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    workers = [f"localhost:{p}" for p in free_ports(2)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
     procs, outs = [], []
     try:
