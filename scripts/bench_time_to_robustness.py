@@ -14,7 +14,7 @@ the training process (``--clock=cpu``), which other jobs on a shared machine bar
 validation and the checks - or after the epochs, whichever comes first) and
 ``--track_every`` (``clean,pgd-20`` on the first ``--track_examples`` test images every that many
 optimizer steps, written to ``RUN/robustness_over_time.json``, :mod:`tfadv.evaluation.tracking`).
-Printed and written to ``OUT_DIR/time_to_robustness.md``/``.json``: for each dataset a table of
+Printed and written to ``OUT_DIR/time_to_robustness_<datasets>.md``/``.json``: for each dataset a table of
 the training seconds each defense needs to reach a level of PGD-20 accuracy (``--levels``,
 default: 50%, 80% and 100% of the best PGD-20 accuracy the Madry run reached), its final clean and
 PGD-20 accuracy and its optimizer steps; ``OUT_DIR/<dataset>_pgd20.png`` draws one curve per
@@ -179,9 +179,12 @@ def main(argv):
         report.append(markdown(dataset, used, rows))
         data[dataset] = {"levels": used, "rows": rows, "records": records}
         print(report[-1], flush=True)
-    atomic.write_text(os.path.join(FLAGS.out_dir, "time_to_robustness.md"),
-                      "\n\n".join(report) + "\n")
-    atomic.write_json(os.path.join(FLAGS.out_dir, "time_to_robustness.json"),
+    # One report per set of datasets: a run on other datasets leaves the others' reports alone (a
+    # rerun with the same flags resumes the same runs and writes the same report again; other
+    # flags are refused by the training commands unless --overwrite).
+    stem = os.path.join(FLAGS.out_dir, "time_to_robustness_" + "_".join(FLAGS.datasets))
+    atomic.write_text(stem + ".md", "\n\n".join(report) + "\n")
+    atomic.write_json(stem + ".json",
                       {"budget": FLAGS.budget, "clock": FLAGS.clock, "track_every": FLAGS.track_every,
                        "track_examples": FLAGS.track_examples, "datasets": data})
 

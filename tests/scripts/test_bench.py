@@ -195,7 +195,7 @@ def test_bench_time_to_robustness_digits_tiny(tmp_path):
                        "--defenses=natural,madry", "--budget=6", "--epochs=2",
                        "--track_every=15", "--track_examples=40", f"--out_dir={out}")
     assert "| defense | s to PGD-20 >=" in stdout
-    with open(out / "time_to_robustness.json") as f:
+    with open(out / "time_to_robustness_digits.json") as f:
         data = json.load(f)["datasets"]["digits"]
     assert set(data["records"]) == {"natural", "madry"}
     for records in data["records"].values():
@@ -206,7 +206,7 @@ def test_bench_time_to_robustness_digits_tiny(tmp_path):
     if best > 0:
         assert data["levels"] == [round(best * f, 2) for f in (0.5, 0.8, 1.0)]
     assert (out / "digits_pgd20.png").stat().st_size > 1000
-    assert (out / "time_to_robustness.md").exists()
+    assert (out / "time_to_robustness_digits.md").exists()
 
 
 def test_bench_attack_precision_tiny(tmp_path):
