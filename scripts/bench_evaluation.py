@@ -54,6 +54,9 @@ flags.DEFINE_string("json_out", None, "Also write the rows as JSON (atomically).
 flags.DEFINE_list("compare", [], "Models (mnist, digits, cifar) on which to compare autoattack, "
                   "autoattack-fast and torchattacks' AutoAttack instead of the device scaling.")
 flags.DEFINE_integer("compare_examples", 200, "Test images per model of --compare.")
+flags.DEFINE_list("compare_model_path", [], "NAME=PATH: compare on this trained model (a run "
+                  "directory or .keras file, as eval_robustness.py --model_path) instead of "
+                  "training NAME's brief one; NAME one of --compare.")
 flags.DEFINE_string("models_dir", "runs/bench_evaluation", "Where --compare trains (and then "
                     "reuses) its models.")
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: PyTorch's default).")
@@ -82,18 +85,25 @@ def compare_main() -> None:
         raise app.UsageError(f"--compare takes models of {list(aa_comparison.MODELS)} and "
                              f"--compare_examples a positive count. Received: --compare="
                              f"{','.join(FLAGS.compare)}, --compare_examples={FLAGS.compare_examples}.")
+    paths = dict(item.partition("=")[::2] for item in FLAGS.compare_model_path)
+    if any(not path or name not in FLAGS.compare for name, path in paths.items()):
+        raise app.UsageError("--compare_model_path takes NAME=PATH for models named in --compare. "
+                             f"Received: --compare_model_path={','.join(FLAGS.compare_model_path)}")
     try:
         aa_comparison.require_torchattacks()
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    from tfadv import atomic, ranges
+    from tfadv import atomic, loading, ranges
     from tfadv.interop import crosscheck_network, resnet_twin
 
     report, lines = {}, [aa_comparison.TABLE_HEAD]
     for name in FLAGS.compare:
         dataset, eps_pixels, overrides = aa_comparison.TRAINING[name]
-        network, info = crosscheck_network.train_network(
-            os.path.join(FLAGS.models_dir, name), dataset, overrides=overrides)
+        if name in paths:
+            network, info = loading.load_for_evaluation(paths[name])
+        else:
+            network, info = crosscheck_network.train_network(
+                os.path.join(FLAGS.models_dir, name), dataset, overrides=overrides)
         rng = ranges.get_range(info["pixel_range"])
         x, y = aa_comparison.test_images(dataset, rng, FLAGS.compare_examples)
         rows = aa_comparison.compare(

@@ -48,4 +48,9 @@ def test_targets_are_the_issues_inequalities():
 def test_bench_evaluation_compare_refuses_unknown_models():
     proc = run_script("bench_evaluation.py", "--compare=imagenet", check=False)
     assert proc.returncode != 0 and "Received: --compare=imagenet" in proc.stderr
+    # a trained model for a model that is not compared, or without a path: refused first
+    for value in ("cifar=runs/x", "digits="):
+        proc = run_script("bench_evaluation.py", "--compare=digits",
+                          f"--compare_model_path={value}", check=False)
+        assert proc.returncode != 0 and f"Received: --compare_model_path={value}" in proc.stderr
     assert np.all([name in proc.stderr for name in aa_comparison.MODELS])
