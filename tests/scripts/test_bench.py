@@ -186,6 +186,11 @@ def test_bench_time_to_robustness_refuses_bad_flags_before_running(tmp_path):
     assert not out.exists()  # nothing written
 
 
+def data_rows(out):
+    with open(out / "time_to_robustness_digits.json") as f:
+        return json.load(f)["datasets"]["digits"]["rows"]
+
+
 @pytest.mark.slow
 def test_bench_time_to_robustness_digits_tiny(tmp_path):
     """Two defenses on digits under a tiny budget: a curve per defense from 0 s, the table, the
@@ -204,7 +209,9 @@ def test_bench_time_to_robustness_digits_tiny(tmp_path):
         assert seconds == sorted(seconds)
     best = max(r["accuracy"]["PGD-20"] for r in data["records"]["madry"])
     if best > 0:
-        assert data["levels"] == [round(best * f, 2) for f in (0.5, 0.8, 1.0)]
+        assert data["levels"] == pytest.approx([best * f for f in (0.5, 0.8, 1.0)])
+        madry = [r for r in data_rows(out) if r["defense"] == "madry"][0]
+        assert madry["to_level"][f"{best:.2f}"] is not None  # the Madry run reaches its own best
     assert (out / "digits_pgd20.png").stat().st_size > 1000
     assert (out / "time_to_robustness_digits.md").exists()
 
