@@ -26,6 +26,10 @@ SMALL = {
     "apgd_t": dict(eps=EPS, n_iter=3, n_target_classes=3),
     "fab": dict(eps=EPS, n_iter=3), "fab_t": dict(eps=EPS, n_iter=3, n_target_classes=2),
     "square": dict(eps=EPS, n_queries=5),
+    "a3": dict(eps=EPS, seed=0, n_restarts=3, first_steps=2, adi_steps=2, steps=2),
+    "autoattack_fast": dict(eps=EPS, seed=0, attack_params={
+        "a3": {"n_restarts": 2, "first_steps": 2, "adi_steps": 1, "steps": 2},
+        "square": {"n_queries": 5}}),
     "autoattack": dict(eps=EPS, attacks=[("apgd_ce", {"n_iter": 2}),
                                          ("apgd_t", {"n_iter": 2, "n_target_classes": 2})]),
     "advgan": dict(eps=EPS, finetune_steps=1, base_filters=4, num_res_blocks=1),
