@@ -194,7 +194,7 @@ def test_random_starts_random_targets_and_unseeded_attacks_claim_no_reproducible
     assert claims("pgd", num_steps=2, random_start="none", seed=0)
     assert not claims("pgd", num_steps=2, random_start="uniform", seed=0)  # the xfail above
     assert not claims("pgd", num_steps=2, random_start="none", target="random", seed=0)
-    for name in ("apgd_ce", "fab_t", "square"):
+    for name in ("apgd_ce", "fab_t", "square", "a3", "autoattack_fast"):
         assert claims(name, seed=0) and not claims(name, seed=None), name
     assert claims("autoattack", seed=0) and not claims("autoattack", seed=None)
     assert not claims("autoattack", seed=0, attacks=["apgd_ce", ("pgd", {"num_steps": 2})])

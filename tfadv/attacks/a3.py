@@ -137,6 +137,11 @@ class A3Attack(Attack):
         if name is not None:
             self.name = name
 
+    def reproducible_per_call(self) -> bool:
+        """With a seed: every call draws its starts, corners and directions from a new host
+        generator of ``seed`` (its inner steps take no random start)."""
+        return self.seed is not None
+
     def model_calls_per_example(self) -> int:
         """Upper bound: the clean and corner forwards, then every restart's steps and scoring."""
         later = (self.n_restarts - 1) * (self.adi_steps + self.steps + 1)
