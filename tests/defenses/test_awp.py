@@ -147,3 +147,14 @@ def test_the_recipe_gives_the_released_gamma_and_warmup():
 def test_bad_arguments_say_what_was_received(kwargs):
     with pytest.raises(ValueError, match="Received: "):
         defenses.get("madry", testing.tiny_cnn(seed=0), attack=attacks.get("noop"), **kwargs)
+
+
+def test_a_defense_without_awp_loss_is_refused_at_construction():
+    from tfadv.defenses.base import AdversarialModel
+
+    class NoObjective(awp_lib.AdversarialWeightPerturbation, AdversarialModel):
+        def defense_loss(self, x, y, examples, training):  # pragma: no cover - never built
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="defines no awp_loss.*Received: "):
+        NoObjective(testing.tiny_cnn(), attack=attacks.get("fgsm", eps=0.1), awp_gamma=0.01)

@@ -69,6 +69,10 @@ class AdversarialWeightPerturbation:
     def __init__(self, network, *, awp_gamma: float = 0.0, awp_warmup_epochs: int = 0, **kwargs):
         gamma = checks.check_number(awp_gamma, "awp_gamma (AWP's gamma)", positive=False)
         warmup = checks.check_int(awp_warmup_epochs, "awp_warmup_epochs", 0)
+        if not callable(getattr(type(self), "awp_loss", None)):
+            raise TypeError(f"{type(self).__name__} combines AWP with a defense that defines no "
+                            "awp_loss(x, y, examples), its objective at the current weights. "
+                            f"Received: {type(self).__mro__[1:3]}.")
         super().__init__(network, **kwargs)
         self.awp_gamma, self.awp_warmup_epochs = gamma, warmup
         self.awp_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="awp_epoch")
@@ -76,9 +80,6 @@ class AdversarialWeightPerturbation:
     def required_callbacks(self) -> list:
         extra = [AwpSchedule()] if self.awp_gamma and self.awp_warmup_epochs else []
         return super().required_callbacks() + extra
-
-    def awp_loss(self, x, y, examples):
-        raise NotImplementedError(f"{type(self).__name__} must define awp_loss(x, y, examples).")
 
     def weight_perturbation(self, x, y, examples) -> list:
         if not self.awp_gamma:
