@@ -69,6 +69,7 @@ def test_piecewise_lr_in_epochs():
     (dict(track_every=-1), "--track_every must be an integer >= 0. Received: -1."),
     (dict(track_every=5, track_examples=0), "--track_examples must be an integer >= 1. Received: 0."),
     (dict(track_every=5, track_attacks="clean,pgd-x"), "Received"),
+    (dict(augment="crop-flip"), "Expected one of: crop, crop_flip, flip. Received: 'crop-flip'."),
 ])
 def test_bad_flags_raise_with_the_value(kw, expected):
     with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("(", r"\(")):
@@ -161,3 +162,30 @@ def test_time_budget_and_tracking_write_the_robustness_log(tmp_path):
         assert set(record["accuracy"]) == {"clean", "FGSM"}
         assert all(0.0 <= v <= 100.0 and (v * 20 / 100) == pytest.approx(round(v * 20 / 100))
                    for v in record["accuracy"].values())  # whole images of 20
+
+
+
+@pytest.mark.parametrize("augment,changed", [(None, False), ("none", False), ("crop_flip", True)])
+def test_augment_flag_reaches_the_training_pipeline(tmp_path, augment, changed):
+    """--augment: an npz dataset is not augmented by default; --augment=crop_flip crops (black
+    borders come in) and flips the training images."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 256, size=(16, 32, 32, 3), dtype=np.uint8)  # no black pixel anywhere
+    y = np.arange(16) % 10
+    path = tmp_path / "c.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
+    cfg = experiment.config_from_flags(flags(dataset=f"npz:{path}", batch_size=16, augment=augment,
+                                             logdir=str(tmp_path / "run")))
+    assert cfg.augment == augment
+    xb, _ = next(iter(experiment.train_input(cfg, tf.distribute.get_strategy()).dataset))
+    xb = np.asarray(xb)
+    originals = x.astype(np.float32) / 255.0
+    unchanged = [bool(np.any(np.all(np.abs(img - originals) < 1e-6, axis=(1, 2, 3)))) for img in xb]
+    black_pixels = [bool((img == 0).all(axis=-1).any()) for img in xb]
+    if changed:
+        assert not all(unchanged) and any(black_pixels)
+    else:
+        assert all(unchanged) and not any(black_pixels)

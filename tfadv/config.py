@@ -24,6 +24,8 @@ class TrainConfig:
     data_dir: Optional[str] = None
     # Extra keyword arguments of tfadv.data.load for both splits (e.g. ImageNet's image_size).
     data_options: dict = dataclasses.field(default_factory=dict)
+    # Training augmentation (tfadv.data.augment): None = the dataset's default, "none", or a name.
+    augment: Optional[str] = None
     pixel_range: str = "[0,1]"
     model: str = "digits_cnn"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -140,6 +142,10 @@ class TrainConfig:
         if self.track_every:
             eval_lib.parse_list(self.track_attacks, eps=self.eps, pixel_range=self.pixel_range,
                                 step_size=self.eval_step_size, seed=self.seed)
+        if self.augment is not None:  # "none" or a registered name; else an error naming them
+            if not isinstance(self.augment, str):
+                raise ValueError(f"--augment must be a name or 'none'. Received: {self.augment!r}.")
+            data_lib.augment.resolve(self.dataset, self.augment)
         data_lib.holdout.check_val_limit(self.val_limit)
         data_lib.holdout.check_val_split(self.val_split)
         eval_lib.parse_list(self.eval_attacks, eps=self.eps, pixel_range=self.pixel_range,
@@ -199,7 +205,8 @@ def config_from_flags(flag_values, default_preset=None) -> TrainConfig:
     except ValueError:
         raise ValueError(f"--lr_boundaries must be epochs. Received: {fv.lr_boundaries!r}.") from None
     return TrainConfig(
-        dataset=dataset, data_dir=fv.data_dir, pixel_range=pick("pixel_range", preset.pixel_range),
+        dataset=dataset, data_dir=fv.data_dir, augment=pick_new("augment", None),
+        pixel_range=pick("pixel_range", preset.pixel_range),
         model=pick("model", preset.model), model_kwargs=parse_model_kwargs(fv.model_kwargs),
         init_checkpoint=fv.init_checkpoint, eps=pick("eps", preset.eps),
         step_size=pick("step_size", preset.step_size), num_steps=pick("num_steps", preset.num_steps),

@@ -84,7 +84,7 @@ def train_input(cfg: TrainConfig, strategy, split: str = "train") -> distribute_
         return data_lib.load(cfg.dataset, split, batch_size=batch_size,
                              pixel_range=cfg.pixel_range, data_dir=cfg.data_dir, seed=cfg.seed,
                              limit=cfg.train_limit, shard_index=shard_index,
-                             num_shards=num_shards, **options)
+                             num_shards=num_shards, augment=cfg.augment, **options)
 
     return distribute_lib.distribute_input(strategy, load_shard, global_batch=cfg.batch_size)
 

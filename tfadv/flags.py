@@ -51,6 +51,9 @@ def define_training_flags():
     flags.DEFINE_string("init_checkpoint", None, "Start from these weights (a run directory or "
                         ".weights.h5 of the same architecture), e.g. a natural pre-training run.")
     flags.DEFINE_integer("epochs", None, "Training epochs.")
+    flags.DEFINE_string("augment", None, "Training augmentation: crop_flip (pad-4 random crop + "
+                        "horizontal flip), crop, flip, or none (default: the dataset's own: crop_flip "
+                        "for cifar10/cifar100, crop for svhn, none for mnist, digits and npz:).")
     flags.DEFINE_integer("batch_size", None, "GLOBAL batch size: summed over all replicas and "
                          "workers (per-replica batch = batch_size / replicas; must divide).")
     flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], "Optimizer.")
