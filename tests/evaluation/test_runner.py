@@ -183,7 +183,7 @@ def test_model_card_json_and_details(setup, tmp_path):
     assert card["additional"]["split"] == "test"
     assert set(card["accuracy"]) == {"clean", "PGD-3", "worst case"}
     text = (tmp_path / "robustness.md").read_text()
-    assert "| attack | acc.(%) | time (s) | forward passes | points attacked | max Linf" in text
+    assert "| attack | acc.(%) | time (s) | forward passes (budget bound) | points attacked | max Linf" in text
     assert os.listdir(tmp_path / "tb")
     # With AutoAttack right after clean in only-robust mode its number is exact ...
     specs = {"clean": attacks.get("noop"), "AutoAttack": FakeAutoAttack(), "PGD-3": pgd(3)}

@@ -103,8 +103,9 @@ def details_table(result: EvaluationResult, *, pixel_levels: Optional[float] = N
 
     ``pixel_levels`` is accepted for compatibility and unused: sizes are shown in input units.
     """
-    rows = ["| attack | acc.(%) | time (s) | forward passes | points attacked | max Linf (input units) "
-            "| max L2 (input units) | NaN | out of range | forward (counted) | backward (counted) |",
+    rows = ["| attack | acc.(%) | time (s) | forward passes (budget bound) | points attacked "
+            "| max Linf (input units) | max L2 (input units) | NaN | out of range "
+            "| forward (counted) | backward (counted) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.results.values():
         attacked = r.points_attacked if r.points_attacked >= 0 else r.correct.size
