@@ -164,7 +164,6 @@ def test_time_budget_and_tracking_write_the_robustness_log(tmp_path):
                    for v in record["accuracy"].values())  # whole images of 20
 
 
-
 @pytest.mark.parametrize("augment,changed", [(None, False), ("none", False), ("crop_flip", True)])
 def test_augment_flag_reaches_the_training_pipeline(tmp_path, augment, changed):
     """--augment: an npz dataset is not augmented by default; --augment=crop_flip crops (black
