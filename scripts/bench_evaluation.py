@@ -57,6 +57,9 @@ flags.DEFINE_integer("compare_examples", 200, "Test images per model of --compar
 flags.DEFINE_list("compare_model_path", [], "NAME=PATH: compare on this trained model (a run "
                   "directory or .keras file, as eval_robustness.py --model_path) instead of "
                   "training NAME's brief one; NAME one of --compare.")
+flags.DEFINE_list("compare_eps", [], "NAME=LEVELS: eps of NAME's comparison in pixel levels out "
+                  "of 255 (default: 25.5 for mnist and digits, 8 for cifar), e.g. mnist=76.5 "
+                  "for a model trained at Madry's 0.3; NAME one of --compare.")
 flags.DEFINE_string("models_dir", "runs/bench_evaluation", "Where --compare trains (and then "
                     "reuses) its models.")
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: PyTorch's default).")
@@ -76,6 +79,21 @@ def _counts() -> list:
     return counts
 
 
+def compare_eps() -> dict:
+    """--compare_eps as {name: eps in pixel levels}, every item checked."""
+    eps = {}
+    for item in FLAGS.compare_eps:
+        name, _, value = item.partition("=")
+        try:
+            eps[name] = float(value)
+        except ValueError:
+            eps[name] = -1.0
+        if name not in FLAGS.compare or not 0 < eps[name] <= 255:
+            raise app.UsageError("--compare_eps takes NAME=LEVELS (0 < LEVELS <= 255) for models "
+                                 f"named in --compare. Received: --compare_eps={item}")
+    return eps
+
+
 def compare_main() -> None:
     """``--compare``: the three evaluations per model, the table and the targets."""
     from tfadv.interop import aa_comparison
@@ -89,6 +107,7 @@ def compare_main() -> None:
     if any(not path or name not in FLAGS.compare for name, path in paths.items()):
         raise app.UsageError("--compare_model_path takes NAME=PATH for models named in --compare. "
                              f"Received: --compare_model_path={','.join(FLAGS.compare_model_path)}")
+    eps_by_name = compare_eps()
     try:
         aa_comparison.require_torchattacks()
     except ValueError as e:
@@ -99,6 +118,7 @@ def compare_main() -> None:
     report, lines = {}, [aa_comparison.TABLE_HEAD]
     for name in FLAGS.compare:
         dataset, eps_pixels, overrides = aa_comparison.TRAINING[name]
+        eps_pixels = eps_by_name.get(name, eps_pixels)
         if name in paths:
             network, info = loading.load_for_evaluation(paths[name])
         else:

@@ -4,6 +4,8 @@ accuracy on a fixed test slice logged against training seconds (issue 20, item 5
     python scripts/bench_time_to_robustness.py --datasets=mnist,cifar10 --budget=300 \
         --out_dir=runs/time_to_robustness
     python scripts/bench_time_to_robustness.py --datasets=digits --budget=30 --defenses=madry,bat
+    python scripts/bench_time_to_robustness.py --datasets=mnist --budget=450 \
+        --train_flag=--init_checkpoint=runs/mnist_natural --train_flag=--eps_warmup_epochs=1
 
 Each (dataset, defense) pair runs the defense's own training command (``scripts/train_<defense>.py``,
 its paper recipe's attack for the dataset) in a process of its own, one after the other, on the
@@ -18,7 +20,9 @@ Printed and written to ``OUT_DIR/time_to_robustness_<datasets>.md``/``.json``: f
 the training seconds each defense needs to reach a level of PGD-20 accuracy (``--levels``,
 default: 50%, 80% and 100% of the best PGD-20 accuracy the Madry run reached), its final clean and
 PGD-20 accuracy and its optimizer steps; ``OUT_DIR/<dataset>_pgd20.png`` draws one curve per
-defense. A run directory that exists is resumed by its training command (same flags) or refused
+defense. ``--train_flag`` (repeatable) adds one flag to every training command, e.g. a shared
+natural start and an eps warm-up, without which PGD training on MNIST at eps 0.3 stays at the
+constant predictor for epochs (docs/results.md); a flag the benchmark sets itself is refused. A run directory that exists is resumed by its training command (same flags) or refused
 by it (other flags; ``--overwrite`` moves it aside), never silently reused for other settings.
 The processes run one at a time, but the machine's other load is not controlled: on a shared
 machine compare the curves of one run only.
@@ -70,6 +74,9 @@ flags.DEFINE_list("levels", [], "PGD-20 accuracies (%) of the table (default: 50
 flags.DEFINE_string("out_dir", "runs/time_to_robustness", "Run directories and the report.")
 flags.DEFINE_bool("overwrite", False, "Pass --overwrite to the training commands.")
 flags.DEFINE_integer("seed", 0, "Seed of every run.")
+flags.DEFINE_multi_string("train_flag", [], "One more flag for every training command, as it "
+                          "would be written there (repeatable), e.g. "
+                          "--train_flag=--eps_warmup_epochs=1.")
 FLAGS = flags.FLAGS
 
 
@@ -92,7 +99,38 @@ def check_flags():
     if any(not 0 < v <= 100 for v in levels):
         raise app.UsageError("--levels must be accuracies in (0, 100]. "
                              f"Received: levels={','.join(FLAGS.levels)}")
+    check_train_flags()
     return levels
+
+
+# The flags command() sets itself (besides each dataset's own in DATASETS): --train_flag may not
+# set them again, so one run's settings are never two values of one flag.
+OWN_FLAGS = ("dataset", "epochs", "lr_boundaries", "time_budget", "time_clock", "track_every",
+             "track_examples", "track_attacks", "val_limit", "eval_attacks", "eval_limit",
+             "checkpoint_every", "seed", "logdir", "verbose", "overwrite")
+
+
+def flag_name(arg: str):
+    """``--name=value``/``--name``/``--noname`` -> name (None when ``arg`` is not a flag)."""
+    if not arg.startswith("--") or len(arg) < 3:
+        return None
+    name = arg[2:].split("=", 1)[0]
+    return name if name.replace("_", "").isalnum() else None
+
+
+def check_train_flags():
+    owned = set(OWN_FLAGS)
+    for dataset in FLAGS.datasets:
+        owned.update(flag_name(a) for a in DATASETS[dataset][1])
+    for arg in FLAGS.train_flag:
+        name = flag_name(arg)
+        if name is None:
+            raise app.UsageError("--train_flag takes one training flag as written on its command "
+                                 f"line (--name=value). Received: train_flag={arg}")
+        if name in owned or (name.startswith("no") and name[2:] in owned):
+            raise app.UsageError(f"--train_flag may not set --{name}: the benchmark sets it for "
+                                 f"every run (its own flags: {', '.join(sorted(owned))}). "
+                                 f"Received: train_flag={arg}")
 
 
 def command(dataset: str, defense: str) -> list:
@@ -107,7 +145,7 @@ def command(dataset: str, defense: str) -> list:
             f"--track_examples={FLAGS.track_examples}", "--track_attacks=clean,pgd-20",
             "--val_limit=0", "--eval_attacks=clean", "--eval_limit=100", "--checkpoint_every=1",
             f"--seed={FLAGS.seed}", f"--logdir={logdir}", "--verbose=0",
-            *(["--overwrite"] if FLAGS.overwrite else [])]
+            *(["--overwrite"] if FLAGS.overwrite else []), *FLAGS.train_flag]
 
 
 def summarize(records_by_defense: dict, levels: list) -> tuple:
@@ -160,6 +198,8 @@ def main(argv):
                     "clock) per defense, "
                     f"PGD-20 on {FLAGS.track_examples} test images every {FLAGS.track_every} "
                     f"steps"], {}
+    if FLAGS.train_flag:
+        report.append("Every training command also had: " + " ".join(FLAGS.train_flag))
     for dataset in FLAGS.datasets:
         records = {}
         for defense in FLAGS.defenses:
@@ -187,7 +227,8 @@ def main(argv):
     atomic.write_text(stem + ".md", "\n\n".join(report) + "\n")
     atomic.write_json(stem + ".json",
                       {"budget": FLAGS.budget, "clock": FLAGS.clock, "track_every": FLAGS.track_every,
-                       "track_examples": FLAGS.track_examples, "datasets": data})
+                       "track_examples": FLAGS.track_examples, "train_flags": FLAGS.train_flag,
+                       "datasets": data})
 
 
 if __name__ == "__main__":

@@ -54,3 +54,8 @@ def test_bench_evaluation_compare_refuses_unknown_models():
                           f"--compare_model_path={value}", check=False)
         assert proc.returncode != 0 and f"Received: --compare_model_path={value}" in proc.stderr
     assert np.all([name in proc.stderr for name in aa_comparison.MODELS])
+    # an eps for a model that is not compared, not a number, or outside (0, 255]
+    for value in ("cifar=8", "digits=big", "digits=0", "digits=300"):
+        proc = run_script("bench_evaluation.py", "--compare=digits", f"--compare_eps={value}",
+                          check=False)
+        assert proc.returncode != 0 and f"Received: --compare_eps={value}" in proc.stderr

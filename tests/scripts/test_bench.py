@@ -179,7 +179,14 @@ def test_bench_time_to_robustness_refuses_bad_flags_before_running(tmp_path):
     out = tmp_path / "ttr"
     for args, message in ((["--defenses=madry,awesome"], "Received: defenses=madry,awesome"),
                           (["--levels=50,120"], "Received: levels=50,120"),
-                          (["--budget=0"], "Received: budget=0")):
+                          (["--budget=0"], "Received: budget=0"),
+                          # a flag the benchmark sets for every run, or not a flag at all
+                          (["--train_flag=--epochs=3"], "Received: train_flag=--epochs=3"),
+                          (["--datasets=mnist", "--train_flag=--eps=8"],
+                           "Received: train_flag=--eps=8"),
+                          (["--train_flag=--nooverwrite"], "Received: train_flag=--nooverwrite"),
+                          (["--train_flag=eps_warmup_epochs=1"],
+                           "Received: train_flag=eps_warmup_epochs=1")):
         proc = run_script("bench_time_to_robustness.py", f"--out_dir={out}", *args, check=False,
                           timeout=300)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-500:]
@@ -198,8 +205,12 @@ def test_bench_time_to_robustness_digits_tiny(tmp_path):
     out = tmp_path / "ttr"
     stdout = run_bench("bench_time_to_robustness.py", "--datasets=digits",
                        "--defenses=natural,madry", "--budget=6", "--epochs=2",
-                       "--track_every=15", "--track_examples=40", f"--out_dir={out}")
+                       "--track_every=15", "--track_examples=40", f"--out_dir={out}",
+                       "--train_flag=--eps_warmup_epochs=0.5")
     assert "| defense | s to PGD-20 >=" in stdout
+    for defense in ("natural", "madry"):  # --train_flag reached every training command
+        with open(out / "digits" / defense / "run_metadata.json") as f:
+            assert json.load(f)["flags"]["eps_warmup_epochs"] == 0.5
     with open(out / "time_to_robustness_digits.json") as f:
         data = json.load(f)["datasets"]["digits"]
     assert set(data["records"]) == {"natural", "madry"}
