@@ -4,7 +4,7 @@ accuracy on a fixed test slice logged against training seconds (issue 20, item 5
     python scripts/bench_time_to_robustness.py --datasets=mnist,cifar10 --budget=300 \
         --out_dir=runs/time_to_robustness
     python scripts/bench_time_to_robustness.py --datasets=digits --budget=30 --defenses=madry,bat
-    python scripts/bench_time_to_robustness.py --datasets=mnist --budget=450 \
+    python scripts/bench_time_to_robustness.py --datasets=mnist --budget=400 \
         --train_flag=--init_checkpoint=runs/mnist_natural --train_flag=--eps_warmup_epochs=1
 
 Each (dataset, defense) pair runs the defense's own training command (``scripts/train_<defense>.py``,
@@ -22,8 +22,9 @@ default: 50%, 80% and 100% of the best PGD-20 accuracy the Madry run reached), i
 PGD-20 accuracy and its optimizer steps; ``OUT_DIR/<dataset>_pgd20.png`` draws one curve per
 defense. ``--train_flag`` (repeatable) adds one flag to every training command, e.g. a shared
 natural start and an eps warm-up, without which PGD training on MNIST at eps 0.3 stays at the
-constant predictor for epochs (docs/results.md); a flag the benchmark sets itself is refused. A run directory that exists is resumed by its training command (same flags) or refused
-by it (other flags; ``--overwrite`` moves it aside), never silently reused for other settings.
+constant predictor for epochs (docs/results.md); a flag the benchmark sets itself is refused. A
+run directory that exists is resumed by its training command (same flags) or refused by it
+(other flags; ``--overwrite`` moves it aside), never silently reused for other settings.
 The processes run one at a time, but the machine's other load is not controlled: on a shared
 machine compare the curves of one run only.
 """
