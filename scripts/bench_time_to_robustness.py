@@ -104,13 +104,6 @@ def check_flags():
     return levels
 
 
-# The flags command() sets itself (besides each dataset's own in DATASETS): --train_flag may not
-# set them again, so one run's settings are never two values of one flag.
-OWN_FLAGS = ("dataset", "epochs", "lr_boundaries", "time_budget", "time_clock", "track_every",
-             "track_examples", "track_attacks", "val_limit", "eval_attacks", "eval_limit",
-             "checkpoint_every", "seed", "logdir", "verbose", "overwrite")
-
-
 def flag_name(arg: str):
     """``--name=value``/``--name``/``--noname`` -> name (None when ``arg`` is not a flag)."""
     if not arg.startswith("--") or len(arg) < 3:
@@ -120,9 +113,12 @@ def flag_name(arg: str):
 
 
 def check_train_flags():
-    owned = set(OWN_FLAGS)
+    """--train_flag may not set a flag the benchmark itself passes (benchmark_args, read from it,
+    and --overwrite whether or not it is passed), so one run's settings are never two values of
+    one flag."""
+    owned = {"overwrite"}
     for dataset in FLAGS.datasets:
-        owned.update(flag_name(a) for a in DATASETS[dataset][1])
+        owned.update(flag_name(a) for a in benchmark_args(dataset, FLAGS.defenses[0]))
     for arg in FLAGS.train_flag:
         name = flag_name(arg)
         if name is None:
@@ -134,19 +130,25 @@ def check_train_flags():
                                  f"Received: train_flag={arg}")
 
 
-def command(dataset: str, defense: str) -> list:
-    """The training command of one pair (its run directory under --out_dir)."""
+def benchmark_args(dataset: str, defense: str) -> list:
+    """The flags the benchmark passes to the training command of one pair (its run directory
+    under --out_dir), before --train_flag's."""
     value, common = DATASETS[dataset]
     value = getattr(FLAGS, f"{dataset}_dataset", None) or value
     logdir = os.path.join(FLAGS.out_dir, dataset, defense)
-    return [sys.executable, os.path.join(REPO, "scripts", f"train_{defense}.py"),
-            f"--dataset={value}", *common, f"--epochs={FLAGS.epochs}", "--lr_boundaries=",
+    return [f"--dataset={value}", *common, f"--epochs={FLAGS.epochs}", "--lr_boundaries=",
             f"--time_budget={FLAGS.budget:g}", f"--time_clock={FLAGS.clock}",
             f"--track_every={FLAGS.track_every}",
             f"--track_examples={FLAGS.track_examples}", "--track_attacks=clean,pgd-20",
             "--val_limit=0", "--eval_attacks=clean", "--eval_limit=100", "--checkpoint_every=1",
             f"--seed={FLAGS.seed}", f"--logdir={logdir}", "--verbose=0",
-            *(["--overwrite"] if FLAGS.overwrite else []), *FLAGS.train_flag]
+            *(["--overwrite"] if FLAGS.overwrite else [])]
+
+
+def command(dataset: str, defense: str) -> list:
+    """The training command of one pair."""
+    return [sys.executable, os.path.join(REPO, "scripts", f"train_{defense}.py"),
+            *benchmark_args(dataset, defense), *FLAGS.train_flag]
 
 
 def summarize(records_by_defense: dict, levels: list) -> tuple:
