@@ -7,8 +7,9 @@ accuracy on a fixed test slice logged against training seconds (issue 20, item 5
     python scripts/bench_time_to_robustness.py --datasets=mnist --budget=400 \
         --train_flag=--init_checkpoint=runs/mnist_natural --train_flag=--eps_warmup_epochs=1
 
-Each (dataset, defense) pair runs the defense's own training command (``scripts/train_<defense>.py``,
-its paper recipe's attack for the dataset) in a process of its own, one after the other, on the
+Each (dataset, defense) pair runs the defense's own training command (``scripts/train_<defense>.py``;
+``madry_awp``: Madry's with AWP at the release's AT-AWP γ, ``DEFENSES`` below; its paper recipe's
+attack for the dataset) in a process of its own, one after the other, on the
 same network, optimizer, constant learning rate, batch, eps and ``--epochs`` (``DATASETS``
 below; the epochs set the length of the schedules that count them, Dynamic's and Fast AT's), with
 ``--time_budget`` (training stops after that many *training* seconds - by default CPU seconds of
@@ -53,13 +54,18 @@ DATASETS = {
                 ["--model=resnet20_cifar", "--eps=8", "--batch_size=128", "--optimizer=sgd",
                  "--lr=0.05", "--momentum=0.9", "--weight_decay=2e-4", "--eval_step_size=2"]),
 }
-DEFENSES = ("natural", "madry", "bat", "trades", "dynamic", "fast", "mart", "free")
+# Per defense: its training command, scripts/train_<script>.py, and whether it adds AWP (an option
+# of Madry's command, at the release's AT-AWP gamma: tfadv/recipes/awp.py, RELEASE).
+DEFENSES = {"natural": ("natural", False), "madry": ("madry", False), "bat": ("bat", False),
+            "trades": ("trades", False), "dynamic": ("dynamic", False), "fast": ("fast", False),
+            "mart": ("mart", False), "free": ("free", False), "madry_awp": ("madry", True)}
 TRACKED = "PGD-20"
 
 flags.DEFINE_list("datasets", ["mnist", "cifar10"], "Subset of " + ", ".join(DATASETS))
 flags.DEFINE_list("defenses", ["natural", "madry", "bat", "trades", "dynamic"],
                   "Training commands to compare, a subset of " + ", ".join(DEFENSES) +
-                  " (each scripts/train_<name>.py).")
+                  " (each scripts/train_<name>.py; madry_awp: train_madry.py with AWP at the "
+                  "release's AT-AWP gamma).")
 flags.DEFINE_string("mnist_dataset", None, "--dataset of 'mnist' (default: the shared subset).")
 flags.DEFINE_string("cifar10_dataset", None, "--dataset of 'cifar10' (default: the shared subset).")
 flags.DEFINE_float("budget", 300.0, "Training seconds per defense (--time_budget).")
@@ -118,7 +124,8 @@ def check_train_flags():
     one flag."""
     owned = {"overwrite"}
     for dataset in FLAGS.datasets:
-        owned.update(flag_name(a) for a in benchmark_args(dataset, FLAGS.defenses[0]))
+        for defense in FLAGS.defenses:
+            owned.update(flag_name(a) for a in benchmark_args(dataset, defense))
     for arg in FLAGS.train_flag:
         name = flag_name(arg)
         if name is None:
@@ -136,7 +143,13 @@ def benchmark_args(dataset: str, defense: str) -> list:
     value, common = DATASETS[dataset]
     value = getattr(FLAGS, f"{dataset}_dataset", None) or value
     logdir = os.path.join(FLAGS.out_dir, dataset, defense)
-    return [f"--dataset={value}", *common, f"--epochs={FLAGS.epochs}", "--lr_boundaries=",
+    script, awp = DEFENSES[defense]
+    if awp:
+        from tfadv.recipes import awp as awp_recipe
+
+        common = [*common, f"--awp_gamma={awp_recipe.RELEASE[script][0]:g}"]
+    return [f"--dataset={value}", *common, f"--epochs={FLAGS.epochs}",
+            "--lr_boundaries=",
             f"--time_budget={FLAGS.budget:g}", f"--time_clock={FLAGS.clock}",
             f"--track_every={FLAGS.track_every}",
             f"--track_examples={FLAGS.track_examples}", "--track_attacks=clean,pgd-20",
@@ -147,7 +160,7 @@ def benchmark_args(dataset: str, defense: str) -> list:
 
 def command(dataset: str, defense: str) -> list:
     """The training command of one pair."""
-    return [sys.executable, os.path.join(REPO, "scripts", f"train_{defense}.py"),
+    return [sys.executable, os.path.join(REPO, "scripts", f"train_{DEFENSES[defense][0]}.py"),
             *benchmark_args(dataset, defense), *FLAGS.train_flag]
 
 

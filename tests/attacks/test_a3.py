@@ -39,6 +39,23 @@ def test_margin_loss_and_osd_keep_the_points_closest_to_the_boundary():
     np.testing.assert_array_equal(attack._keep(np.arange(5), best, 0.03), [1, 3])  # min_keep
     np.testing.assert_array_equal(attack._keep(np.array([0, 2, 4]), best, 1.0), [0, 2, 4])
     np.testing.assert_array_equal(attack._keep(np.arange(5), best, 0.6), [1, 2, 3])  # ceil(3)
+    # The finisher's choice: the closest ceil(fraction · n) points, at least one.
+    np.testing.assert_array_equal(attack._keep(np.arange(5), best, 0.25, min_keep=1), [1, 3])
+    np.testing.assert_array_equal(attack._keep(np.array([0, 4]), best, 0.25, min_keep=1), [0])
+
+
+def test_the_finisher_is_apgd_t_on_at_most_k_minus_1_targets():
+    attack = attacks.get("a3", eps=EPS, finisher_fraction=0.5, finisher_targets=3,
+                         finisher_iter=20, seed=4)
+    ten, three = attack._finisher(10), attack._finisher(3)
+    assert (ten.targeted, ten.loss, ten.n_target_classes, ten.n_iter, ten.seed) == \
+        (True, "dlr", 3, 20, 4)
+    assert three.n_target_classes == 2 and attack._finisher(10) is ten  # one per target count
+    assert attacks.get("a3", eps=EPS).finisher_fraction == 0.0  # A3 as published by default
+    with pytest.raises(ValueError, match="Received"):
+        attacks.get("a3", eps=EPS, finisher_fraction=1.5)
+    with pytest.raises(ValueError, match="Received"):
+        attacks.get("a3", eps=EPS, finisher_targets=0)
 
 
 def test_adi_directions_target_the_logit_ranks_in_turn():
@@ -71,10 +88,29 @@ def test_a3_is_reproducible_within_the_ball_and_its_fooled_points_are_misclassif
     again = attacks.get("a3", eps=EPS, n_restarts=3, seed=5)(digits_model, x, y).numpy()
     np.testing.assert_array_equal(first, again)
     assert_in_ball_and_range(first, x, "linf", EPS, "[0,1]")
-    changed = np.any(first != x, axis=(1, 2, 3))
-    pred = testing.predicted(digits_model, first)
-    assert np.all(pred[changed] != y[changed])  # only successful points are returned moved
     assert [s["stage"] for s in stages] == ["corner", "restart 0", "restart 1", "restart 2"]
+    _assert_stages_account_for_the_robust_points(digits_model, x, y, first, stages)
+
+
+def test_the_finisher_attacks_the_closest_quarter_of_what_the_restarts_left(
+        digits_model, digits_points):
+    x, y = digits_points
+    attack = attacks.get("a3", eps=EPS, n_restarts=2, finisher_fraction=0.25, finisher_iter=10,
+                         seed=5)
+    out = attack(digits_model, x, y).numpy()
+    stages = list(attack.last_run)
+    assert [s["stage"] for s in stages] == ["corner", "restart 0", "restart 1", "finisher"]
+    left = stages[-2]["attacked"] - stages[-2]["fooled"]
+    assert left > 0  # the digits model keeps robust points at this eps (else nothing to finish)
+    assert stages[-1]["attacked"] == math.ceil(0.25 * left)
+    assert_in_ball_and_range(out, x, "linf", EPS, "[0,1]")
+    _assert_stages_account_for_the_robust_points(digits_model, x, y, out, stages)
+
+
+def _assert_stages_account_for_the_robust_points(digits_model, x, y, first, stages):
+    pred = testing.predicted(digits_model, first)
+    changed = np.any(first != x, axis=(1, 2, 3))
+    assert np.all(pred[changed] != y[changed])  # only successful points are returned moved
     clean_correct = int((testing.predicted(digits_model, x) == y).sum())
     assert stages[0]["attacked"] == clean_correct
     for before, after in zip(stages, stages[1:]):
@@ -88,6 +124,7 @@ def test_autoattack_fast_is_a_registered_suite_but_not_autoattacks_number():
     assert fast.name == "autoattack_fast" and fast.version == "custom"
     assert [label for label, _ in fast.members] == ["a3", "square"]
     assert fast.members[0][1].seed == 3 and fast.members[1][1].n_queries == 1000
+    assert fast.members[0][1].finisher_fraction == 0.25
     with pytest.raises(ValueError, match="Received"):
         attacks.get("a3", eps=EPS, alpha_low=0.0)
     with pytest.raises(ValueError, match="Received"):

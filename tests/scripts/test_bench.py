@@ -185,6 +185,9 @@ def test_bench_time_to_robustness_refuses_bad_flags_before_running(tmp_path):
                           (["--datasets=mnist", "--train_flag=--eps=8"],
                            "Received: train_flag=--eps=8"),
                           (["--train_flag=--nooverwrite"], "Received: train_flag=--nooverwrite"),
+                          # madry_awp's gamma is the benchmark's (the release's AT-AWP value)
+                          (["--defenses=madry,madry_awp", "--train_flag=--awp_gamma=0.005"],
+                           "Received: train_flag=--awp_gamma=0.005"),
                           (["--train_flag=eps_warmup_epochs=1"],
                            "Received: train_flag=eps_warmup_epochs=1")):
         proc = run_script("bench_time_to_robustness.py", f"--out_dir={out}", *args, check=False,
@@ -204,16 +207,20 @@ def test_bench_time_to_robustness_digits_tiny(tmp_path):
     PNG, and the levels derived from the Madry run."""
     out = tmp_path / "ttr"
     stdout = run_bench("bench_time_to_robustness.py", "--datasets=digits",
-                       "--defenses=natural,madry", "--budget=6", "--epochs=2",
+                       "--defenses=natural,madry,madry_awp", "--budget=6", "--epochs=2",
                        "--track_every=15", "--track_examples=40", f"--out_dir={out}",
                        "--train_flag=--eps_warmup_epochs=0.5")
     assert "| defense | s to PGD-20 >=" in stdout
-    for defense in ("natural", "madry"):  # --train_flag reached every training command
+    gammas = {}
+    for defense in ("natural", "madry", "madry_awp"):  # --train_flag reached every command
         with open(out / "digits" / defense / "run_metadata.json") as f:
-            assert json.load(f)["flags"]["eps_warmup_epochs"] == 0.5
+            run_flags = json.load(f)["flags"]
+        assert run_flags["eps_warmup_epochs"] == 0.5
+        gammas[defense] = run_flags.get("awp_gamma")
+    assert not gammas["madry"] and gammas["madry_awp"] == 0.01  # AWP only where named
     with open(out / "time_to_robustness_digits.json") as f:
         data = json.load(f)["datasets"]["digits"]
-    assert set(data["records"]) == {"natural", "madry"}
+    assert set(data["records"]) == {"natural", "madry", "madry_awp"}
     for records in data["records"].values():
         assert records[0]["step"] == 0 and records[0]["train_seconds"] < 1.0
         seconds = [r["train_seconds"] for r in records]
