@@ -124,7 +124,7 @@ def test_autoattack_fast_is_a_registered_suite_but_not_autoattacks_number():
     assert fast.name == "autoattack_fast" and fast.version == "custom"
     assert [label for label, _ in fast.members] == ["a3", "square"]
     assert fast.members[0][1].seed == 3 and fast.members[1][1].n_queries == 1000
-    assert fast.members[0][1].finisher_fraction == 0.25
+    assert (fast.members[0][1].n_restarts, fast.members[0][1].finisher_fraction) == (7, 0.75)
     with pytest.raises(ValueError, match="Received"):
         attacks.get("a3", eps=EPS, alpha_low=0.0)
     with pytest.raises(ValueError, match="Received"):
