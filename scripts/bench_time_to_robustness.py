@@ -148,8 +148,7 @@ def benchmark_args(dataset: str, defense: str) -> list:
         from tfadv.recipes import awp as awp_recipe
 
         common = [*common, f"--awp_gamma={awp_recipe.RELEASE[script][0]:g}"]
-    return [f"--dataset={value}", *common, f"--epochs={FLAGS.epochs}",
-            "--lr_boundaries=",
+    return [f"--dataset={value}", *common, f"--epochs={FLAGS.epochs}", "--lr_boundaries=",
             f"--time_budget={FLAGS.budget:g}", f"--time_clock={FLAGS.clock}",
             f"--track_every={FLAGS.track_every}",
             f"--track_examples={FLAGS.track_examples}", "--track_attacks=clean,pgd-20",

@@ -107,9 +107,9 @@ def test_the_finisher_attacks_the_closest_quarter_of_what_the_restarts_left(
     _assert_stages_account_for_the_robust_points(digits_model, x, y, out, stages)
 
 
-def _assert_stages_account_for_the_robust_points(digits_model, x, y, first, stages):
-    pred = testing.predicted(digits_model, first)
-    changed = np.any(first != x, axis=(1, 2, 3))
+def _assert_stages_account_for_the_robust_points(digits_model, x, y, x_adv, stages):
+    pred = testing.predicted(digits_model, x_adv)
+    changed = np.any(x_adv != x, axis=(1, 2, 3))
     assert np.all(pred[changed] != y[changed])  # only successful points are returned moved
     clean_correct = int((testing.predicted(digits_model, x) == y).sum())
     assert stages[0]["attacked"] == clean_correct

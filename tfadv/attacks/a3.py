@@ -167,11 +167,12 @@ class A3Attack(Attack):
         return self.seed is not None
 
     def model_calls_per_example(self) -> int:
-        """Upper bound: the clean and corner forwards, then every restart's steps and scoring."""
+        """Upper bound: the clean and corner forwards, then every restart's steps and scoring,
+        then the finisher's APGD-T (its own count, at all ``finisher_targets``) and scoring."""
         later = (self.n_restarts - 1) * (self.adi_steps + self.steps + 1)
         finisher = 0
         if self.finisher_fraction > 0:
-            finisher = self.finisher_targets * (self.finisher_iter + 1) + 2
+            finisher = self._finisher(self.finisher_targets + 1).model_calls_per_example() + 1
         return 1 + int(self.corner) + self.first_steps + 1 + later + finisher
 
     def get_config(self) -> dict:
@@ -306,10 +307,9 @@ def autoattack_fast(*, eps, norm="linf", seed=0, pixel_range="[0,1]", attack_par
                     name="autoattack_fast") -> Attack:
     """The fast AutoAttack-grade ensemble (issue 20): A3 (corner, margin stage, ADI restarts with
     OSD: 7 restarts, then the APGD-T finisher on the closest three quarters of the points they
-    left robust), then
-    Square with 1,000 queries on the points A3 left robust (the black-box check that gradient
-    masking would need). Each member runs only on the points still robust; robust
-    accuracy is the pointwise worst case, as AutoAttack's."""
+    left robust), then Square with 1,000 queries on the points A3 left robust (the black-box
+    check that gradient masking would need). Each member runs only on the points still robust;
+    robust accuracy is the pointwise worst case, as AutoAttack's."""
     from tfadv.attacks.autoattack import AutoAttack  # deferred: a sibling registering itself
 
     members = [(label, {**params, "seed": seed}) for label, params in FAST_MEMBERS]
