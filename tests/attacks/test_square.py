@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfadv import attacks
 from tfadv.attacks import square as square_lib
@@ -73,15 +74,55 @@ def test_l2_pattern_of_eq_2(side):
 
 
 def test_window_positions_paper_and_release():
-    rng = np.random.default_rng(0)
-    for release, last in ((False, 5), (True, 4)):
-        masks = square_lib._windows(rng, 4000, 8, 8, 3, release=release)
+    seed = tf.constant([0, 1], tf.int32)
+    for positions, last in (("paper", 5), ("release", 4)):
+        attack = attacks.get("square", eps=0.1, window_positions=positions)
+        masks, top, left = attack._windows(seed, 4000, 8, 8, 3)
+        masks = masks.numpy()
         tops = np.argmax(masks.any(axis=2), axis=1)
         lefts = np.argmax(masks.any(axis=1), axis=1)
+        np.testing.assert_array_equal(tops, top.numpy())
+        np.testing.assert_array_equal(lefts, left.numpy())
         assert set(tops) == set(lefts) == set(range(last + 1))
         assert np.all(masks.sum(axis=(1, 2)) == 9)
-    # A full-size window has a single position under both rules.
-    assert square_lib._windows(rng, 5, 8, 8, 8, release=True).all()
+        # A full-size window has a single position under both rules.
+        assert attack._windows(seed, 5, 8, 8, 8)[0].numpy().all()
+
+
+def test_linf_proposal_sets_one_window_to_the_ball_corner():
+    # Algorithm 2: x̂ ± 2ε on an h×h window, projected: the window's pixels become x ± ε (one sign
+    # per channel), every other pixel keeps x̂.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.3, 0.7, size=(6, 8, 8, 2)).astype("float32")
+    x_best = (x + 0.1 * rng.choice([-1.0, 1.0], size=x.shape)).astype("float32")
+    attack = attacks.get("square", eps=0.1)
+    x_new = attack._propose_linf(tf.constant(x), tf.constant(x_best), 3, None,
+                                 tf.constant([4, 2], tf.int32)).numpy()
+    for new, clean, best in zip(x_new, x, x_best):
+        moved = np.abs(new - best).max(axis=-1) > 1e-6
+        rows, cols = np.flatnonzero(moved.any(axis=1)), np.flatnonzero(moved.any(axis=0))
+        assert moved.any() and np.ptp(rows) < 3 and np.ptp(cols) < 3  # inside one 3×3 window
+        np.testing.assert_allclose(np.abs(new - clean), 0.1, atol=1e-6)
+        for c in range(2):  # one sign per channel inside the window
+            assert len(set(np.sign(new[..., c] - clean[..., c])[moved])) <= 1
+
+
+def test_l2_proposal_keeps_the_budget_and_touches_two_windows():
+    # Algorithm 3 with the box inactive: ‖ν‖₂ stays ε and only pixels of W1 ∪ W2 change.
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.4, 0.6, size=(5, 9, 9, 3)).astype("float64")
+    nu = rng.normal(size=x.shape)
+    nu *= 0.5 / np.linalg.norm(nu.reshape(5, -1), axis=-1)[:, None, None, None]
+    attack = attacks.get("square", eps=0.5, norm="l2")
+    pattern = np.zeros((5, 5))
+    pattern[:3, :3] = square_lib.eta_pattern(3)
+    x_new = attack._propose_l2(tf.constant(x, tf.float32), tf.constant(x + nu, tf.float32), 3,
+                               tf.constant(pattern), tf.constant([7, 1], tf.int32)).numpy()
+    delta = x_new.astype(np.float64) - x.astype(np.float32)
+    np.testing.assert_allclose(np.linalg.norm(delta.reshape(5, -1), axis=-1), 0.5, rtol=1e-4)
+    changed = np.abs(delta - nu).max(axis=-1) > 1e-5
+    assert np.all(changed.sum(axis=(1, 2)) <= 2 * 9)
+    assert np.all(changed.sum(axis=(1, 2)) >= 1)
 
 
 def test_margin_matches_definition():

@@ -16,9 +16,13 @@ Algorithm 3: mass of the perturbation is moved between two windows so that ‖δ
 
 The model is only ever *queried* (no gradients), in inference mode, and each iteration evaluates
 one batch holding the still-robust examples; an example stops being queried once it is
-misclassified. Restarts rerun the search on the examples that are still robust. The schedule of
-p is the authors' ``p_selection``: halvings after iterations 10, 50, 200, 500, 1000, 2000, 4000,
-6000 and 8000 of a 10,000-query budget, rescaled to ``n_queries`` (AutoAttack's standard
+misclassified. A restart's whole search (proposals, queries, acceptance) runs as one graph
+(``tf.while_loop``): on the few robust points of a batch that reach AutoAttack's last member, the
+per-query host round trip cost more than the query itself. Windows and signs come from
+TensorFlow's stateless generator, seeded per restart from the NumPy generator of ``seed``.
+Restarts rerun the search on the examples that are still robust. The schedule of p is the
+authors' ``p_selection``: halvings after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and
+8000 of a 10,000-query budget, rescaled to ``n_queries`` (AutoAttack's standard
 version: 5,000 queries, p_init=0.8).
 """
 
@@ -86,8 +90,8 @@ class SquareAttack(Attack):
             ImageNet runs).
         n_restarts: runs of the search; each one attacks the examples still robust after the last.
         pixel_range: the box the images live in.
-        seed: seed of the NumPy generator drawing stripes, windows and signs (None:
-            nondeterministic).
+        seed: seed of the NumPy generator drawing the start and each restart's seed of the
+            windows and signs (None: nondeterministic).
         window_positions: ``paper`` draws the window's corner from {0, …, H − h} (Algorithm 2);
             ``release`` from {0, …, H − h − 1} as the authors' code, AutoAttack and torchattacks
             do (``randint(0, H − h)``), which never places a small window on the last row or
@@ -95,9 +99,9 @@ class SquareAttack(Attack):
 
     ``__call__(model_fn, x, y, callback=None)`` returns ``x_adv``: the successful point of the
     examples it fooled, the clean image otherwise (also for examples misclassified from the
-    start). ``callback(restart, iteration, index, margins)``, when given, is called after every
-    iteration with the indices (into the batch) of the examples of this restart and their current
-    best margins.
+    start). ``callback(restart, iteration, index, margins)``, when given, is called for every
+    iteration (in order, once the restart's search is done) with the indices (into the batch) of the
+    examples of this restart and their best margins after that iteration.
     """
 
     name = "square"
@@ -143,19 +147,34 @@ class SquareAttack(Attack):
     def _logits(self, model_fn, x: np.ndarray) -> np.ndarray:
         return np.asarray(model_fn(tf.constant(x, tf.float32)), np.float64)
 
-    #: One compiled query forward (the last model and image shape): an attack object never holds
-    #: on to models it no longer attacks.
-    compiled_cache_size = 1
+    #: The search's compiled function for the last model and image shape, with and without the
+    #: callback's record: an attack object never holds on to models it no longer attacks.
+    compiled_cache_size = 2
 
-    def _forward(self, raw, model_fn, image_shape):
-        """The logits callable used for queries: Keras models run as one traced ``tf.function``
-        (any batch size) from the compile cache, and so do pass-counted Keras models; other
-        callables as they are (they may hold host-side code)."""
+    def _search_fn(self, raw, model_fn, image_shape, record: bool):
+        """:meth:`_search` as one ``tf.function`` (any batch size; one trace per image shape and
+        ``record``). Keras models, and pass-counted ones, run inside the graph, from the compile
+        cache; other callables (they may hold host-side code) through ``tf.numpy_function``,
+        traced afresh for each call."""
+        images = tf.TensorSpec([None, *image_shape], tf.float32)
+        signature = [images, tf.TensorSpec([None], tf.int64), images, tf.TensorSpec([2], tf.int32),
+                     tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32),
+                     tf.TensorSpec([None, None, None], tf.float64)]
+
+        def build(forward):
+            return tf.function(lambda *args: self._search(forward, record, *args),
+                               input_signature=signature, autograph=False)
+
         if isinstance(raw, (keras.layers.Layer, ModelFn)) or getattr(raw, "traceable", False):
-            return self.compiled(model_fn, lambda owner: tf.function(owner, input_signature=[
-                tf.TensorSpec([None, *image_shape], tf.float32)], autograph=False),
-                static=tuple(image_shape))
-        return model_fn
+            return self.compiled(model_fn, build, static=(tuple(image_shape), record))
+
+        def on_host(t):
+            out = tf.numpy_function(lambda a: np.asarray(model_fn(tf.constant(a)), np.float32),
+                                    [t], tf.float32, stateful=True)
+            out.set_shape([None, None])
+            return out
+
+        return build(on_host)
 
     def __call__(self, model_fn, x, y, *, callback: Optional[Callable] = None, **unused):
         if unused:
@@ -168,47 +187,104 @@ class SquareAttack(Attack):
         if x.ndim != 4:
             raise ValueError(f"The Square Attack needs a batch of images (B, H, W, C). "
                              f"Received shape: {x.shape}.")
-        model_fn = self._forward(raw, model_fn, x.shape[1:])
         logits = checks.validate_batch(x, y, (lambda: self._logits(model_fn, x)) if len(x) else 0,
                                        self.pixel_range)
         x_adv = x.copy()
         if len(x) == 0:
             return tf.constant(x_adv)
+        search = self._search_fn(raw, model_fn, x.shape[1:], callback is not None)
+        schedule = self._schedule(*x.shape[1:3])
         robust = margin(logits, y) > 0
         rng = np.random.default_rng(self.seed)
         for restart in range(self.n_restarts):
             index = np.flatnonzero(robust)
             if index.size == 0:
                 break
-            x_best, margin_best = self._single_run(model_fn, x[index], y[index], rng,
-                                                   restart, index, callback)
-            fooled = margin_best <= 0
-            x_adv[index[fooled]] = x_best[fooled]
+            x_start = (self._init_linf if self.norm == "linf" else self._init_l2)(x[index], rng)
+            seed = rng.integers(0, 2 ** 31 - 1, size=2).astype(np.int32)
+            x_best, margin_best, history = search(x[index], y[index], x_start, seed, *schedule)
+            if callback is not None:
+                for i, margins in enumerate(history.numpy()):
+                    callback(restart, i, index.copy(), margins.copy())
+            fooled = margin_best.numpy() <= 0
+            x_adv[index[fooled]] = x_best.numpy()[fooled]
             robust[index[fooled]] = False
         return tf.constant(x_adv)
 
-    def _single_run(self, model_fn, x, y, rng, restart, index, callback):
-        """One run of Algorithm 1 on a batch; returns (x̂, best margins)."""
-        x_best = self._init_linf(x, rng) if self.norm == "linf" else self._init_l2(x, rng)
-        margin_best = margin(self._logits(model_fn, x_best), y)
-        height, width = x.shape[1:3]
+    def _schedule(self, height, width):
+        """Per iteration the window's side and the index of its L2 pattern η (eq. (2)) in a stack
+        of the distinct sides' patterns, zero-padded to the largest side."""
+        sides = []
         for i in range(self.n_queries):
-            active = np.flatnonzero(margin_best > 0)
-            if active.size == 0:
-                break
-            p = p_schedule(i, self.p_init, self.n_queries)
-            propose = self._propose_linf if self.norm == "linf" else self._propose_l2
-            x_new = propose(x[active], x_best[active], p, rng)
-            margin_new = margin(self._logits(model_fn, x_new), y[active])
-            better = margin_new < margin_best[active]  # Algorithm 1: accept if the loss decreases
-            margin_best[active[better]] = margin_new[better]
-            x_best[active[better]] = x_new[better]
-            if callback is not None:
-                callback(restart, i, index.copy(), margin_best.copy())
-        return x_best, margin_best
+            side = square_side(p_schedule(i, self.p_init, self.n_queries), height, width)
+            if self.norm == "l2":  # Algorithm 3: an odd side of at least 3 where the image allows
+                side = max(side, min(3, height, width))
+                if side % 2 == 0 and side < min(height, width):
+                    side += 1
+            sides.append(side)
+        distinct = sorted(set(sides)) if self.norm == "l2" else [1]
+        largest = max(distinct)
+        patterns = np.zeros((len(distinct), largest, largest))
+        for k, side in enumerate(distinct):
+            patterns[k, :side, :side] = eta_pattern(side) if self.norm == "l2" else 0.0
+        stages = [distinct.index(s) for s in sides] if self.norm == "l2" else [0] * len(sides)
+        return np.array(sides, np.int32), np.array(stages, np.int32), patterns
 
-    def _windows(self, rng, n, height, width, side):
-        return _windows(rng, n, height, width, side, self.window_positions == "release")
+    def _search(self, forward, record, x, y, x_best, seed, sides, stages, patterns):
+        """Algorithm 1 on a batch, every query inside one graph: the start's margins, then per
+        iteration a proposal for the examples still correctly classified (margin > 0), one query
+        of the model on them, and the accepted improvements. Returns (x̂, best margins, the best
+        margins after each iteration when ``record``, else an empty history)."""
+        margin_best = _margin(forward(x_best), y)
+        propose = self._propose_linf if self.norm == "linf" else self._propose_l2
+        history = tf.TensorArray(tf.float64, size=0, dynamic_size=True, element_shape=[None])
+
+        def keep_going(i, x_best, margin_best, history):
+            return (i < tf.size(sides)) & tf.reduce_any(margin_best > 0)
+
+        def query(i, x_best, margin_best, history):
+            active = tf.where(margin_best > 0)[:, 0]
+            x_act = tf.gather(x, active)
+            x_new = propose(x_act, tf.gather(x_best, active), sides[i],
+                            patterns[stages[i]], tf.random.experimental.stateless_fold_in(seed, i))
+            margin_new = _margin(forward(x_new), tf.gather(y, active))
+            better = margin_new < tf.gather(margin_best, active)  # Algorithm 1: loss decreases
+            rows = tf.boolean_mask(active, better)[:, None]
+            x_best = tf.tensor_scatter_nd_update(x_best, rows, tf.boolean_mask(x_new, better))
+            margin_best = tf.tensor_scatter_nd_update(margin_best, rows,
+                                                      tf.boolean_mask(margin_new, better))
+            if record:
+                history = history.write(i, margin_best)
+            return i + 1, x_best, margin_best, history
+
+        _, x_best, margin_best, history = tf.while_loop(
+            keep_going, query, [tf.constant(0), x_best, margin_best, history])
+        if not record:
+            return x_best, margin_best, tf.zeros([0, tf.shape(y)[0]], tf.float64)
+        return x_best, margin_best, history.stack()
+
+    def _windows(self, seed, n, height, width, side):
+        """(n, H, W) boolean windows of side ``side`` and their corners (top, left), uniform on
+        {0, …, H − side} (``release``: {0, …, max(H − side − 1, 0)}, the released code's
+        ``randint(0, H − side)``)."""
+        release = self.window_positions == "release"
+        corners = []
+        for part, extent in zip(tf.unstack(tf.random.experimental.stateless_split(seed, 2)),
+                                (height, width)):
+            end = tf.maximum(extent - side, 1) if release else extent - side + 1
+            corners.append(tf.random.stateless_uniform([n], part, 0, end, dtype=tf.int32))
+        top, left = corners
+        rows, cols = tf.range(height)[None], tf.range(width)[None]
+        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
+        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
+        return in_rows[:, :, None] & in_cols[:, None, :], top, left
+
+    def _signs(self, seed, shape, dtype):
+        bits = tf.random.stateless_uniform(shape, seed, 0, 2, dtype=tf.int32)
+        return tf.cast(2 * bits - 1, dtype)
+
+    def _box(self, x_new):
+        return tf.clip_by_value(x_new, self.pixel_range.low, self.pixel_range.high)
 
     # ---------------------------------------------------------------------------------- Linf
     def _init_linf(self, x, rng):
@@ -218,17 +294,17 @@ class SquareAttack(Attack):
         return np.clip(x + self.eps * stripes, self.pixel_range.low,
                        self.pixel_range.high).astype(np.float32)
 
-    def _propose_linf(self, x, x_best, p, rng):
+    def _propose_linf(self, x, x_best, side, pattern, seed):
         """Algorithm 2: a window of side h (random position r, s ∈ {0, …, H − h} per example) set to
         x̂ ± 2ε, one sign per channel, then projected onto the ball and the box."""
-        eps = self.eps
-        n, height, width, channels = x.shape
-        side = square_side(p, height, width)
-        window = self._windows(rng, n, height, width, side)[..., None]
-        signs = rng.choice(np.array([-2.0, 2.0], np.float32), size=(n, 1, 1, channels))
-        x_new = x_best + eps * window * signs
-        x_new = np.clip(x_new, x - eps, x + eps)
-        return np.clip(x_new, self.pixel_range.low, self.pixel_range.high).astype(np.float32)
+        del pattern  # L2 only
+        n = tf.shape(x)[0]
+        _, height, width, channels = x.shape
+        at_window, at_signs = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        window = tf.cast(self._windows(at_window, n, height, width, side)[0], tf.float32)[..., None]
+        signs = 2.0 * self._signs(at_signs, [n, 1, 1, channels], tf.float32)
+        x_new = x_best + self.eps * window * signs
+        return self._box(tf.clip_by_value(x_new, x - self.eps, x + self.eps))
 
     # ------------------------------------------------------------------------------------ L2
     def _init_l2(self, x, rng):
@@ -248,37 +324,43 @@ class SquareAttack(Attack):
         delta *= self.eps / np.maximum(_l2(delta), 1e-12)[:, None, None, None]
         return np.clip(x + delta, self.pixel_range.low, self.pixel_range.high).astype(np.float32)
 
-    def _propose_l2(self, x, x_best, p, rng):
+    def _propose_l2(self, x, x_best, side, pattern, seed):
         """Algorithm 3 (L2 sampling distribution): two windows W1, W2 of side h; per channel the
         mass of ν = x̂ − x on W1 ∪ W2 plus an equal share of the unused budget ε² − ‖ν‖² is moved
-        onto W1 as ±η* (eq. (2), random sign and orientation) added to W1's normalised old
-        content; W2 is emptied. ‖ν‖₂ stays ε (rescaled down if rounding exceeds it), then the
-        box is applied."""
+        onto W1 as ±η* (eq. (2): ``pattern``, random sign and orientation) added to W1's normalised
+        old content; W2 is emptied. ‖ν‖₂ stays ε (rescaled down if rounding exceeds it), then the
+        box is applied. In float64, as the norms are."""
         eps = self.eps
-        n, height, width, channels = x.shape
-        side = square_side(p, height, width)
-        side = max(side, min(3, height, width))
-        if side % 2 == 0 and side < min(height, width):
-            side += 1
-        nu = (x_best - x).astype(np.float64)
-        unused = np.maximum(eps ** 2 - _l2(nu) ** 2, 0.0)
-        w1 = self._windows(rng, n, height, width, side)
-        w2 = self._windows(rng, n, height, width, side)
-        union = (w1 | w2)[..., None]
-        union_norm2 = np.sum(np.square(nu * union), axis=(1, 2))              # (n, c)
-        idx = _window_index(w1, side)
-        old = nu[idx]                                                          # (n, s, s, c)
-        old = old / (np.sqrt(np.sum(np.square(old), axis=(1, 2), keepdims=True)) + 1e-12)
-        pattern = eta_pattern(side)
-        patterns = np.where(rng.uniform(size=(n, 1, 1)) < 0.5, pattern[None], pattern.T[None])
-        signs = rng.choice(np.array([-1.0, 1.0]), size=(n, 1, 1, channels))
-        new = patterns[..., None] * signs + old
-        new /= np.sqrt(np.sum(np.square(new), axis=(1, 2), keepdims=True)) + 1e-12
-        avail = np.sqrt(union_norm2 + unused[:, None] / channels)              # (n, c)
-        nu = np.where(w2[..., None], 0.0, nu)
-        nu[idx] = new * avail[:, None, None, :]
-        nu *= np.minimum(1.0, eps / np.maximum(_l2(nu), 1e-12))[:, None, None, None]
-        return np.clip(x + nu, self.pixel_range.low, self.pixel_range.high).astype(np.float32)
+        n = tf.shape(x)[0]
+        _, height, width, channels = x.shape
+        seeds = tf.random.experimental.stateless_split(seed, 4)
+        at_w1, at_w2, at_turn, at_signs = tf.unstack(seeds)
+        x64 = tf.cast(x, tf.float64)
+        nu = tf.cast(x_best, tf.float64) - x64
+        unused = tf.maximum(eps ** 2 - _sq_norm(nu), 0.0)                             # (n,)
+        w1, top, left = self._windows(at_w1, n, height, width, side)
+        w2 = self._windows(at_w2, n, height, width, side)[0]
+        union_norm2 = tf.reduce_sum(tf.square(tf.where((w1 | w2)[..., None], nu, 0.0)), [1, 2])
+        old = tf.where(w1[..., None], nu, 0.0)
+        old /= tf.sqrt(tf.reduce_sum(tf.square(old), [1, 2], keepdims=True)) + 1e-12
+        # η* on W1: pattern[r − top, c − left], or its transpose, at random per example.
+        rows = tf.clip_by_value(tf.range(height)[None] - top[:, None], 0, tf.shape(pattern)[0] - 1)
+        cols = tf.clip_by_value(tf.range(width)[None] - left[:, None], 0, tf.shape(pattern)[1] - 1)
+        grid = tf.stack([tf.broadcast_to(rows[:, :, None], [n, height, width]),
+                         tf.broadcast_to(cols[:, None, :], [n, height, width])], -1)
+        upright = tf.random.stateless_uniform([n, 1, 1], at_turn, dtype=tf.float64) < 0.5
+        placed = tf.where(upright, tf.gather_nd(pattern, grid),
+                          tf.gather_nd(tf.transpose(pattern), grid))
+        new = tf.where(w1, placed, 0.0)[..., None] * self._signs(at_signs, [n, 1, 1, channels],
+                                                                 tf.float64) + old
+        new /= tf.sqrt(tf.reduce_sum(tf.square(new), [1, 2], keepdims=True)) + 1e-12
+        avail = tf.sqrt(union_norm2 + unused[:, None] / channels)                    # (n, c)
+        nu = tf.where(w2[..., None], tf.zeros_like(nu), nu)
+        nu = tf.where(w1[..., None], new * avail[:, None, None, :], nu)
+        norm = tf.maximum(tf.sqrt(_sq_norm(nu)), 1e-12)
+        scale = tf.minimum(tf.constant(1.0, tf.float64), eps / norm)
+        nu *= scale[:, None, None, None]
+        return self._box(tf.cast(x64 + nu, tf.float32))
 
 
 def eta_pattern(side: int) -> np.ndarray:
@@ -300,27 +382,17 @@ def eta_pattern(side: int) -> np.ndarray:
     return pattern / np.sqrt(np.sum(pattern ** 2))
 
 
-def _windows(rng, n, height, width, side, release=False):
-    """Boolean (n, H, W) masks of side×side windows at uniform positions r, s ∈ {0, …, H − side}
-    (``release``: {0, …, max(H − side − 1, 0)}, the released code's ``randint(0, H − side)``)."""
-    top_end = max(height - side, 1) if release else height - side + 1
-    left_end = max(width - side, 1) if release else width - side + 1
-    top = rng.integers(0, top_end, size=n)
-    left = rng.integers(0, left_end, size=n)
-    rows, cols = np.arange(height), np.arange(width)
-    in_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + side)
-    in_cols = (cols[None] >= left[:, None]) & (cols[None] < left[:, None] + side)
-    return in_rows[:, :, None] & in_cols[:, None, :]
+def _margin(logits, labels):
+    """:func:`margin` in the graph, in float64."""
+    logits = tf.cast(logits, tf.float64)
+    true = tf.gather(logits, labels, batch_dims=1)
+    others = tf.where(tf.one_hot(labels, tf.shape(logits)[-1]) > 0.5,
+                      tf.constant(-np.inf, tf.float64), logits)
+    return true - tf.reduce_max(others, axis=-1)
 
 
-def _window_index(mask, side):
-    """Fancy index (n, side, side) selecting each example's window given its (n, H, W) mask."""
-    n = mask.shape[0]
-    top = np.argmax(mask.any(axis=2), axis=1)
-    left = np.argmax(mask.any(axis=1), axis=1)
-    rows = top[:, None] + np.arange(side)[None]
-    cols = left[:, None] + np.arange(side)[None]
-    return (np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :])
+def _sq_norm(t):
+    return tf.reduce_sum(tf.square(tf.reshape(t, [tf.shape(t)[0], -1])), axis=-1)
 
 
 def _l2(t):
