@@ -153,6 +153,37 @@ def fosc_cifar_cnn(num_classes, input_shape, *, name="fosc_cifar_cnn"):
     return keras.Model(inputs, outputs, name=name)
 
 
+def wong_mnist_cnn(num_classes, input_shape, *, name="wong_mnist_cnn"):
+    """Wong, Rice & Kolter's MNIST network (``locuslab/fast_adversarial``, ``MNIST/mnist_net.py``;
+    Fast AT's MNIST runs).
+
+    conv4x4 16, stride 2, padding 1 + ReLU -> conv4x4 32, stride 2, padding 1 + ReLU -> flatten
+    (NHWC order; the release flattens NCHW, which only matters when porting its weights) -> FC 100
+    + ReLU -> FC num_classes (logits); no BatchNorm, PyTorch's default initialisation.
+    166,406 parameters for 28x28x1 inputs and 10 classes (28 -> 14 -> 7).
+    """
+    sizes = [input_shape[0], input_shape[1]]
+    for _ in range(2):
+        sizes = [conv_output_size(s + 2, 4, 2) for s in sizes]
+    check_spatial(name, input_shape, min(sizes))
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x, fan_in = inputs, 16 * int(input_shape[-1])
+    for index, filters in enumerate((16, 32), 1):
+        x = keras.layers.ZeroPadding2D(1, name=f"pad{index}")(x)
+        x = keras.layers.Conv2D(filters, 4, strides=2, activation="relu",
+                                kernel_initializer=torch_default_kernel_init(),
+                                bias_initializer=torch_default_bias_init(fan_in),
+                                name=f"conv{index}")(x)
+        fan_in = 16 * filters
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(100, activation="relu", kernel_initializer=torch_default_kernel_init(),
+                           bias_initializer=torch_default_bias_init(32 * sizes[0] * sizes[1]),
+                           name="fc1")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=torch_default_kernel_init(),
+                                 bias_initializer=torch_default_bias_init(100), name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def digits_cnn(num_classes, input_shape, *, name="digits_cnn"):
     """A small, fast CNN for scikit-learn's 8x8 digits (project-specific; no paper/release).
 
@@ -170,4 +201,5 @@ def digits_cnn(num_classes, input_shape, *, name="digits_cnn"):
     return keras.Model(inputs, outputs, name=name)
 
 
-__all__ = ["madry_mnist_cnn", "trades_smallcnn", "fosc_mnist_cnn", "fosc_cifar_cnn", "digits_cnn"]
+__all__ = ["madry_mnist_cnn", "trades_smallcnn", "fosc_mnist_cnn", "fosc_cifar_cnn", "wong_mnist_cnn",
+           "digits_cnn"]

@@ -25,7 +25,9 @@ def define_attack_flags():
     flags.DEFINE_float("eps", None, "Perturbation budget in pixel levels out of 255.")
     flags.DEFINE_float("step_size", None, "Attack step in pixel levels out of 255.")
     flags.DEFINE_integer("num_steps", None, "Attack iterations during training.")
-    flags.DEFINE_enum("random_start", "uniform", ["uniform", "gaussian", "none"], "Attack start.")
+    flags.DEFINE_enum("random_start", "uniform", ["uniform", "uniform_unclipped", "gaussian", "none"],
+                      "Attack start (uniform_unclipped: uniform in the eps-ball, not clipped to the "
+                      "pixel range before the first gradient).")
     flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Threat model.")
     flags.DEFINE_float("eps_warmup_epochs", 0.0, "Grow the training eps and step linearly from 0 "
                        "to full over this many epochs (0: full eps from the start).")

@@ -57,9 +57,11 @@ def test_registry_recipe_and_presets():
     cifar, mnist = recipes.get("fast_cifar10"), recipes.get("fast_mnist")
     assert (cifar.model, cifar.epochs, cifar.lr, cifar.lr_schedule, cifar.lr_peak_fraction) == (
         "preact_resnet18", 15, 0.2, "cyclic", 0.5)
-    assert (mnist.optimizer, mnist.epochs, mnist.lr, mnist.lr_peak_fraction) == (
-        "adam", 10, 5e-3, 0.4)
+    assert (mnist.model, mnist.optimizer, mnist.epochs, mnist.lr, mnist.lr_peak_fraction) == (
+        "wong_mnist_cnn", "adam", 10, 5e-3, 0.4)
     assert mnist.step_size == pytest.approx(0.375 * 255) and mnist.eps == pytest.approx(76.5)
+    assert (fast_recipe.release_start("fast_mnist"), fast_recipe.release_start("fast_cifar10"),
+            fast_recipe.release_start("digits")) == ("uniform_unclipped", "uniform", "uniform")
     assert fast_recipe.script_preset("cifar10") == "fast_cifar10"
     assert fast_recipe.script_preset("digits") == "digits"
 
@@ -133,6 +135,41 @@ def test_fit_with_the_guard_batch_logs_its_pgd_accuracy(digits):
                for a, b in zip(before, model.network.trainable_variables)) > 0
 
 
+@pytest.mark.parametrize("random_start", ["uniform", "uniform_unclipped"])
+def test_the_mnist_release_takes_the_gradient_at_the_unclipped_start(random_start):
+    """The MNIST release: δ0 uniform in the ε-ball, the gradient at x + δ0 even outside [0,1], then
+    x' = clip_range(x + clip(δ0 + α·sign(∇CE(x + δ0)), -ε, ε)); the CIFAR-10 release clips x + δ0
+    to the range first."""
+    eps, alpha = 0.3, 0.375
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=64).astype("float32")
+    net = testing.linear_two_class_model(w, 0.1)
+    x = rng.uniform(size=(8, 8, 8, 1)).astype("float32")
+    x[:, :3] = 0.0  # MNIST's background
+    y = (np.arange(8) % 2).astype("int32")
+    seen = []
+
+    def recording(images):
+        seen.append(images.numpy())
+        return net(images, training=False)
+
+    x_adv = fast_lib.fgsm_rs_attack(eps=eps, alpha=alpha, seed=3,
+                                    random_start=random_start)(recording, x, y).numpy()
+    x0 = seen[-1]  # the input of the gradient pass
+    delta0 = x0 - x
+    assert np.abs(delta0).max() <= eps + 1e-6
+    if random_start == "uniform":
+        assert x0.min() >= 0.0
+    else:
+        assert np.mean(x0[:, :3] < 0) > 0.3  # about half the background starts below 0
+    s = x0.reshape(8, -1) @ w + 0.1
+    grad = ((1 / (1 + np.exp(-s)) - y)[:, None] * w[None, :]).reshape(x.shape)
+    want = np.clip(x + np.clip(delta0 + alpha * np.sign(grad), -eps, eps), 0.0, 1.0)
+    np.testing.assert_allclose(x_adv, want, atol=1e-6)
+    with pytest.raises(ValueError, match="Received: 'gaussian'"):
+        fast_lib.fgsm_rs_attack(eps=eps, random_start="gaussian")
+
+
 def test_recipe_training_builds_fgsm_rs_and_reads_the_guard_batch():
     cfg = dataclasses_replace_digits(eps=25.5, step_size=6.375, num_steps=7, batch_size=16)
     run, kwargs = fast_recipe.training(cfg, alpha_given=False, guard=True)
@@ -143,6 +180,8 @@ def test_recipe_training_builds_fgsm_rs_and_reads_the_guard_batch():
     assert images.shape == (16, 8, 8, 1) and labels.shape == (16,)
     with pytest.raises(ValueError, match="Received"):
         fast_recipe.training(cfg, guard_drop=1.5)
+    run_unclipped, unclipped = fast_recipe.training(cfg, random_start="uniform_unclipped")
+    assert run_unclipped.random_start == unclipped["attack"].random_start == "uniform_unclipped"
     model = defenses.get("fast", testing.tiny_cnn(seed=0), **kwargs)
     assert model.guard is not None and model.guard.drop == pytest.approx(0.2)
 

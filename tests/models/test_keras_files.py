@@ -32,5 +32,5 @@ def test_a_network_round_trips_through_a_keras_file(name, shape, kwargs, tmp_pat
 def test_every_registered_architecture_round_trips_through_a_keras_file(name, tmp_path):
     shape = ((64, 64, 3) if "imagenet" in name else
              (28, 28, 1) if name in ("fosc_mnist_cnn", "madry_mnist_cnn", "lenet5", "digits_cnn",
-                                     "trades_smallcnn") else (32, 32, 3))
+                                     "trades_smallcnn", "wong_mnist_cnn") else (32, 32, 3))
     test_a_network_round_trips_through_a_keras_file(name, shape, {}, tmp_path)

@@ -117,6 +117,10 @@ PARAM_CASES = [
         + conv(3, 128, 128, True) + conv(3, 128, 196, True) + conv(3, 196, 196, True)
         + 2 * (64 + 64 + 128 + 128 + 196 + 196) + dense(4 * 4 * 196, 256) + 2 * 256
         + dense(256, 10), 64 + 64 + 128 + 128 + 196 + 196 + 256), None),
+    # Wong et al.'s MNIST net (Fast AT): 28 -> 14 -> 7 (k4 s2 p1); 7*7*32 features.
+    ("wong_mnist_cnn", MNIST, {}, counts(
+        conv(4, 1, 16, True) + conv(4, 16, 32, True) + dense(7 * 7 * 32, 100) + dense(100, 10), 0),
+     166_406),
     # Digits CNN: 8 -> pool 4; 4*4*64 features.
     ("digits_cnn", DIGITS, {}, counts(
         conv(3, 1, 32, True) + conv(3, 32, 64, True) + dense(4 * 4 * 64, 128) + dense(128, 10), 0),
@@ -138,6 +142,8 @@ FORWARD_CASES = [
     ("trades_smallcnn", MNIST, {}, 10),
     ("fosc_mnist_cnn", MNIST, {}, 10),
     ("fosc_cifar_cnn", CIFAR, {}, 10),
+    ("wong_mnist_cnn", MNIST, {}, 10),
+    ("wong_mnist_cnn", (5, 7, 3), {}, 4),
     ("digits_cnn", DIGITS, {}, 10),
     ("digits_cnn", (5, 7, 1), {}, 3),
 ]
@@ -153,14 +159,15 @@ BN_CASES = [
     ("lenet5", MNIST, {}, None),
     ("madry_mnist_cnn", MNIST, {}, None),
     ("trades_smallcnn", MNIST, {}, None),
+    ("wong_mnist_cnn", MNIST, {}, None),
     ("digits_cnn", DIGITS, {}, None),
 ]
 
 ALL_NAMES = [
     "madry_wrn", "madry_wrn34", "madry_wrn28", "trades_wrn", "trades_wrn34_10", "resnet18_cifar",
     "resnet20_cifar", "lenet5", "madry_mnist_cnn", "trades_smallcnn", "fosc_mnist_cnn",
-    "fosc_cifar_cnn", "digits_cnn", "resnet_imagenet", "resnet18_imagenet", "resnet50_imagenet",
-    "resnet101_imagenet", "resnet152_imagenet", "rb_wrn_28_10", "rb_wrn_34_10", "dm_wrn",
+    "fosc_cifar_cnn", "wong_mnist_cnn", "digits_cnn", "resnet_imagenet", "resnet18_imagenet",
+    "resnet50_imagenet", "resnet101_imagenet", "resnet152_imagenet", "rb_wrn_28_10", "rb_wrn_34_10", "dm_wrn",
     "dm_wrn_28_10", "dm_wrn_70_16", "preact_resnet18", "tv_resnet", "tv_resnet50",
 ]
 

@@ -11,7 +11,9 @@ SCRIPT = os.path.join(testing.REPO_ROOT, "scripts", "train_fast.py")
 FIELDS = ("model", "eps", "step_size", "num_steps", "epochs", "batch_size", "optimizer", "lr",
           "lr_schedule", "lr_peak_fraction", "weight_decay", "random_start")
 CASES = [["--dataset=cifar10"], ["--dataset=digits"], ["--dataset=digits", "--step_size=51"],
-         ["--dataset=digits", "--early_stop", "--guard_drop=2"], ["--lr_peak_fraction=1"]]
+         ["--dataset=digits", "--early_stop", "--guard_drop=2"], ["--lr_peak_fraction=1"],
+         ["--dataset=mnist"], ["--dataset=mnist", "--random_start=uniform"],
+         ["--dataset=digits", "--random_start=gaussian"]]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,14 @@ def test_cifar10_takes_the_release_settings(resolved):
     assert attack["eps"] == pytest.approx(8 / 255)
     assert attack["step_size"] == pytest.approx(10 / 255)
     assert (attack["num_steps"], attack["random_start"]) == (1, "uniform")
+
+
+def test_mnist_takes_the_release_network_and_unclipped_start(resolved):
+    mnist, clipped, gaussian = resolved[5], resolved[6], resolved[7]
+    assert mnist["preset"] == "fast_mnist" and mnist["cfg"]["model"] == "wong_mnist_cnn"
+    assert mnist["attack"]["random_start"] == mnist["cfg"]["random_start"] == "uniform_unclipped"
+    assert clipped["attack"]["random_start"] == "uniform"  # the flag overrides the release
+    assert "Received: 'gaussian'" in gaussian["error"]
 
 
 def test_alpha_defaults_to_one_and_a_quarter_eps_elsewhere(resolved):

@@ -154,8 +154,8 @@ class SquareAttack(Attack):
     def _search_fn(self, raw, model_fn, image_shape, record: bool):
         """:meth:`_search` as one ``tf.function`` (any batch size; one trace per image shape and
         ``record``). Keras models, and pass-counted ones, run inside the graph, from the compile
-        cache; other callables (they may hold host-side code) through ``tf.numpy_function``,
-        traced afresh for each call."""
+        cache; other callables (they may hold host-side code) eagerly through ``tf.py_function``,
+        in a function traced afresh for each call."""
         images = tf.TensorSpec([None, *image_shape], tf.float32)
         signature = [images, tf.TensorSpec([None], tf.int64), images, tf.TensorSpec([2], tf.int32),
                      tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32),
@@ -169,8 +169,7 @@ class SquareAttack(Attack):
             return self.compiled(model_fn, build, static=(tuple(image_shape), record))
 
         def on_host(t):
-            out = tf.numpy_function(lambda a: np.asarray(model_fn(tf.constant(a)), np.float32),
-                                    [t], tf.float32, stateful=True)
+            out = tf.py_function(lambda a: tf.cast(model_fn(a), tf.float32), [t], tf.float32)
             out.set_shape([None, None])
             return out
 

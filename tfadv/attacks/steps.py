@@ -12,7 +12,7 @@ from tfadv.registry import Registry
 
 STEPS = Registry("norm")
 
-RANDOM_STARTS = ("uniform", "gaussian", "none")
+RANDOM_STARTS = ("uniform", "uniform_unclipped", "gaussian", "none")
 
 
 def _per_example_norm(t, ord_: str):
@@ -28,7 +28,10 @@ class _Step:
     def random_init(self, x, eps, kind: str, *, gaussian_std: float = 1e-3, seed=None):
         """Starting point x⁰ of a run.
 
-        ``uniform``: x + δ with δ uniform in the eps-ball (Madry; BAT eq. 3).
+        ``uniform``: x + δ with δ uniform in the eps-ball (Madry; BAT eq. 3); the attack clips it
+        to the pixel range before the first gradient.
+        ``uniform_unclipped``: the same x + δ, left outside the range for the first gradient (Fast
+        AT's MNIST release; the first step's projection brings it back).
         ``gaussian``: x + σ·N(0, I) with σ=0.001 (TRADES' release; not clipped before the first step).
         ``none``: x itself (FGSM, deterministic PGD).
         """
@@ -36,7 +39,7 @@ class _Step:
             return x
         if kind == "gaussian":
             return x + gaussian_std * tf.random.normal(tf.shape(x), dtype=x.dtype, seed=seed)
-        if kind == "uniform":
+        if kind in ("uniform", "uniform_unclipped"):
             return x + self._uniform_ball(x, eps, seed)
         raise ValueError(f"Unknown random start. Expected one of {RANDOM_STARTS}. Received: {kind!r}.")
 

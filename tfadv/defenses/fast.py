@@ -32,13 +32,22 @@ GUARD_STEP_RATIO = 0.25
 GUARD_DROP = 0.2
 
 
+#: FGSM-RS's starts: clipped to the pixel range before the gradient (the CIFAR-10 release) or not
+#: (the MNIST release).
+STARTS = ("uniform", "uniform_unclipped")
+
+
 def fgsm_rs_attack(*, eps: float, alpha: Optional[float] = None, pixel_range="[0,1]",
-                   seed: Optional[int] = None):
+                   seed: Optional[int] = None, random_start: str = "uniform"):
     """FGSM-RS in input units: one signed step of ``alpha`` (default 1.25·ε) on the CE from a
-    uniform start in the ε-ball, projected to the ball and the pixel range."""
+    uniform start in the ε-ball (``uniform``: clipped to the pixel range first, as the CIFAR-10
+    release; ``uniform_unclipped``: as the MNIST release), projected to the ball and the range."""
+    if random_start not in STARTS:
+        raise ValueError(f"FGSM-RS starts uniformly in the eps-ball: random_start must be one of "
+                         f"{STARTS}. Received: {random_start!r}.")
     alpha = ALPHA_RATIO * eps if alpha is None else alpha
     return attacks_lib.IterativeAttack(eps=eps, step_size=alpha, num_steps=1, loss="ce",
-                                       random_start="uniform",
+                                       random_start=random_start,
                                        pixel_range=ranges_lib.get_range(pixel_range), seed=seed,
                                        name="fgsm_rs")
 

@@ -4,8 +4,9 @@
 training attack (input units) and, with the guard, reads its fixed training mini-batch, once.
 
 CIFAR-10: PreAct ResNet-18, ε 8, α 10, 15 epochs of batch 128, SGD momentum 0.9, weight decay
-5e-4, LR one cycle 0 → 0.2 → 0 peaking at half of training. MNIST: ε 0.3, α 0.375, 10 epochs of
-batch 100, Adam, LR 0 → 5e-3 at 2/5 of training → 0.
+5e-4, LR one cycle 0 → 0.2 → 0 peaking at half of training. MNIST: the release's network
+(``wong_mnist_cnn``: two stride-2 convs and two dense layers), ε 0.3, α 0.375, 10 epochs of batch
+100, Adam, LR 0 → 5e-3 at 2/5 of training → 0.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _CIFAR10 = base.Preset(
     lr_schedule="cyclic", lr_peak_fraction=0.5, eval_attacks="clean,fgsm,pgd-20,pgd-50",
     eval_step_size=2.0)
 _MNIST = base.Preset(
-    model="madry_mnist_cnn", pixel_range="[0,1]", eps=0.3 * _LEVELS, step_size=0.375 * _LEVELS,
+    model="wong_mnist_cnn", pixel_range="[0,1]", eps=0.3 * _LEVELS, step_size=0.375 * _LEVELS,
     num_steps=1, epochs=10, batch_size=100, optimizer="adam", lr=5e-3, weight_decay=0.0,
     lr_schedule="cyclic", lr_peak_fraction=0.4, eval_attacks="clean,fgsm,pgd-20,pgd-50",
     eval_step_size=0.01 * _LEVELS)
@@ -33,6 +34,10 @@ _MNIST = base.Preset(
 #: preset name -> (Preset, source).
 FAST_PRESETS = {"fast_cifar10": (_CIFAR10, "the release's CIFAR10/train_fgsm.py"),
                 "fast_mnist": (_MNIST, "the release's MNIST/train_mnist.py")}
+#: preset name -> FGSM-RS's start: the CIFAR-10 release clips the uniform start to the pixel range
+#: before the gradient, the MNIST release does not (``delta`` is clamped to the range only after the
+#: step); any other preset: clipped.
+RELEASE_STARTS = {"fast_cifar10": "uniform", "fast_mnist": "uniform_unclipped"}
 
 
 def defense_kwargs(pixel_range="[0,1]", *, seed: Optional[int] = None) -> dict:
@@ -76,12 +81,18 @@ def guard_batch(cfg) -> GuardBatch:
     return GuardBatch(images.numpy(), labels.numpy(), cfg.dataset)
 
 
+def release_start(preset: Optional[str]) -> str:
+    """FGSM-RS's start for a run of ``preset`` (:data:`RELEASE_STARTS`; ``uniform`` otherwise)."""
+    return RELEASE_STARTS.get(preset, "uniform")
+
+
 def training(cfg, *, alpha_given: bool = True, guard: bool = False,
-             guard_drop: float = fast_lib.GUARD_DROP):
+             guard_drop: float = fast_lib.GUARD_DROP, random_start: str = "uniform"):
     """(run configuration, fast kwargs) for the resolved ``cfg`` (pixel levels): FGSM-RS at
-    ``cfg.eps`` with α = ``cfg.step_size`` (1.25·ε when ``alpha_given`` is False), built once in
-    input units; with ``guard``, the catastrophic-overfitting guard on :func:`guard_batch`. The
-    returned configuration records the one uniform-start step actually used."""
+    ``cfg.eps`` with α = ``cfg.step_size`` (1.25·ε when ``alpha_given`` is False) from
+    ``random_start`` (:data:`tfadv.defenses.fast.STARTS`), built once in input units; with
+    ``guard``, the catastrophic-overfitting guard on :func:`guard_batch`. The returned
+    configuration records the one uniform-start step actually used."""
     if cfg.norm != "linf":
         raise ValueError(f"Fast AT is an Linf method (FGSM). Received: norm={cfg.norm!r}.")
     if not 0 < float(guard_drop) <= 1:
@@ -89,12 +100,13 @@ def training(cfg, *, alpha_given: bool = True, guard: bool = False,
     alpha = cfg.step_size if alpha_given else fast_lib.ALPHA_RATIO * cfg.eps
     attack = fast_lib.fgsm_rs_attack(eps=base.to_input(cfg.eps, cfg.pixel_range),
                                      alpha=base.to_input(alpha, cfg.pixel_range),
-                                     pixel_range=cfg.pixel_range, seed=cfg.seed)
+                                     pixel_range=cfg.pixel_range, seed=cfg.seed,
+                                     random_start=random_start)
     kwargs = {"attack": attack, "guard_drop": guard_drop}
     if guard:
         kwargs["guard_batch"] = guard_batch(cfg)
     cfg = dataclasses.replace(cfg, step_size=round(float(alpha), 6), num_steps=1,
-                              random_start="uniform")
+                              random_start=random_start)
     return cfg, kwargs
 
 
