@@ -255,17 +255,26 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
     Args:
         batch: ``(images, labels)``, the fixed mini-batch (input units, in the attack's range).
         attack: the PGD that measures it (the release: 5 steps of 2/255 at ε = 8/255, 1 restart).
-        drop: the largest tolerated fall of the accuracy between two checks (the release's 0.2).
+        drop: the largest tolerated fall of the accuracy (the release's 0.2).
+        reference: what the fall is measured from: ``previous``, the last check (the release's; a
+            collapse within one epoch), or ``best``, the best check so far, whose weights are then
+            the ones restored (also a collapse spread over several epochs; ours).
 
     The defense (``tfadv.defenses.fast``) lists it in ``required_callbacks`` when given a batch.
     Each epoch's value is logged as ``guard_pgd_acc``; ``stopped_epoch`` is the 0-based epoch of the
     collapse (``None`` while none happened) and ``restored_acc`` the accuracy of the weights kept.
     """
 
-    def __init__(self, batch, attack, drop: float = 0.2):
+    REFERENCES = ("previous", "best")
+
+    def __init__(self, batch, attack, drop: float = 0.2, reference: str = "previous"):
         super().__init__()
         if not 0 < float(drop) <= 1:
             raise ValueError(f"drop must be an accuracy fall in (0, 1]. Received: drop={drop!r}.")
+        if reference not in self.REFERENCES:
+            raise ValueError(f"reference must be one of {self.REFERENCES}. "
+                             f"Received: reference={reference!r}.")
+        self.reference = reference
         images, labels = batch
         if len(images) == 0 or len(images) != len(labels):
             raise ValueError("The guard needs a non-empty batch of as many labels as images. "
@@ -301,9 +310,12 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
             self.model.network.set_weights(self.good_weights)
             self.stopped_epoch, self.restored_acc = epoch, self.previous_acc
             self.model.stop_training = True
+            which = "previous" if self.reference == "previous" else "best"
             print(f"Catastrophic overfitting at epoch {epoch + 1}: PGD accuracy on the guard batch "
-                  f"fell from {self.previous_acc:.4f} to {acc:.4f} (more than {self.drop:g}); "
-                  f"restored the weights of the previous check and stopped training.", flush=True)
+                  f"fell from {self.previous_acc:.4f} ({which} check) to {acc:.4f} (more than "
+                  f"{self.drop:g}); restored the weights of that check and stopped training.",
+                  flush=True)
             return
-        self.previous_acc = acc
-        self.good_weights = self.model.network.get_weights()
+        if self.reference == "previous" or acc >= self.previous_acc:
+            self.previous_acc = acc
+            self.good_weights = self.model.network.get_weights()

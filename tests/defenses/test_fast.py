@@ -78,8 +78,8 @@ class ScriptedGuard(callbacks.CatastrophicOverfittingGuard):
     """The guard with its PGD accuracy scripted per epoch (a forced collapse); records the
     network's weights each time it is measured (before any restore)."""
 
-    def __init__(self, accuracies, batch):
-        super().__init__(batch, attacks.get("noop"))
+    def __init__(self, accuracies, batch, reference="previous"):
+        super().__init__(batch, attacks.get("noop"), reference=reference)
         self.accuracies = list(accuracies)
         self.measured = []
 
@@ -115,6 +115,26 @@ def test_the_guard_does_nothing_without_a_collapse(digits):
     assert len(history["loss"]) == 3 and guard.stopped_epoch is None
     for last, now in zip(guard.measured[2], model.network.get_weights()):
         np.testing.assert_array_equal(now, last)
+
+
+def test_a_slow_collapse_passes_the_release_guard_but_not_the_best_reference(digits, capsys):
+    # Falls of at most 0.08 between checks, 0.23 below the best (epoch 2): the release's guard
+    # (from the previous check) lets it through; from the best check it stops at epoch 5 and
+    # restores the weights checked after epoch 2.
+    accuracies = [0.30, 0.33, 0.26, 0.18, 0.10, 0.30]
+    batch = (digits[0][:8], digits[1][:8])
+    release = ScriptedGuard(accuracies[:5], batch)
+    _, history = fit_with(release, digits, epochs=5)
+    assert len(history["loss"]) == 5 and release.stopped_epoch is None
+    best = ScriptedGuard(accuracies, batch, reference="best")
+    model, history = fit_with(best, digits, epochs=6)
+    assert len(history["loss"]) == 5 and best.stopped_epoch == 4
+    assert best.restored_acc == pytest.approx(0.33)
+    for kept, now in zip(best.measured[1], model.network.get_weights()):
+        np.testing.assert_array_equal(now, kept)
+    assert "fell from 0.3300 (best check) to 0.1000" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="Received: reference='last'"):
+        callbacks.CatastrophicOverfittingGuard(batch, attacks.get("noop"), reference="last")
 
 
 def test_fit_with_the_guard_batch_logs_its_pgd_accuracy(digits):
@@ -180,10 +200,13 @@ def test_recipe_training_builds_fgsm_rs_and_reads_the_guard_batch():
     assert images.shape == (16, 8, 8, 1) and labels.shape == (16,)
     with pytest.raises(ValueError, match="Received"):
         fast_recipe.training(cfg, guard_drop=1.5)
-    run_unclipped, unclipped = fast_recipe.training(cfg, random_start="uniform_unclipped")
+    run_unclipped, unclipped = fast_recipe.training(cfg, random_start="uniform_unclipped",
+                                                    guard_reference="best")
+    assert unclipped["guard_reference"] == "best"
     assert run_unclipped.random_start == unclipped["attack"].random_start == "uniform_unclipped"
     model = defenses.get("fast", testing.tiny_cnn(seed=0), **kwargs)
     assert model.guard is not None and model.guard.drop == pytest.approx(0.2)
+    assert model.guard.reference == "previous"
 
 
 def dataclasses_replace_digits(**fields):

@@ -17,8 +17,9 @@ CIFAR-10 PreAct ResNet-18 in [0,1], eps 8, alpha 10, 15 epochs of batch 128, SGD
 MNIST the release's wong_mnist_cnn, eps 76.5 (0.3), alpha 95.625 (0.375), 10 epochs of batch 100,
 Adam, LR 0 -> 5e-3 (at 2/5) -> 0, unclipped start. --early_stop checks the PGD-5 (step eps/4)
 accuracy on a fixed training mini-batch after every epoch and, when it falls by more than
---guard_drop, restores the previous epoch's weights and stops. --precision=fp16|bf16 trains in mixed
-precision. Sizes are pixel levels out of 255. Run with --helpfull for every flag.
+--guard_drop (from the previous check; --guard_reference=best: from the best check so far),
+restores that check's weights and stops. --precision=fp16|bf16 trains in mixed precision. Sizes
+are pixel levels out of 255. Run with --helpfull for every flag.
 """
 
 from absl import flags
@@ -36,6 +37,9 @@ def define_fast_flags():
                       "than --guard_drop restores the previous epoch's weights and stops.")
     flags.DEFINE_float("guard_drop", 0.2, "The fall of the guard's PGD accuracy (absolute, in "
                        "(0, 1]) that stops training (the release's 0.2).")
+    flags.DEFINE_enum("guard_reference", "previous", ["previous", "best"], "What the guard's fall "
+                      "is measured from: the previous epoch's check (the release's) or the best "
+                      "check so far, whose weights are then restored (a slow collapse too).")
 
 
 def resolve(flag_values=FLAGS):
@@ -45,7 +49,8 @@ def resolve(flag_values=FLAGS):
     alpha_given = fv["step_size"].present or str(fv.preset).startswith("fast_")
     start = fv.random_start if fv["random_start"].present else fast_recipe.release_start(fv.preset)
     return fast_recipe.training(cfg, alpha_given=alpha_given, guard=fv.early_stop,
-                                guard_drop=fv.guard_drop, random_start=start)
+                                guard_drop=fv.guard_drop, random_start=start,
+                                guard_reference=fv.guard_reference)
 
 
 def main():

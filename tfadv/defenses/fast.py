@@ -67,17 +67,18 @@ class FastAdversarialTraining(AdversarialModel):
     Args (beyond AdversarialModel's):
         guard_batch: ``(images, labels)``, the fixed training mini-batch of the guard, or None.
         guard_attack: the PGD it measures (default :func:`release_guard_attack` of ``attack``).
-        guard_drop: the fall of its accuracy between two epochs that stops training (0.2).
+        guard_drop: the fall of its accuracy that stops training (0.2).
+        guard_reference: the fall from the ``previous`` check (the release's) or the ``best``.
     """
 
     def __init__(self, network, *, attack, guard_batch=None, guard_attack=None,
-                 guard_drop: float = GUARD_DROP, **kwargs):
+                 guard_drop: float = GUARD_DROP, guard_reference: str = "previous", **kwargs):
         super().__init__(network, attack=attack, **kwargs)
         self._guard = None
         if guard_batch is not None:
             measure = guard_attack if guard_attack is not None else release_guard_attack(attack)
-            self._guard = callbacks_lib.CatastrophicOverfittingGuard(guard_batch, measure,
-                                                                     drop=guard_drop)
+            self._guard = callbacks_lib.CatastrophicOverfittingGuard(
+                guard_batch, measure, drop=guard_drop, reference=guard_reference)
 
     @property
     def guard(self):
@@ -90,8 +91,8 @@ class FastAdversarialTraining(AdversarialModel):
 
 def fast(network, *, attack=None, eps: Optional[float] = None, alpha: Optional[float] = None,
          pixel_range="[0,1]", eval_attack=None, weight_decay: float = 5e-4, guard_batch=None,
-         guard_attack=None, guard_drop: float = GUARD_DROP, seed: Optional[int] = None,
-         **kwargs):
+         guard_attack=None, guard_drop: float = GUARD_DROP, guard_reference: str = "previous",
+         seed: Optional[int] = None, **kwargs):
     """Builds a Fast AT model (``tfadv.defenses.get("fast", network, ...)``): pass ``attack=`` or
     ``eps`` (and optionally ``alpha``, default 1.25·ε) in input units. The release's CIFAR-10
     setting is ``fast(network, **tfadv.recipes.fast.defense_kwargs())``.
@@ -115,4 +116,5 @@ def fast(network, *, attack=None, eps: Optional[float] = None, alpha: Optional[f
             random_start="uniform", pixel_range=attack.pixel_range, name="pgd-10")
     return FastAdversarialTraining(network, attack=attack, eval_attack=eval_attack,
                                    weight_decay=weight_decay, guard_batch=guard_batch,
-                                   guard_attack=guard_attack, guard_drop=guard_drop, **kwargs)
+                                   guard_attack=guard_attack, guard_drop=guard_drop,
+                                   guard_reference=guard_reference, **kwargs)

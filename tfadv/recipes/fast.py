@@ -87,11 +87,13 @@ def release_start(preset: Optional[str]) -> str:
 
 
 def training(cfg, *, alpha_given: bool = True, guard: bool = False,
-             guard_drop: float = fast_lib.GUARD_DROP, random_start: str = "uniform"):
+             guard_drop: float = fast_lib.GUARD_DROP, random_start: str = "uniform",
+             guard_reference: str = "previous"):
     """(run configuration, fast kwargs) for the resolved ``cfg`` (pixel levels): FGSM-RS at
     ``cfg.eps`` with α = ``cfg.step_size`` (1.25·ε when ``alpha_given`` is False) from
     ``random_start`` (:data:`tfadv.defenses.fast.STARTS`), built once in input units; with
-    ``guard``, the catastrophic-overfitting guard on :func:`guard_batch`. The returned
+    ``guard``, the catastrophic-overfitting guard on :func:`guard_batch`, its fall measured from
+    ``guard_reference`` (``previous`` or ``best`` check). The returned
     configuration records the one uniform-start step actually used."""
     if cfg.norm != "linf":
         raise ValueError(f"Fast AT is an Linf method (FGSM). Received: norm={cfg.norm!r}.")
@@ -102,7 +104,7 @@ def training(cfg, *, alpha_given: bool = True, guard: bool = False,
                                      alpha=base.to_input(alpha, cfg.pixel_range),
                                      pixel_range=cfg.pixel_range, seed=cfg.seed,
                                      random_start=random_start)
-    kwargs = {"attack": attack, "guard_drop": guard_drop}
+    kwargs = {"attack": attack, "guard_drop": guard_drop, "guard_reference": guard_reference}
     if guard:
         kwargs["guard_batch"] = guard_batch(cfg)
     cfg = dataclasses.replace(cfg, step_size=round(float(alpha), 6), num_steps=1,
