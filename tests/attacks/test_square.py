@@ -171,6 +171,24 @@ def test_margin_never_increases_and_seed_is_deterministic(tiny_model):
     np.testing.assert_array_equal(x_adv.numpy(), again.numpy())
 
 
+def test_a_start_that_fools_everything_runs_no_iteration():
+    # One example 0.01 from a linear boundary: for some seeds the stripes alone cross it, and then
+    # the search makes no query and the callback is never called.
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=64).astype("float32")
+    x = rng.uniform(0.4, 0.6, size=(1, 8, 8, 1)).astype("float32")
+    model = linear_model(w, -float((x.reshape(1, -1) @ w).max()) - 0.01)
+    y = np.zeros(1, "int64")
+    outcomes = []
+    for seed in range(6):
+        records = []
+        x_adv = attacks.get("square", eps=0.3, n_queries=5, seed=seed)(
+            model, x, y, callback=lambda *args: records.append(args)).numpy()
+        outcomes.append((len(records), predicted(model, x_adv)[0] == 1))
+    assert (0, True) in outcomes and (5, False) in outcomes, outcomes  # fooled at the start, or not
+    assert all(fooled for count, fooled in outcomes if count == 0)
+
+
 def test_only_still_robust_examples_are_queried(tiny_model):
     x = batch_in_range("[0,1]", batch=16, seed=2)
     y = predicted(tiny_model, x)

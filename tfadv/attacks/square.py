@@ -258,9 +258,11 @@ class SquareAttack(Attack):
 
         _, x_best, margin_best, history = tf.while_loop(
             keep_going, query, [tf.constant(0), x_best, margin_best, history])
+        none = tf.zeros([0, tf.shape(y)[0]], tf.float64)
         if not record:
-            return x_best, margin_best, tf.zeros([0, tf.shape(y)[0]], tf.float64)
-        return x_best, margin_best, history.stack()
+            return x_best, margin_best, none
+        # No iteration when the start fooled every example: nothing to stack.
+        return x_best, margin_best, tf.cond(history.size() > 0, history.stack, lambda: none)
 
     def _windows(self, seed, n, height, width, side):
         """(n, H, W) boolean windows of side ``side`` and their corners (top, left), uniform on
