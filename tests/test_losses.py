@@ -95,6 +95,13 @@ def test_cw_margin_hand_cases(labels, kappa, expected):
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_margin_hand_cases_in_float64():
+    # z_y − max_{k≠y} z_k: 2 − 1, 3 − 0.5, a tie 1 − 1, and a wrong class 0 − 4.
+    out = losses.margin(logits=LOGITS.astype(np.float64), labels=np.array([0, 1, 2, 1]))
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out.numpy(), [1.0, 2.5, 0.0, -4.0])
+
+
 def test_cw_margin_default_kappa_is_50_and_matches_numpy():
     labels = np.array([0, 1, 2, 0])
     out = losses.cw_margin(logits=LOGITS, labels=labels).numpy()

@@ -317,11 +317,10 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
             self.model.network.set_weights(self.good_weights)
             self.stopped_epoch, self.restored_acc = epoch, self.previous_acc
             self.model.stop_training = True
-            which = "previous" if self.reference == "previous" else "best"
             print(f"Catastrophic overfitting at epoch {epoch + 1}: PGD accuracy on the guard batch "
-                  f"fell from {self.previous_acc:.4f} ({which} check) to {acc:.4f} (more than "
-                  f"{self.drop:g}); restored the weights of that check and stopped training.",
-                  flush=True)
+                  f"fell from {self.previous_acc:.4f} ({self.reference} check) to {acc:.4f} "
+                  f"(more than {self.drop:g}); restored the weights of that check and stopped "
+                  f"training.", flush=True)
             return
         if self.reference == "previous" or acc >= self.previous_acc:
             self.previous_acc = acc

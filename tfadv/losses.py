@@ -45,6 +45,14 @@ def _true_and_best_other(logits, labels):
     return true_logit, other
 
 
+def margin(*, logits, labels):
+    """Untargeted margin ``z_y − max_{k≠y} z_k`` per example (the Square Attack's loss,
+    Andriushchenko et al. 2020, sec. 3): positive exactly when the example is classified
+    correctly."""
+    true_logit, other = _true_and_best_other(logits, labels)
+    return true_logit - other
+
+
 def cw_margin(*, logits, labels, kappa: float = 50.0):
     """Carlini-Wagner margin loss as in Madry et al.'s release: ``-relu(z_y - max_{k≠y} z_k + κ)``.
 

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfadv import losses as losses_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
 from tfadv.attacks.base import Attack
@@ -221,13 +222,14 @@ class SquareAttack(Attack):
                 if side % 2 == 0 and side < min(height, width):
                     side += 1
             sides.append(side)
-        distinct = sorted(set(sides)) if self.norm == "l2" else [1]
-        largest = max(distinct)
-        patterns = np.zeros((len(distinct), largest, largest))
+        sides = np.array(sides, np.int32)
+        if self.norm == "linf":  # no pattern
+            return sides, np.zeros(len(sides), np.int32), np.zeros((1, 1, 1))
+        distinct = sorted(set(sides.tolist()))
+        patterns = np.zeros((len(distinct), distinct[-1], distinct[-1]))
         for k, side in enumerate(distinct):
-            patterns[k, :side, :side] = eta_pattern(side) if self.norm == "l2" else 0.0
-        stages = [distinct.index(s) for s in sides] if self.norm == "l2" else [0] * len(sides)
-        return np.array(sides, np.int32), np.array(stages, np.int32), patterns
+            patterns[k, :side, :side] = eta_pattern(side)
+        return sides, np.searchsorted(distinct, sides).astype(np.int32), patterns
 
     def _search(self, forward, record, x, y, x_best, seed, sides, stages, patterns):
         """Algorithm 1 on a batch, every query inside one graph: the start's margins, then per
@@ -385,11 +387,7 @@ def eta_pattern(side: int) -> np.ndarray:
 
 def _margin(logits, labels):
     """:func:`margin` in the graph, in float64."""
-    logits = tf.cast(logits, tf.float64)
-    true = tf.gather(logits, labels, batch_dims=1)
-    others = tf.where(tf.one_hot(labels, tf.shape(logits)[-1]) > 0.5,
-                      tf.constant(-np.inf, tf.float64), logits)
-    return true - tf.reduce_max(others, axis=-1)
+    return losses_lib.margin(logits=tf.cast(logits, tf.float64), labels=labels)
 
 
 def _sq_norm(t):
