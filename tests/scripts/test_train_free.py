@@ -13,7 +13,8 @@ FIELDS = ("model", "eps", "step_size", "num_steps", "epochs", "batch_size", "lr"
           "weight_decay", "random_start")
 CASES = {"cifar10": ["--dataset=cifar10"], "digits": ["--dataset=digits"],
          "given": ["--dataset=digits", "--replays=2", "--step_size=10.2"],
-         "eps4": ["--dataset=cifar10", "--eps=4"], "m0": ["--replays=0"], "l2": ["--norm=l2"]}
+         "eps4": ["--dataset=cifar10", "--eps=4"], "m0": ["--replays=0"], "l2": ["--norm=l2"],
+         "mnist": ["--dataset=mnist"], "mnist_clip": ["--dataset=mnist", "--delta_range=clip"]}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,15 @@ def test_cifar10_takes_the_release_settings(resolved):
     assert (kwargs["replays"], kwargs["batch_size"]) == (8, 128)
     assert kwargs["eps"] == pytest.approx(8 / 255) and kwargs["step_size"] == pytest.approx(8 / 255)
     assert out["attack"]["name"] == "noop"
+    assert kwargs["delta_range"] == "clip"  # the Shafahi et al. releases: x + delta clipped
+
+
+def test_mnist_projects_delta_unless_told_to_clip(resolved):
+    """free_mnist projects delta (Wong et al.'s Free release); --delta_range overrides it."""
+    mnist, clip = resolved["mnist"], resolved["mnist_clip"]
+    assert mnist["preset"] == clip["preset"] == "free_mnist", mnist
+    assert mnist["kwargs"]["delta_range"] == "project" and mnist["kwargs"]["replays"] == 4
+    assert clip["kwargs"]["delta_range"] == "clip"
 
 
 def test_the_step_defaults_to_eps_and_m_to_the_presets(resolved):

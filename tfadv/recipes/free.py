@@ -12,7 +12,10 @@ CIFAR-10 (the TF release's ``config.json``): Madry's WRN (``madry_wrn34``, 5 uni
 release's "WRN-32-10"), m = 8, ε = step = 8, batch 128, 80k replay steps = 205 passes, SGD 0.1
 momentum 0.9, ×0.1 at 40k/60k steps (passes 102/154), weight decay 2e-4 on kernels (``l2_loss``).
 MNIST has no release: ``free_mnist`` is Madry's ``mnist`` preset (its CNN, Adam 1e-4, batch 50, 83
-passes) trained with m = 4 and ε = step = 0.3 (the issue's setting).
+passes) trained with m = 4 and ε = step = 0.3 (the issue's setting), and δ projected so that x + δ
+stays in [0,1] (``delta_range="project"``, Wong et al.'s Free AT release) rather than x + δ
+clipped: on MNIST's zero background the clip freezes every δ that once stepped below the range
+(docs/results.md, issue 21 on MNIST: 3.80% PGD-20 clipped, 78.00% projected).
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from typing import Optional
 from tfadv import attacks as attacks_lib
 from tfadv import ranges as ranges_lib
 from tfadv.attacks import checks
+from tfadv.defenses.free import DELTA_RANGES, check_delta_range
 from tfadv.recipes import base
 
 _LEVELS = ranges_lib.PIXEL_LEVELS
 CIFAR_REPLAYS = 8
 MNIST_REPLAYS = 4
+#: preset name -> δ's range handling where it is not "clip" (tfadv.defenses.free.DELTA_RANGES).
+PRESET_DELTA_RANGES = {"free_mnist": "project"}
 
 
 def _presets():
@@ -61,20 +67,30 @@ def preset_replays(name: Optional[str]) -> int:
     return base.paper_setting(FREE_PRESETS, name, 1, CIFAR_REPLAYS)
 
 
+def preset_delta_range(name: Optional[str]) -> str:
+    """How a Free AT preset's δ meets the pixel range (:data:`DELTA_RANGES`; "clip", the Shafahi
+    et al. releases', for any other preset)."""
+    return PRESET_DELTA_RANGES.get(name, "clip")
+
+
 def training(cfg, *, replays: Optional[int] = None, preset: Optional[str] = None,
-             step_size_given: bool = True):
+             step_size_given: bool = True, delta_range: Optional[str] = None):
     """(run configuration, free kwargs) for the resolved ``cfg`` (pixel levels): ε = ``cfg.eps``,
     the perturbation step ``cfg.step_size`` (ε when ``step_size_given`` is False), m = ``replays``
-    (None: ``preset``'s), the global batch ``cfg.batch_size``; in input units, built once. The
+    (None: ``preset``'s), the global batch ``cfg.batch_size``, δ's range handling ``delta_range``
+    (None: ``preset``'s); in input units, built once. The
     returned configuration records the step actually used, one step per replay, no random start."""
     if cfg.norm != "linf":
         raise ValueError(f"Free AT is an Linf method (signed steps). Received: norm={cfg.norm!r}.")
     replays = checks.check_int(preset_replays(preset) if replays is None else replays,
                                "--replays (Free AT's m)", 1)
+    delta_range = check_delta_range(preset_delta_range(preset) if delta_range is None
+                                    else delta_range)
     step = cfg.step_size if step_size_given else cfg.eps
     kwargs = {"attack": attacks_lib.get("noop"), "eps": base.to_input(cfg.eps, cfg.pixel_range),
               "step_size": base.to_input(step, cfg.pixel_range), "replays": replays,
-              "batch_size": cfg.batch_size, "pixel_range": cfg.pixel_range}
+              "batch_size": cfg.batch_size, "pixel_range": cfg.pixel_range,
+              "delta_range": delta_range}
     cfg = dataclasses.replace(cfg, step_size=round(float(step), 6), num_steps=1,
                               random_start="none")
     return cfg, kwargs
