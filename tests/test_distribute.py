@@ -113,9 +113,10 @@ def _compare(cases):
             return defenses.get("fast", net, attack=attacks.get(
                 "pgd", eps=0.1, step_size=0.125, num_steps=1, random_start="none"),
                 guard_batch=(x[:8], y[:8]), guard_attack=guard, weight_decay=1e-3), net
-        if name == "free":  # m = 3 replays, delta per replica (batches of 8 split 4 + 4)
+        if name in ("free", "freeproject"):  # m = 3 replays, delta per replica (4 + 4 slices)
+            delta_range = "project" if name == "freeproject" else "clip"
             return defenses.get("free", net, eps=0.1, replays=3, batch_size=8,
-                                weight_decay=1e-3), net
+                                delta_range=delta_range, weight_decay=1e-3), net
         if name == "awp":  # Madry's PGD with AWP: the ascent gradient of the global batch
             return defenses.get("madry", net, attack=attacks.get("pgd", **attack),
                                 weight_decay=1e-3, awp_gamma=0.05), net
@@ -195,8 +196,9 @@ def test_mirrored_two_replicas_match_one_device_for_free_and_awp():
     """Free AT's replays with a per-replica delta (4 + 4 slices: each replica's delta is the
     one device's rows of its slice), and AWP on Madry with an empty slice (the last batch of 1):
     the ascent gradient is the global batch's, so every replica perturbs by the one device's v
-    (TRADES-AWP on unequal slices is a slow case)."""
-    _check_cases(("free-16", "awp-17"))
+    (TRADES-AWP on unequal slices is a slow case); Free AT with delta projected onto each
+    replica's own slice's box as well."""
+    _check_cases(("free-16", "freeproject-16", "awp-17"))
 
 
 def test_mirrored_two_replicas_match_one_device_for_mart_and_fast():
