@@ -13,12 +13,11 @@ its gradient uncut (Wong et al.'s Free AT release); clip (the CIFAR-10 preset's,
 releases) zeroes delta's gradient where x + delta left the range. --epochs counts replays (the
 paper's passes over the data): the run replays every batch m times per epoch for ceil(epochs / m)
 epochs, and the LR boundaries (--lr_boundaries, in the same passes) follow the optimizer steps,
-which count replays. On cifar10
-and mnist (and 32x32 / 28x28 npz files) unset flags take preset free_<dataset>: CIFAR-10 the TF
-release (Madry's WRN in [0,1], m 8, eps = step = 8, batch 128, 205 passes = 80k replay steps, SGD
-0.1 momentum 0.9, x0.1 at passes 102/154, wd 2e-4); MNIST Madry's mnist preset with m 4, eps =
-step = 76.5 (0.3) and delta projected. --step_size defaults to --eps. Sizes are pixel levels out
-of 255. Run with --helpfull for every flag.
+which count replays. On cifar10 and mnist (and 32x32 / 28x28 npz files) unset flags take preset
+free_<dataset>: CIFAR-10 the TF release (Madry's WRN in [0,1], m 8, eps = step = 8, batch 128,
+205 passes = 80k replay steps, SGD 0.1 momentum 0.9, x0.1 at passes 102/154, wd 2e-4); MNIST
+Madry's mnist preset with m 4, eps = step = 76.5 (0.3) and delta projected. --step_size defaults
+to --eps. Sizes are pixel levels out of 255. Run with --helpfull for every flag.
 """
 
 from absl import flags

@@ -78,8 +78,8 @@ def training(cfg, *, replays: Optional[int] = None, preset: Optional[str] = None
     """(run configuration, free kwargs) for the resolved ``cfg`` (pixel levels): ε = ``cfg.eps``,
     the perturbation step ``cfg.step_size`` (ε when ``step_size_given`` is False), m = ``replays``
     (None: ``preset``'s), the global batch ``cfg.batch_size``, δ's range handling ``delta_range``
-    (None: ``preset``'s); in input units, built once. The
-    returned configuration records the step actually used, one step per replay, no random start."""
+    (None: ``preset``'s); in input units, built once. The returned configuration records the step
+    actually used, one step per replay, no random start."""
     if cfg.norm != "linf":
         raise ValueError(f"Free AT is an Linf method (signed steps). Received: norm={cfg.norm!r}.")
     replays = checks.check_int(preset_replays(preset) if replays is None else replays,
