@@ -58,6 +58,40 @@ def test_the_finisher_is_apgd_t_on_at_most_k_minus_1_targets():
         attacks.get("a3", eps=EPS, finisher_targets=0)
 
 
+
+def test_the_extra_stage_picks_the_points_whose_margin_closed_to_the_ratio():
+    attack = attacks.get("a3", eps=EPS, finisher_fraction=0.5, finisher_extra_targets=1,
+                         finisher_extra_ratio=0.1)
+    clean = np.array([-4.0, -4.0, -0.5, -0.5, -2.0])
+    best = np.array([-0.3, -0.5, -0.06, -0.04, -2.0])
+    # m_best >= 0.1 * m_clean: -0.3 >= -0.4 yes; -0.5 no; -0.06 >= -0.05 no; -0.04 yes; -2 no.
+    np.testing.assert_array_equal(attack._close(np.arange(5), best, clean), [0, 3])
+    np.testing.assert_array_equal(attack._close(np.array([1, 3, 4]), best, clean), [3])
+    # The ratio is free of the logits' scale: every margin times 10 picks the same points.
+    np.testing.assert_array_equal(attack._close(np.arange(5), 10 * best, 10 * clean), [0, 3])
+
+
+def test_the_extra_stage_is_apgd_t_over_the_targets_after_the_finishers():
+    attack = attacks.get("a3", eps=EPS, finisher_fraction=0.5, finisher_targets=3,
+                         finisher_extra_targets=2, finisher_iter=20, seed=4)
+    extra = attack._extra(10)
+    assert (extra.targeted, extra.loss, extra.target_offset, extra.n_target_classes,
+            extra.n_iter, extra.seed) == (True, "dlr", 3, 2, 20, 4)
+    assert attack._extra(5).n_target_classes == 1  # at most K - 1 targets in all
+    assert attack._extra(4) is None and attack._extra(10) is extra
+    cfg = attack.get_config()
+    assert (cfg["finisher_extra_targets"], cfg["finisher_extra_ratio"]) == (2, 0.1)
+    without = attacks.get("a3", eps=EPS, finisher_fraction=0.5, finisher_targets=3,
+                          finisher_iter=20, seed=4)
+    assert without.finisher_extra_targets == 0  # off by default
+    # Its APGD-T's passes count in the bound: one more target run and one scoring forward.
+    assert attack.model_calls_per_example() - without.model_calls_per_example() == \
+        2 * (20 + 1) + 1 + 1
+    for bad in ({"finisher_extra_targets": -1}, {"finisher_extra_ratio": 0.0},
+                {"finisher_extra_ratio": 1.5}):
+        with pytest.raises(ValueError, match="Received"):
+            attacks.get("a3", eps=EPS, **bad)
+
 def test_adi_directions_target_the_logit_ranks_in_turn():
     attack = attacks.get("a3", eps=EPS)
     rng = np.random.default_rng(0)
@@ -107,6 +141,25 @@ def test_the_finisher_attacks_the_closest_quarter_of_what_the_restarts_left(
     _assert_stages_account_for_the_robust_points(digits_model, x, y, out, stages)
 
 
+
+def test_the_extra_stage_attacks_the_points_within_the_ratio(digits_model, digits_points):
+    # Ratio 1 takes every point the finisher attacked and left robust (m_best >= m_clean always).
+    x, y = digits_points
+    attack = attacks.get("a3", eps=EPS, n_restarts=2, finisher_fraction=0.5, finisher_iter=10,
+                         finisher_extra_targets=1, finisher_extra_ratio=1.0, seed=5)
+    out = attack(digits_model, x, y).numpy()
+    stages = list(attack.last_run)
+    assert [s["stage"] for s in stages][-2:] == ["finisher", "finisher extra"]
+    assert stages[-1]["attacked"] == stages[-2]["attacked"] - stages[-2]["fooled"] > 0
+    assert_in_ball_and_range(out, x, "linf", EPS, "[0,1]")
+    _assert_stages_account_for_the_robust_points(digits_model, x, y, out, stages)
+    # A tight ratio attacks only the points whose margin closed that far (here: fewer).
+    attack = attacks.get("a3", eps=EPS, n_restarts=2, finisher_fraction=0.5, finisher_iter=10,
+                         finisher_extra_targets=1, finisher_extra_ratio=0.05, seed=5)
+    attack(digits_model, x, y)
+    tight = [s for s in attack.last_run if s["stage"] == "finisher extra"]
+    assert 0 < tight[0]["attacked"] < stages[-1]["attacked"]  # measured: 7 of 28
+
 def _assert_stages_account_for_the_robust_points(digits_model, x, y, x_adv, stages):
     pred = testing.predicted(digits_model, x_adv)
     changed = np.any(x_adv != x, axis=(1, 2, 3))
@@ -124,7 +177,9 @@ def test_autoattack_fast_is_a_registered_suite_but_not_autoattacks_number():
     assert fast.name == "autoattack_fast" and fast.version == "custom"
     assert [label for label, _ in fast.members] == ["a3", "square"]
     assert fast.members[0][1].seed == 3 and fast.members[1][1].n_queries == 1000
-    assert (fast.members[0][1].n_restarts, fast.members[0][1].finisher_fraction) == (7, 0.75)
+    a3_member = fast.members[0][1]
+    assert (a3_member.n_restarts, a3_member.finisher_fraction, a3_member.finisher_targets,
+            a3_member.finisher_extra_targets, a3_member.finisher_extra_ratio) == (7, 0.75, 3, 1, 0.1)
     with pytest.raises(ValueError, match="Received"):
         attacks.get("a3", eps=EPS, alpha_low=0.0)
     with pytest.raises(ValueError, match="Received"):

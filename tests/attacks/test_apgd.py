@@ -311,6 +311,35 @@ def test_apgd_t_finds_successes_and_keeps_them(digits_model, digits_test):
     np.testing.assert_array_equal(three[pred_clean != y], x[pred_clean != y])
 
 
+
+def test_apgd_t_target_offset_attacks_the_later_targets_only():
+    # A hand-made 4-class linear model: class 0 is predicted (logit 1); classes 1 and 2 (0.9, 0.8)
+    # are constant, so targeting them can never flip the prediction; class 3 (-1 + 0.5·Σ(x - 0.5))
+    # is ranked fourth but gains 0.5·64·eps = 3.2 > 2 at the ball's corner. So APGD-T over the top
+    # two targets fools nothing, over three fools every point, and target_offset=2 with one target
+    # (that fourth-ranked class alone) fools every point as well.
+    weights = np.zeros((64, 4), np.float32)
+    weights[:, 3] = 0.5
+    bias = np.array([1.0, 0.9, 0.8, -1.0 - 0.5 * 32], np.float32)
+    fn = lambda x: tf.matmul(tf.reshape(x, [-1, 64]), weights) + bias  # noqa: E731
+    x = (0.5 + np.random.default_rng(0).uniform(-0.01, 0.01, (6, 8, 8, 1))).astype("float32")
+    y = np.zeros(6, np.int32)
+    np.testing.assert_array_equal(np.argmax(fn(x), -1), y)
+    kw = dict(eps=0.1, n_iter=10, seed=0)
+    fooled = lambda adv: np.argmax(fn(adv), -1) != y  # noqa: E731
+    assert not fooled(attacks.get("apgd_t", n_target_classes=2, **kw)(fn, x, y)).any()
+    assert fooled(attacks.get("apgd_t", n_target_classes=3, **kw)(fn, x, y)).all()
+    later = attacks.get("apgd_t", n_target_classes=1, target_offset=2, **kw)(fn, x, y)
+    assert_in_ball_and_range(later.numpy(), x, "linf", 0.1, "[0,1]")
+    assert (np.argmax(fn(later), -1) == 3).all()
+    # Its runs are seeded as the same runs of the full APGD-T: the split equals the whole.
+    full = attacks.get("apgd_t", n_target_classes=3, **kw)(fn, x, y)
+    np.testing.assert_allclose(later.numpy(), full.numpy())
+    assert attacks.get("apgd_t", target_offset=2, **kw).get_config()["target_offset"] == 2
+    # Offset and targets together must leave classes to target (checked against the model).
+    with pytest.raises(ValueError, match="Received"):
+        attacks.get("apgd_t", n_target_classes=2, target_offset=2, **kw)(fn, x, y)
+
 def test_restarts_never_lose_a_success(digits_model, digits_test):
     x, y = digits_test
     x, y = x[:100], y[:100]
@@ -334,6 +363,7 @@ def test_model_calls_and_config():
     cfg = t.get_config()
     assert cfg["name"] == "apgd_t" and cfg["targeted"] and cfg["n_target_classes"] == 9
     assert cfg["rho"] == 0.75 and cfg["n_iter"] == 10 and cfg["norm"] == "linf"
+    assert cfg["target_offset"] == 0
     assert {"apgd_ce", "apgd_dlr", "apgd_t"} <= set(attacks.names())
 
 
@@ -356,6 +386,8 @@ def test_num_steps_is_an_alias_of_n_iter():
     ("apgd_dlr", {"eps": 0.1, "n_iter": 2.5}),
     ("apgd_dlr", {"eps": 0.1, "n_restarts": 0}),
     ("apgd_t", {"eps": 0.1, "n_target_classes": 0}),
+    ("apgd_t", {"eps": 0.1, "target_offset": -1}),
+    ("apgd_dlr", {"eps": 0.1, "target_offset": 1}),
     ("apgd_t", {"eps": 0.1, "rho": 0.0}),
     ("apgd_t", {"eps": 0.1, "rho": 1.5}),
     ("apgd_ce", {"eps": 0.1, "pixel_range": "[0,255]"}),

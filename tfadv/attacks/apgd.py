@@ -109,6 +109,10 @@ class APGD(Attack):
         n_restarts: runs per target (untargeted: runs); each runs only on the points no previous
             run has fooled.
         n_target_classes: targets of APGD-T (9 in the standard AutoAttack).
+        target_offset: APGD-T skips the first ``target_offset`` ranked classes: it attacks the
+            classes ranked ``target_offset + 2 .. target_offset + n_target_classes + 1``, each run
+            seeded as the same run of an APGD-T over all of them (so APGD-T over targets 1-3, then
+            one with ``target_offset=3`` over target 4, is the 4-target APGD-T split in two).
         rho: ρ of Condition 1.
         pixel_range: images are clipped to it (part of the projection P_S).
         seed: seed of the random starts; with a seed the attack is deterministic.
@@ -123,8 +127,8 @@ class APGD(Attack):
 
     def __init__(self, *, eps: float, norm: str = "linf", loss: str = "ce", targeted: bool = False,
                  n_iter: int = DEFAULT_ITERATIONS, n_restarts: int = 1, n_target_classes: int = 9,
-                 rho: float = 0.75, pixel_range="[0,1]", seed: Optional[int] = None,
-                 name: Optional[str] = None):
+                 target_offset: int = 0, rho: float = 0.75, pixel_range="[0,1]",
+                 seed: Optional[int] = None, name: Optional[str] = None):
         self.pixel_range = ranges_lib.get_range(pixel_range)
         if not isinstance(norm, str):
             raise ValueError(f"norm must be 'linf' or 'l2'. Received: {norm!r}.")
@@ -141,6 +145,10 @@ class APGD(Attack):
         self.n_iter = _check_int(n_iter, "n_iter", 1)
         self.n_restarts = _check_int(n_restarts, "n_restarts", 1)
         self.n_target_classes = _check_int(n_target_classes, "n_target_classes", 1)
+        self.target_offset = _check_int(target_offset, "target_offset", 0)
+        if self.target_offset and not self.targeted:
+            raise ValueError(f"target_offset applies to APGD-T (targeted=True). "
+                             f"Received: target_offset={target_offset!r}, targeted=False.")
         try:
             rho_value = float(rho)
         except (TypeError, ValueError):
@@ -175,7 +183,8 @@ class APGD(Attack):
     def get_config(self) -> dict:
         return {"name": self.name, "eps": self.eps, "norm": self.norm, "loss": self.loss,
                 "targeted": self.targeted, "n_iter": self.n_iter, "n_restarts": self.n_restarts,
-                "n_target_classes": self.n_target_classes, "rho": self.rho,
+                "n_target_classes": self.n_target_classes,
+                "target_offset": self.target_offset, "rho": self.rho,
                 "pixel_range": str(self.pixel_range), "seed": self.seed}
 
     # ------------------------------------------------------------------------------ calling
@@ -204,9 +213,10 @@ class APGD(Attack):
     def _check_num_classes(self, num_classes):
         if num_classes is None:
             return
-        if self.targeted and self.n_target_classes > num_classes - 1:
-            raise ValueError(f"n_target_classes must be at most the number of classes - 1 "
-                             f"({num_classes - 1}). Received: {self.n_target_classes}.")
+        if self.targeted and self.target_offset + self.n_target_classes > num_classes - 1:
+            raise ValueError(f"target_offset + n_target_classes must be at most the number of "
+                             f"classes - 1 ({num_classes - 1}). Received: "
+                             f"{self.target_offset} + {self.n_target_classes}.")
 
     # ------------------------------------------------------------------------------ the attack
     def _objective(self, logits, labels, targets):
@@ -224,14 +234,17 @@ class APGD(Attack):
         x_out = x
         best_loss = tf.fill(tf.shape(y), tf.constant(-np.inf, tf.float32))
         if self.targeted:
-            ranked = tf.math.top_k(logits_clean, k=self.n_target_classes + 1).indices
+            ranked = tf.math.top_k(logits_clean,
+                                   k=self.target_offset + self.n_target_classes + 1).indices
         num_runs = self.n_restarts * (self.n_target_classes if self.targeted else 1)
+        first_run = self.n_restarts * self.target_offset
         if self.seed is None:
             base_seed = tf.random.uniform([], 0, 2 ** 31 - 1, dtype=tf.int32)
         else:
             base_seed = tf.constant(self.seed, tf.int32)
 
-        # Run r attacks target rank 2 + r // n_restarts (APGD-T); a tf.while_loop, so the model
+        # Run r attacks target rank 2 + r // n_restarts (APGD-T; r counts from target_offset's
+        # first run, so the seeds are those of the full APGD-T); a tf.while_loop, so the model
         # and Algorithm 1 are traced once however many targets and restarts there are. It stops
         # once every point is fooled: the runs left would attack an empty batch.
         def one_run(r, x_out, best_loss, fooled):
@@ -254,8 +267,9 @@ class APGD(Attack):
 
         _, x_out, _, _ = tf.while_loop(
             lambda r, x_out, best_loss, fooled: tf.logical_and(
-                r < num_runs, tf.logical_not(tf.reduce_all(fooled))),
-            one_run, (tf.constant(0), x_out, best_loss, fooled), maximum_iterations=num_runs)
+                r < first_run + num_runs, tf.logical_not(tf.reduce_all(fooled))),
+            one_run, (tf.constant(first_run), x_out, best_loss, fooled),
+            maximum_iterations=num_runs)
         return tf.stop_gradient(x_out)
 
     def _clip(self, x):
@@ -386,10 +400,13 @@ def apgd_dlr(*, eps, norm="linf", n_iter=DEFAULT_ITERATIONS, n_restarts=1, rho=0
 
 @ATTACKS.register("apgd_t", "apgd-t")
 def apgd_t(*, eps, norm="linf", n_iter=DEFAULT_ITERATIONS, n_restarts=1, n_target_classes=9,
-           rho=0.75, pixel_range="[0,1]", seed=None, num_steps=None, name="apgd_t") -> Attack:
+           target_offset=0, rho=0.75, pixel_range="[0,1]", seed=None, num_steps=None,
+           name="apgd_t") -> Attack:
     """APGD-T: APGD on the targeted DLR loss (sec. 4) for the top-``n_target_classes`` other
-    classes of the clean prediction (AutoAttack's standard version: 9 targets, 1 restart each)."""
+    classes of the clean prediction (AutoAttack's standard version: 9 targets, 1 restart each),
+    after the first ``target_offset`` of them."""
     return APGD(eps=eps, norm=norm, loss="dlr", targeted=True,
                 n_iter=_iterations(n_iter, num_steps),
-                n_restarts=n_restarts, n_target_classes=n_target_classes, rho=rho,
-                pixel_range=pixel_range, seed=seed, name=name)
+                n_restarts=n_restarts, n_target_classes=n_target_classes,
+                target_offset=target_offset, rho=rho, pixel_range=pixel_range, seed=seed,
+                name=name)
