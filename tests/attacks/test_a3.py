@@ -177,9 +177,9 @@ def test_autoattack_fast_is_a_registered_suite_but_not_autoattacks_number():
     assert fast.name == "autoattack_fast" and fast.version == "custom"
     assert [label for label, _ in fast.members] == ["a3", "square"]
     assert fast.members[0][1].seed == 3 and fast.members[1][1].n_queries == 1000
-    a3_member = fast.members[0][1]
-    assert (a3_member.n_restarts, a3_member.finisher_fraction, a3_member.finisher_targets,
-            a3_member.finisher_extra_targets, a3_member.finisher_extra_ratio) == (7, 0.75, 3, 1, 0.1)
+    member = fast.members[0][1]
+    assert (member.n_restarts, member.finisher_fraction, member.finisher_targets,
+            member.finisher_extra_targets, member.finisher_extra_ratio) == (7, 0.75, 3, 1, 0.1)
     with pytest.raises(ValueError, match="Received"):
         attacks.get("a3", eps=EPS, alpha_low=0.0)
     with pytest.raises(ValueError, match="Received"):

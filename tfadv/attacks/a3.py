@@ -30,10 +30,10 @@ A3 spends AutoAttack-grade effort only where it pays (REFERENCE_NOTES section 5,
                 the next target class(es) by clean logit (``target_offset``: the finisher's run
                 split in two), only on the finisher's points still robust whose best margin loss
                 has closed to within ``finisher_extra_ratio`` (0.1) of their clean margin:
-                m_best ≥ 0.1·m_clean, both negative. The ratio is free of the logits' scale and shift; measured
-                (docs/results.md), the points a fourth target fools on the MNIST Madry model had
-                ratios of 0.02, where every point the CIFAR-10 ResNet-20 keeps had 0.26 or more, so
-                the stage costs nothing where it cannot pay.
+                m_best ≥ 0.1·m_clean, both negative. The ratio is free of the logits' scale and
+                shift; measured (docs/results.md), the points a fourth target fools on the MNIST
+                Madry model had ratios of 0.02, where every point the CIFAR-10 ResNet-20 keeps had
+                0.26 or more, so the stage costs nothing where it cannot pay.
 
 Every stage is an :class:`~tfadv.attacks.core.IterativeAttack` (early stopping: a fooled point
 costs no further pass); ADI's direction w rides in the loop's per-example clean-logits slot and
@@ -168,7 +168,7 @@ class A3Attack(Attack):
                                                 "finisher_extra_targets", 0)
         self.finisher_extra_ratio = check_number(finisher_extra_ratio, "finisher_extra_ratio",
                                                  upper=1.0)
-        self._finishers = {}  # APGD-T per target count (one compiled attack each)
+        self._finishers = {}  # APGD-T per target count, and the extra stage's (compiled once)
         self.seed = None if seed is None else check_int(seed, "seed", 0)
         common = dict(eps=self.eps, step_size=self.eps, norm=norm, random_start="none",
                       pixel_range=str(self.pixel_range), early_stop=True)
