@@ -168,7 +168,7 @@ class A3Attack(Attack):
                                                 "finisher_extra_targets", 0)
         self.finisher_extra_ratio = check_number(finisher_extra_ratio, "finisher_extra_ratio",
                                                  upper=1.0)
-        self._finishers = {}  # APGD-T per target count, and the extra stage's (compiled once)
+        self._finishers = {}  # APGD-T per (target offset, target count): compiled once
         self.seed = None if seed is None else check_int(seed, "seed", 0)
         common = dict(eps=self.eps, step_size=self.eps, norm=norm, random_start="none",
                       pixel_range=str(self.pixel_range), early_stop=True)
@@ -191,9 +191,9 @@ class A3Attack(Attack):
         finisher = 0
         if self.finisher_fraction > 0:
             finisher = self._finisher(self.finisher_targets + 1).model_calls_per_example() + 1
-            if self.finisher_extra_targets:
-                finisher += self._extra(self.finisher_targets + self.finisher_extra_targets
-                                        + 1).model_calls_per_example() + 1
+            extra = self._extra(self.finisher_targets + self.finisher_extra_targets + 1)
+            if extra is not None:
+                finisher += extra.model_calls_per_example() + 1
         return 1 + int(self.corner) + self.first_steps + 1 + later + finisher
 
     def get_config(self) -> dict:
@@ -239,28 +239,25 @@ class A3Attack(Attack):
 
     def _finisher(self, num_classes):
         """The finisher's APGD-T for ``num_classes`` classes (at most K - 1 targets)."""
-        targets = min(self.finisher_targets, num_classes - 1)
-        if targets not in self._finishers:
-            self._finishers[targets] = APGD(
-                eps=self.eps, norm=self.norm, loss="dlr", targeted=True,
-                n_iter=self.finisher_iter, n_target_classes=targets,
-                pixel_range=str(self.pixel_range), seed=self.seed)
-        return self._finishers[targets]
+        return self._apgd_t(0, min(self.finisher_targets, num_classes - 1))
 
     def _extra(self, num_classes):
         """APGD-T over the ``finisher_extra_targets`` classes ranked after the finisher's (at most
-        K - 1 targets in all; None when the finisher's already cover them)."""
+        K - 1 targets in all; None when there are none: the stage is off, or the finisher's
+        targets already cover the K - 1 classes)."""
         offset = min(self.finisher_targets, num_classes - 1)
         targets = min(self.finisher_extra_targets, num_classes - 1 - offset)
-        if targets < 1:
-            return None
-        key = ("extra", offset, targets)
-        if key not in self._finishers:
-            self._finishers[key] = APGD(
+        return self._apgd_t(offset, targets) if targets >= 1 else None
+
+    def _apgd_t(self, offset, targets):
+        """APGD-T (targeted DLR, ``finisher_iter`` iterations) over the ``targets`` classes after
+        the first ``offset``; one per (offset, targets), so each compiles once."""
+        if (offset, targets) not in self._finishers:
+            self._finishers[offset, targets] = APGD(
                 eps=self.eps, norm=self.norm, loss="dlr", targeted=True,
                 n_iter=self.finisher_iter, n_target_classes=targets, target_offset=offset,
                 pixel_range=str(self.pixel_range), seed=self.seed)
-        return self._finishers[key]
+        return self._finishers[offset, targets]
 
     def _close(self, idx, best_margin, clean_margin):
         """The points of ``idx`` whose best margin loss has closed to within
@@ -331,11 +328,13 @@ class A3Attack(Attack):
             idx = self._keep(idx, best_margin, self.finisher_fraction, min_keep=1)
             adv = self._finisher(logits.shape[-1])(model_fn, x[idx], y[idx])
             score(idx, np.asarray(adv), "finisher", fraction=self.finisher_fraction)
-            extra = self._extra(logits.shape[-1]) if self.finisher_extra_targets else None
-            idx = self._close(idx[robust[idx]], best_margin, clean_margin)
-            if extra is not None and idx.size:
-                adv = extra(model_fn, x[idx], y[idx])
-                score(idx, np.asarray(adv), "finisher extra", ratio=self.finisher_extra_ratio)
+            extra = self._extra(logits.shape[-1])
+            if extra is not None:
+                idx = self._close(idx[robust[idx]], best_margin, clean_margin)
+                if idx.size:
+                    adv = extra(model_fn, x[idx], y[idx])
+                    score(idx, np.asarray(adv), "finisher extra",
+                          ratio=self.finisher_extra_ratio)
         return tf.constant(x_adv)
 
 
